@@ -1,0 +1,29 @@
+//! # jetgen
+//!
+//! Generative models for particle jets on a from-scratch numerical engine: tensors on CPU
+//! (rayon) and CUDA (cudarc + hand-written kernels), a reverse-mode autodiff tape, neural
+//! network layers and optimizers.
+//!
+//! Layers, bottom to top: [`tensor`] / [`device`] (storage, no autodiff) → [`ops`] (math on
+//! tensors, each op with its backward) → [`autograd`] (the tape) → [`nn`] (layers,
+//! optimizers, checkpoints) → models and the CLI.
+
+pub mod autograd;
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod nn;
+pub mod ops;
+pub mod real;
+pub mod rng;
+pub mod shape;
+pub mod tensor;
+
+pub use autograd::{Gradients, Tape, Var};
+pub use device::Device;
+pub use error::{Error, Result};
+pub use rng::Rng;
+pub use tensor::{DType, Tensor};
+
+/// Library version (from Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,446 @@
+//! Elementwise ops: unary functions y = f(x) with their derivatives, NumPy-broadcasting
+//! binary arithmetic, and `select` (where).
+
+use cudarc::driver::{CudaSlice, PushKernelArg};
+use rayon::prelude::*;
+
+use crate::autograd::{Op, Var};
+use crate::device::cuda::{grid_for, CudaBackend};
+use crate::error::{Error, Result};
+use crate::ops::{n_u32, Strided3};
+use crate::real::Real;
+use crate::shape::{broadcast_shapes, broadcast_strides, numel, StridedLayout};
+use crate::tensor::{Storage, Tensor};
+use crate::with_real;
+
+/// Elements per rayon task for elementwise loops.
+const CHUNK: usize = 4096;
+
+/// A unary function with up to two scalar parameters. The code is the kernel's switch case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// −x
+    Neg,
+    /// eˣ
+    Exp,
+    /// ln x
+    Log,
+    /// √x
+    Sqrt,
+    /// x²
+    Square,
+    /// xᵖ
+    Pow(f32),
+    /// |x| (derivative 0 at 0)
+    Abs,
+    /// max(x, 0)
+    Relu,
+    /// x for x > 0, αx otherwise
+    LeakyRelu(f32),
+    /// x for x > 0, α(eˣ − 1) otherwise
+    Elu(f32),
+    /// tanh x
+    Tanh,
+    /// 1 / (1 + e⁻ˣ), evaluated without overflow
+    Sigmoid,
+    /// ln(1 + eˣ) = max(x,0) + ln(1 + e^−|x|)
+    Softplus,
+    /// min(max(x, lo), hi); gradient passes where lo ≤ x ≤ hi
+    Clamp(f32, f32),
+    /// x + c
+    AddScalar(f32),
+    /// c·x
+    MulScalar(f32),
+    /// 1/x
+    Recip,
+}
+
+impl UnaryOp {
+    fn code_params(self) -> (i32, f32, f32) {
+        use UnaryOp::*;
+        match self {
+            Neg => (0, 0., 0.),
+            Exp => (1, 0., 0.),
+            Log => (2, 0., 0.),
+            Sqrt => (3, 0., 0.),
+            Square => (4, 0., 0.),
+            Pow(p) => (5, p, 0.),
+            Abs => (6, 0., 0.),
+            Relu => (7, 0., 0.),
+            LeakyRelu(a) => (8, a, 0.),
+            Elu(a) => (9, a, 0.),
+            Tanh => (10, 0., 0.),
+            Sigmoid => (11, 0., 0.),
+            Softplus => (12, 0., 0.),
+            Clamp(lo, hi) => (13, lo, hi),
+            AddScalar(c) => (14, c, 0.),
+            MulScalar(c) => (15, c, 0.),
+            Recip => (16, 0., 0.),
+        }
+    }
+
+    /// y = f(x) for one scalar (the CPU reference).
+    pub fn apply<T: Real>(self, x: T) -> T {
+        use UnaryOp::*;
+        let zero = T::zero();
+        let one = T::one();
+        let p = |v: f32| T::from_f64(v as f64);
+        match self {
+            Neg => -x,
+            Exp => x.exp(),
+            Log => x.ln(),
+            Sqrt => x.sqrt(),
+            Square => x * x,
+            Pow(e) => x.powf(p(e)),
+            Abs => x.abs(),
+            Relu => if x > zero { x } else { zero },
+            LeakyRelu(a) => if x > zero { x } else { p(a) * x },
+            Elu(a) => if x > zero { x } else { p(a) * (x.exp() - one) },
+            Tanh => x.tanh(),
+            Sigmoid => sigmoid(x),
+            Softplus => (if x > zero { x } else { zero }) + (-x.abs()).exp().ln_1p(),
+            Clamp(lo, hi) => {
+                let v = if x < p(lo) { p(lo) } else { x };
+                if v > p(hi) { p(hi) } else { v }
+            }
+            AddScalar(c) => x + p(c),
+            MulScalar(c) => x * p(c),
+            Recip => one / x,
+        }
+    }
+
+    /// dL/dx from x, y = f(x) and g = dL/dy (the CPU reference of the backward kernel).
+    pub fn grad<T: Real>(self, x: T, y: T, g: T) -> T {
+        use UnaryOp::*;
+        let zero = T::zero();
+        let one = T::one();
+        let p = |v: f32| T::from_f64(v as f64);
+        match self {
+            Neg => -g,
+            Exp => g * y,
+            Log => g / x,
+            Sqrt => g * T::from_f64(0.5) / y,
+            Square => T::from_f64(2.0) * x * g,
+            Pow(e) => g * p(e) * x.powf(p(e) - one),
+            Abs => if x > zero { g } else if x < zero { -g } else { zero },
+            Relu => if x > zero { g } else { zero },
+            LeakyRelu(a) => if x > zero { g } else { p(a) * g },
+            Elu(a) => if x > zero { g } else { g * (y + p(a)) },
+            Tanh => g * (one - y * y),
+            Sigmoid => g * y * (one - y),
+            Softplus => g * sigmoid(x),
+            Clamp(lo, hi) => if x >= p(lo) && x <= p(hi) { g } else { zero },
+            AddScalar(_) => g,
+            MulScalar(c) => g * p(c),
+            Recip => -g * y * y,
+        }
+    }
+}
+
+fn sigmoid<T: Real>(x: T) -> T {
+    let one = T::one();
+    if x >= T::zero() {
+        one / (one + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (one + e)
+    }
+}
+
+/// Binary arithmetic with NumPy broadcasting. The code is the kernel's switch case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// max(a, b), NaN-propagating from a
+    Maximum,
+}
+
+impl BinaryOp {
+    fn code(self) -> i32 {
+        self as i32
+    }
+    /// a (op) b for one scalar pair.
+    pub fn apply<T: Real>(self, a: T, b: T) -> T {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Maximum => a.max_nan(b),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tensor-level forward
+
+/// y = f(x) elementwise.
+pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    match x.storage() {
+        Storage::Cuda(buf) => {
+            let be = &buf.backend;
+            let n = x.numel();
+            let mut out = be.alloc::<f32>(n)?;
+            let (code, p0, p1) = op.code_params();
+            let f = be.function("elementwise", "unary_forward")?;
+            let nn = n_u32("unary", n)?;
+            let mut b = be.stream.launch_builder(&f);
+            b.arg(&code).arg(&p0).arg(&p1).arg(&nn).arg(&buf.slice).arg(&mut out);
+            // SAFETY: argument list matches the kernel signature; buffers hold n elements.
+            be.check_launch("unary_forward", unsafe { b.launch(grid_for(n)) })?;
+            Ok(Tensor::from_cuda(out, be.clone(), x.shape()))
+        }
+        _ => with_real!(x, T => {
+            let xs = x.cpu::<T>()?;
+            let mut out = vec![T::zero(); xs.len()];
+            out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, i)| {
+                for (o, &v) in o.iter_mut().zip(i) { *o = op.apply(v); }
+            });
+            Tensor::from_cpu_vec(out, x.shape())
+        }),
+    }
+}
+
+/// dL/dx of y = f(x) given x, y and g = dL/dy (all the same shape).
+pub fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    x.same_place("unary_backward", g)?;
+    match x.storage() {
+        Storage::Cuda(buf) => {
+            let be = &buf.backend;
+            let n = x.numel();
+            let mut out = be.alloc::<f32>(n)?;
+            let (code, p0, p1) = op.code_params();
+            let f = be.function("elementwise", "unary_backward")?;
+            let nn = n_u32("unary_backward", n)?;
+            let mut b = be.stream.launch_builder(&f);
+            b.arg(&code).arg(&p0).arg(&p1).arg(&nn);
+            b.arg(&buf.slice).arg(&y.cuda()?.slice).arg(&g.cuda()?.slice).arg(&mut out);
+            // SAFETY: argument list matches the kernel signature; buffers hold n elements.
+            be.check_launch("unary_backward", unsafe { b.launch(grid_for(n)) })?;
+            Ok(Tensor::from_cuda(out, be.clone(), x.shape()))
+        }
+        _ => with_real!(x, T => {
+            let (xs, ys, gs) = (x.cpu::<T>()?, y.cpu::<T>()?, g.cpu::<T>()?);
+            let mut out = vec![T::zero(); xs.len()];
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+                let base = c * CHUNK;
+                for (k, o) in o.iter_mut().enumerate() {
+                    let i = base + k;
+                    *o = op.grad(xs[i], ys[i], gs[i]);
+                }
+            });
+            Tensor::from_cpu_vec(out, x.shape())
+        }),
+    }
+}
+
+/// `out = a (op) b` with NumPy broadcasting; out has the broadcast shape.
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.same_place("binary op", b)?;
+    let shape = broadcast_shapes("binary op", a.shape(), b.shape())?;
+    let layout = StridedLayout::new(
+        &shape,
+        vec![broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape)],
+    );
+    let n = numel(&shape);
+    match a.storage() {
+        Storage::Cuda(buf) => {
+            let be = &buf.backend;
+            let mut out = be.alloc::<f32>(n)?;
+            let l = Strided3::from_layout("binary", &layout)?;
+            let f = be.function("elementwise", "binary_forward")?;
+            let (code, nn) = (op.code(), n_u32("binary", n)?);
+            let mut lb = be.stream.launch_builder(&f);
+            lb.arg(&code).arg(&l).arg(&nn).arg(&buf.slice).arg(&b.cuda()?.slice).arg(&mut out);
+            // SAFETY: the layout addresses only elements inside a and b.
+            be.check_launch("binary_forward", unsafe { lb.launch(grid_for(n)) })?;
+            Ok(Tensor::from_cuda(out, be.clone(), &shape))
+        }
+        _ => with_real!(a, T => {
+            let (xs, ys) = (a.cpu::<T>()?, b.cpu::<T>()?);
+            let mut out = vec![T::zero(); n];
+            let same = a.shape() == b.shape();
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+                let base = c * CHUNK;
+                for (k, o) in o.iter_mut().enumerate() {
+                    let i = base + k;
+                    *o = if same { op.apply(xs[i], ys[i]) } else {
+                        op.apply(xs[layout.offset(0, i)], ys[layout.offset(1, i)])
+                    };
+                }
+            });
+            Tensor::from_cpu_vec(out, &shape)
+        }),
+    }
+}
+
+/// `out = cond ≠ 0 ? a : b` with broadcasting over all three. The unselected value is never
+/// used in arithmetic, so NaN/inf there cannot leak.
+pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    cond.same_place("select", a)?;
+    a.same_place("select", b)?;
+    let shape = broadcast_shapes("select", &broadcast_shapes("select", cond.shape(), a.shape())?, b.shape())?;
+    let layout = StridedLayout::new(
+        &shape,
+        vec![
+            broadcast_strides(cond.shape(), &shape),
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        ],
+    );
+    let n = numel(&shape);
+    match a.storage() {
+        Storage::Cuda(buf) => {
+            let be = &buf.backend;
+            let mut out = be.alloc::<f32>(n)?;
+            let l = Strided3::from_layout("select", &layout)?;
+            let f = be.function("elementwise", "select_forward")?;
+            let nn = n_u32("select", n)?;
+            let mut lb = be.stream.launch_builder(&f);
+            lb.arg(&l).arg(&nn).arg(&cond.cuda()?.slice).arg(&buf.slice).arg(&b.cuda()?.slice).arg(&mut out);
+            // SAFETY: the layout addresses only elements inside cond, a and b.
+            be.check_launch("select_forward", unsafe { lb.launch(grid_for(n)) })?;
+            Ok(Tensor::from_cuda(out, be.clone(), &shape))
+        }
+        _ => with_real!(a, T => {
+            let (cs, xs, ys) = (cond.cpu::<T>()?, a.cpu::<T>()?, b.cpu::<T>()?);
+            let out: Vec<T> = (0..n)
+                .into_par_iter()
+                .map(|i| if cs[layout.offset(0, i)] != T::zero() { xs[layout.offset(1, i)] } else { ys[layout.offset(2, i)] })
+                .collect();
+            Tensor::from_cpu_vec(out, &shape)
+        }),
+    }
+}
+
+/// Fill the first `n` elements of a device buffer with `value`.
+pub(crate) fn cuda_fill(be: &CudaBackend, out: &mut CudaSlice<f32>, n: usize, value: f32) -> Result<()> {
+    let f = be.function("elementwise", "fill")?;
+    let nn = n_u32("fill", n)?;
+    let mut lb = be.stream.launch_builder(&f);
+    lb.arg(&nn).arg(&value).arg(out);
+    // SAFETY: out holds at least n elements.
+    be.check_launch("fill", unsafe { lb.launch(grid_for(n)) })
+}
+
+/// Sum `g` (of a broadcast result shape) down to `shape`, the adjoint of broadcasting.
+pub fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let mut t = g.clone();
+    while t.ndim() > shape.len() {
+        t = crate::ops::reduce::sum_axis(&t, 0, false)?;
+    }
+    for d in 0..shape.len() {
+        if shape[d] == 1 && t.shape()[d] != 1 {
+            t = crate::ops::reduce::sum_axis(&t, d, true)?;
+        }
+    }
+    if t.shape() != shape {
+        return Err(Error::shape("sum_to_shape", format!("cannot reduce {:?} to {shape:?}", g.shape())));
+    }
+    Ok(t)
+}
+
+// ------------------------------------------------------------------ tape ops
+
+impl Var {
+    fn unary_op(&self, op: UnaryOp) -> Result<Var> {
+        let y = unary(op, self.value())?;
+        self.tape().push(Op::Unary(op), &[self], y)
+    }
+    /// −x
+    pub fn neg(&self) -> Result<Var> { self.unary_op(UnaryOp::Neg) }
+    /// eˣ
+    pub fn exp(&self) -> Result<Var> { self.unary_op(UnaryOp::Exp) }
+    /// ln x
+    pub fn log(&self) -> Result<Var> { self.unary_op(UnaryOp::Log) }
+    /// √x
+    pub fn sqrt(&self) -> Result<Var> { self.unary_op(UnaryOp::Sqrt) }
+    /// x²
+    pub fn square(&self) -> Result<Var> { self.unary_op(UnaryOp::Square) }
+    /// xᵖ (scalar exponent)
+    pub fn powf(&self, p: f32) -> Result<Var> { self.unary_op(UnaryOp::Pow(p)) }
+    /// |x|
+    pub fn abs(&self) -> Result<Var> { self.unary_op(UnaryOp::Abs) }
+    /// max(x, 0)
+    pub fn relu(&self) -> Result<Var> { self.unary_op(UnaryOp::Relu) }
+    /// x > 0 ? x : αx
+    pub fn leaky_relu(&self, alpha: f32) -> Result<Var> { self.unary_op(UnaryOp::LeakyRelu(alpha)) }
+    /// x > 0 ? x : α(eˣ−1)
+    pub fn elu(&self, alpha: f32) -> Result<Var> { self.unary_op(UnaryOp::Elu(alpha)) }
+    /// tanh x
+    pub fn tanh(&self) -> Result<Var> { self.unary_op(UnaryOp::Tanh) }
+    /// 1/(1+e⁻ˣ)
+    pub fn sigmoid(&self) -> Result<Var> { self.unary_op(UnaryOp::Sigmoid) }
+    /// ln(1+eˣ)
+    pub fn softplus(&self) -> Result<Var> { self.unary_op(UnaryOp::Softplus) }
+    /// min(max(x, lo), hi)
+    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Var> { self.unary_op(UnaryOp::Clamp(lo, hi)) }
+    /// x + c
+    pub fn add_scalar(&self, c: f32) -> Result<Var> { self.unary_op(UnaryOp::AddScalar(c)) }
+    /// c·x
+    pub fn mul_scalar(&self, c: f32) -> Result<Var> { self.unary_op(UnaryOp::MulScalar(c)) }
+    /// 1/x
+    pub fn recip(&self) -> Result<Var> { self.unary_op(UnaryOp::Recip) }
+
+    fn binary_op(&self, op: BinaryOp, other: &Var) -> Result<Var> {
+        let y = binary(op, self.value(), other.value())?;
+        self.tape().push(Op::Binary(op), &[self, other], y)
+    }
+    /// a + b (broadcasting)
+    pub fn add(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Add, other) }
+    /// a − b (broadcasting)
+    pub fn sub(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Sub, other) }
+    /// a · b (broadcasting); with a 0/1 mask this is the mask-multiply for padded particles
+    pub fn mul(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Mul, other) }
+    /// a / b (broadcasting)
+    pub fn div(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Div, other) }
+    /// max(a, b) elementwise (broadcasting); the gradient goes to a where a ≥ b
+    pub fn maximum(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Maximum, other) }
+
+    /// `cond ≠ 0 ? self : other` with broadcasting; `cond` is a constant mask.
+    pub fn select(cond: &Tensor, a: &Var, b: &Var) -> Result<Var> {
+        let y = select(cond, a.value(), b.value())?;
+        a.tape().push(Op::Select(cond.clone()), &[a, b], y)
+    }
+}
+
+/// Backward of [`Op::Unary`].
+pub(crate) fn backward_unary(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    Ok(vec![Some(unary_backward(op, x, y, g)?)])
+}
+
+/// Backward of [`Op::Binary`]: (∂/∂a, ∂/∂b), each summed back to its operand's shape.
+/// Add: (g, g); Sub: (g, −g); Mul: (g·b, g·a); Div: (g/b, −g·y/b); Maximum: g to the winner.
+pub(crate) fn backward_binary(op: BinaryOp, a: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let (ga, gb) = match op {
+        BinaryOp::Add => (g.clone(), g.clone()),
+        BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
+        BinaryOp::Mul => (binary(BinaryOp::Mul, g, b)?, binary(BinaryOp::Mul, g, a)?),
+        BinaryOp::Div => {
+            let ga = binary(BinaryOp::Div, g, b)?;
+            let gb = unary(UnaryOp::Neg, &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, y)?, b)?)?;
+            (ga, gb)
+        }
+        BinaryOp::Maximum => {
+            // a wins where a − y == 0, i.e. y came from a.
+            let diff = binary(BinaryOp::Sub, y, &binary(BinaryOp::Add, a, &b.zeros_like()?)?)?;
+            let zero = g.zeros_like()?;
+            let a_lost = unary(UnaryOp::Abs, &diff)?;
+            (select(&a_lost, &zero, g)?, select(&a_lost, g, &zero)?)
+        }
+    };
+    Ok(vec![Some(sum_to_shape(&ga, a.shape())?), Some(sum_to_shape(&gb, b.shape())?)])
+}
+
+/// Backward of [`Op::Select`].
+pub(crate) fn backward_select(cond: &Tensor, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let zero = g.zeros_like()?;
+    let ga = select(cond, g, &zero)?;
+    let gb = select(cond, &zero, g)?;
+    Ok(vec![Some(sum_to_shape(&ga, a.shape())?), Some(sum_to_shape(&gb, b.shape())?)])
+}

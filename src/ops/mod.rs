@@ -1,0 +1,49 @@
+//! Tensor operations, one file per family. Each file holds the op's math (doc comments),
+//! its CPU implementation (generic over f32/f64, parallel with rayon), its CUDA dispatch,
+//! and — in the `impl Var` block — the tape op with its backward next to its forward.
+
+pub mod elementwise;
+pub mod index;
+pub mod matmul;
+pub mod movement;
+pub mod random;
+pub mod reduce;
+
+use cudarc::driver::DeviceRepr;
+
+use crate::error::{Error, Result};
+use crate::shape::{StridedLayout, MAX_DIMS};
+
+/// Kernel-side copy of a [`StridedLayout`] with up to 3 operands (`Strided3` in common.cuh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Strided3 {
+    pub ndim: u32,
+    pub shape: [u32; MAX_DIMS],
+    pub stride: [[u32; MAX_DIMS]; 3],
+}
+
+// SAFETY: plain-old-data with the same layout as the CUDA struct.
+unsafe impl DeviceRepr for Strided3 {}
+
+impl Strided3 {
+    /// Pack a layout for a kernel; errors for more than 8 (merged) dims or 2^32 elements.
+    pub fn from_layout(op: &'static str, l: &StridedLayout) -> Result<Strided3> {
+        if l.shape.len() > MAX_DIMS || l.strides.len() > 3 {
+            return Err(Error::shape(op, format!("at most {MAX_DIMS} non-mergeable dims on CUDA")));
+        }
+        let mut k = Strided3 { ndim: l.shape.len() as u32, ..Default::default() };
+        for (d, &n) in l.shape.iter().enumerate() {
+            k.shape[d] = u32::try_from(n).map_err(|_| Error::shape(op, "dimension exceeds 2^32"))?;
+            for (o, s) in l.strides.iter().enumerate() {
+                k.stride[o][d] = u32::try_from(s[d]).map_err(|_| Error::shape(op, "stride exceeds 2^32"))?;
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// Element count as the `u32` kernels take.
+pub(crate) fn n_u32(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 kernel limit")))
+}

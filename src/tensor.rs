@@ -1,0 +1,322 @@
+//! `Tensor`: a shape plus contiguous storage on the host (f32, or f64 for references) or on
+//! a CUDA device (f32). Tensors are immutable values that share storage cheaply (`Arc`);
+//! ops return new tensors. Autodiff lives one layer up, in [`crate::autograd`].
+
+use std::any::Any;
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+
+use crate::device::cuda::{self, CudaBackend};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::real::Real;
+use crate::shape::numel;
+
+/// Element type of a tensor. CUDA tensors are always `F32`; `F64` exists on the CPU for
+/// reference computations and gradient checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+}
+
+/// A device buffer together with the backend (context + stream) that owns it.
+pub struct CudaBuffer {
+    pub slice: CudaSlice<f32>,
+    pub backend: Arc<CudaBackend>,
+}
+
+/// Where a tensor's elements are.
+pub enum Storage {
+    CpuF32(Vec<f32>),
+    CpuF64(Vec<f64>),
+    Cuda(CudaBuffer),
+}
+
+/// An n-dimensional array, row-major and contiguous.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Arc<Storage>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype(), self.device())
+    }
+}
+
+/// Run `$body` with `$T` bound to the Rust scalar type of the CPU tensor `$t`
+/// (callers handle the CUDA case before).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_real {
+    ($t:expr, $T:ident => $body:expr) => {
+        match $t.dtype() {
+            $crate::tensor::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::tensor::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+
+    /// Wrap a host vector of `f32` or `f64` as a CPU tensor of `shape`.
+    pub fn from_cpu_vec<T: Real>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} elements do not fill shape {shape:?}", data.len()),
+            ));
+        }
+        let boxed: Box<dyn Any> = Box::new(data);
+        let storage = match boxed.downcast::<Vec<f32>>() {
+            Ok(v) => Storage::CpuF32(*v),
+            Err(b) => match b.downcast::<Vec<f64>>() {
+                Ok(v) => Storage::CpuF64(*v),
+                Err(_) => unreachable!("Real is implemented only for f32 and f64"),
+            },
+        };
+        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(storage) })
+    }
+
+    /// An f32 tensor from host data, placed on `device`.
+    pub fn from_slice(data: &[f32], shape: &[usize], device: Device) -> Result<Tensor> {
+        Tensor::from_cpu_vec(data.to_vec(), shape)?.to_device(device)
+    }
+
+    /// An f64 CPU tensor (references, gradient checks).
+    pub fn from_f64(data: &[f64], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_cpu_vec(data.to_vec(), shape)
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::from_cpu_vec(vec![value; numel(shape)], shape),
+            Device::Cuda(i) => {
+                let be = cuda::backend(i)?;
+                let n = numel(shape);
+                let mut slice = be.alloc::<f32>(n)?;
+                crate::ops::elementwise::cuda_fill(&be, &mut slice, n, value)?;
+                Ok(Tensor::from_cuda(slice, be, shape))
+            }
+        }
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize], device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::from_cpu_vec(vec![0f32; numel(shape)], shape),
+            Device::Cuda(i) => {
+                let be = cuda::backend(i)?;
+                let slice = be.alloc_zeros::<f32>(numel(shape))?;
+                Ok(Tensor::from_cuda(slice, be, shape))
+            }
+        }
+    }
+
+    /// A tensor of zeros with the dtype and device of `self`.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        match self.dtype() {
+            DType::F64 => Tensor::from_cpu_vec(vec![0f64; self.numel()], &self.shape),
+            DType::F32 => Tensor::zeros(&self.shape, self.device()),
+        }
+    }
+
+    /// A tensor of `value` with the dtype, device and shape of `self`.
+    pub fn full_like(&self, value: f64) -> Result<Tensor> {
+        match self.dtype() {
+            DType::F64 => Tensor::from_cpu_vec(vec![value; self.numel()], &self.shape),
+            DType::F32 => Tensor::full(&self.shape, value as f32, self.device()),
+        }
+    }
+
+    /// A scalar (shape `[]`) with the dtype and device of `self`.
+    pub fn scalar_like(&self, value: f64) -> Result<Tensor> {
+        match self.dtype() {
+            DType::F64 => Tensor::from_cpu_vec(vec![value], &[]),
+            DType::F32 => Tensor::full(&[], value as f32, self.device()),
+        }
+    }
+
+    /// Wrap an existing device buffer (at least `numel(shape)` elements).
+    pub fn from_cuda(slice: CudaSlice<f32>, backend: Arc<CudaBackend>, shape: &[usize]) -> Tensor {
+        Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cuda(CudaBuffer { slice, backend })) }
+    }
+
+    // ---------------------------------------------------------------- inspection
+
+    /// The shape (`[]` for a scalar).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    /// The storage (for op implementations).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match &*self.storage {
+            Storage::CpuF64(_) => DType::F64,
+            _ => DType::F32,
+        }
+    }
+    /// The device the elements live on.
+    pub fn device(&self) -> Device {
+        match &*self.storage {
+            Storage::Cuda(b) => Device::Cuda(b.backend.ordinal),
+            _ => Device::Cpu,
+        }
+    }
+
+    /// The host slice when this is a CPU tensor of scalar type `T`.
+    pub fn cpu<T: Real>(&self) -> Result<&[T]> {
+        let any: &dyn Any = match &*self.storage {
+            Storage::CpuF32(v) => v,
+            Storage::CpuF64(v) => v,
+            Storage::Cuda(_) => {
+                return Err(Error::DeviceMismatch { op: "cpu access", a: self.device().to_string(), b: "cpu".into() })
+            }
+        };
+        any.downcast_ref::<Vec<T>>().map(|v| v.as_slice()).ok_or_else(|| Error::DType {
+            op: "cpu access",
+            msg: format!("tensor holds {:?}, not {}", self.dtype(), std::any::type_name::<T>()),
+        })
+    }
+
+    /// The device buffer when this is a CUDA tensor.
+    pub fn cuda(&self) -> Result<&CudaBuffer> {
+        match &*self.storage {
+            Storage::Cuda(b) => Ok(b),
+            _ => Err(Error::DeviceMismatch { op: "cuda access", a: "cpu".into(), b: "cuda".into() }),
+        }
+    }
+
+    /// Copy out all elements as f32 (from any device/dtype).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match &*self.storage {
+            Storage::CpuF32(v) => Ok(v.clone()),
+            Storage::CpuF64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
+            Storage::Cuda(b) => b.backend.dtoh(&b.slice, self.numel()),
+        }
+    }
+
+    /// Copy out all elements as f64 (from any device/dtype).
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        match &*self.storage {
+            Storage::CpuF64(v) => Ok(v.clone()),
+            _ => Ok(self.to_vec()?.into_iter().map(f64::from).collect()),
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::shape("item", format!("needs one element, shape is {:?}", self.shape)));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    // ---------------------------------------------------------------- conversion
+
+    /// Copy to `device` (no copy when already there). f64 tensors become f32 on CUDA.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if device == self.device() && !(device.is_cuda() && self.dtype() == DType::F64) {
+            return Ok(self.clone());
+        }
+        match device {
+            Device::Cpu => Tensor::from_cpu_vec(self.to_vec()?, &self.shape),
+            Device::Cuda(i) => {
+                let be = cuda::backend(i)?;
+                let host = self.to_vec()?;
+                let slice = be.htod(&host)?;
+                Ok(Tensor::from_cuda(slice, be, &self.shape))
+            }
+        }
+    }
+
+    /// Convert a CPU tensor to `dtype` (CUDA supports only f32).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        if self.device().is_cuda() {
+            return Err(Error::DType { op: "to_dtype", msg: "CUDA tensors are f32 only".into() });
+        }
+        match dtype {
+            DType::F32 => Tensor::from_cpu_vec(self.to_vec()?, &self.shape),
+            DType::F64 => Tensor::from_cpu_vec(self.to_vec_f64()?, &self.shape),
+        }
+    }
+
+    /// Same elements, new shape (same count). Shares storage.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape("reshape", format!("cannot reshape {:?} to {shape:?}", self.shape)));
+        }
+        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
+    }
+
+    /// Error unless `other` is on the same device with the same dtype.
+    pub fn same_place(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.device() != other.device() {
+            return Err(Error::DeviceMismatch { op, a: self.device().to_string(), b: other.device().to_string() });
+        }
+        if self.dtype() != other.dtype() {
+            return Err(Error::DType { op, msg: format!("{:?} vs {:?}", self.dtype(), other.dtype()) });
+        }
+        Ok(())
+    }
+
+    /// Number of NaN/inf elements.
+    pub fn count_non_finite(&self) -> Result<usize> {
+        Ok(self.to_vec_f64()?.iter().filter(|v| !v.is_finite()).count())
+    }
+
+    /// `Err(Error::NonFinite)` naming `what` when any element is NaN or inf.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        let count = self.count_non_finite()?;
+        if count > 0 {
+            return Err(Error::NonFinite { what: what.into(), count, total: self.numel() });
+        }
+        Ok(())
+    }
+
+    /// Mutable access to the storage, copying it first when shared (copy-on-write).
+    pub fn storage_mut(&mut self) -> Result<&mut Storage> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = match &*self.storage {
+                Storage::CpuF32(v) => Storage::CpuF32(v.clone()),
+                Storage::CpuF64(v) => Storage::CpuF64(v.clone()),
+                Storage::Cuda(b) => {
+                    let n = self.numel();
+                    let mut slice = b.backend.alloc::<f32>(n)?;
+                    b.backend
+                        .stream
+                        .memcpy_dtod(&b.slice.slice(0..n.max(1)), &mut slice)
+                        .map_err(|e| Error::Cuda { what: "device copy".into(), msg: format!("{e:?}") })?;
+                    Storage::Cuda(CudaBuffer { slice, backend: b.backend.clone() })
+                }
+            };
+            self.storage = Arc::new(copy);
+        }
+        Ok(Arc::get_mut(&mut self.storage).expect("unique after copy"))
+    }
+}
