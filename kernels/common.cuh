@@ -3,6 +3,8 @@
 #pragma once
 
 #define JG_MAX_DIMS 8
+// NVRTC has no math.h: spell infinity out.
+#define JG_INF __int_as_float(0x7f800000)
 
 // A strided iteration space with up to 3 operand stride lists (see src/shape.rs).
 struct Strided3 {
@@ -53,5 +55,6 @@ __device__ __forceinline__ float jg_uniform(unsigned long long seed, unsigned lo
 __device__ __forceinline__ double jg_normal(unsigned long long seed, unsigned long long counter) {
     double u1 = (double)((jg_bits(seed, 2ull * counter) >> 11) + 1ull) * (1.0 / 9007199254740992.0);
     double u2 = (double)(jg_bits(seed, 2ull * counter + 1ull) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    // cospi needs no large-argument reduction (plain cos would use local memory here)
+    return sqrt(-2.0 * log(u1)) * cospi(2.0 * u2);
 }

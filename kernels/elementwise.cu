@@ -23,7 +23,7 @@ __device__ __forceinline__ float unary_apply(int op, float x, float p0, float p1
     case 10: return tanhf(x);
     case 11: return jg_sigmoid(x);
     case 12: return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x)));
-    case 13: return fminf(fmaxf(x, p0), p1);
+    case 13: return x < p0 ? p0 : (x > p1 ? p1 : x);  // NaN passes through, like the CPU twin
     case 14: return x + p0;
     case 15: return x * p0;
     case 16: return 1.f / x;

@@ -34,7 +34,7 @@ extern "C" __global__ void reduce_max(unsigned int outer, unsigned int n, unsign
                                       const float* __restrict__ x, float* __restrict__ out,
                                       unsigned int* __restrict__ argmax) {
     LINE_SETUP
-    float best = -INFINITY;
+    float best = -JG_INF;
     unsigned int best_j = 0xffffffffu;
     for (unsigned int j = lane; j < n; j += step) {
         float v = x[base + j * inner];
@@ -57,11 +57,11 @@ extern "C" __global__ void reduce_max(unsigned int outer, unsigned int n, unsign
 __device__ __forceinline__ void line_lse(bool warp_mode, unsigned int lane, unsigned int step, unsigned int n,
                                          unsigned int inner, const float* x, unsigned int base,
                                          float* m_out, float* s_out) {
-    float m = -INFINITY;
+    float m = -JG_INF;
     for (unsigned int j = lane; j < n; j += step) m = fmaxf(m, x[base + j * inner]);
     m = line_max(warp_mode, m);
     float s = 0.f;
-    if (m != -INFINITY) {
+    if (m != -JG_INF) {
         for (unsigned int j = lane; j < n; j += step) s += expf(x[base + j * inner] - m);
     }
     s = line_sum(warp_mode, s);
@@ -74,7 +74,7 @@ extern "C" __global__ void reduce_logsumexp(unsigned int outer, unsigned int n, 
     LINE_SETUP
     float m, s;
     line_lse(warp_mode, lane, step, n, inner, x, base, &m, &s);
-    if (lane == 0) out[line] = (m == -INFINITY) ? -INFINITY : m + logf(s);
+    if (lane == 0) out[line] = (m == -JG_INF) ? -JG_INF : m + logf(s);
 }
 
 // softmax (log_out = 0) or log-softmax (log_out = 1) along the axis.

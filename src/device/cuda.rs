@@ -5,6 +5,7 @@
 //! first checks `is_culib_present()` and turns absence into [`Error::CudaUnavailable`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -82,6 +83,13 @@ pub struct CudaBackend {
     /// `JETGEN_CUDA_SYNC=1`: synchronise after every launch so asynchronous faults are
     /// reported with the name of the kernel that caused them.
     sync_each_launch: bool,
+}
+
+static POISON: AtomicBool = AtomicBool::new(false);
+
+/// Fill every new uninitialised device buffer with NaN bits (testing aid; slow).
+pub fn set_poison_allocations(on: bool) {
+    POISON.store(on, Ordering::Relaxed);
 }
 
 static BACKENDS: OnceLock<Mutex<HashMap<usize, Arc<CudaBackend>>>> = OnceLock::new();
@@ -177,10 +185,20 @@ impl CudaBackend {
         Ok(b)
     }
 
-    /// Allocate `n` uninitialised elements.
+    /// Allocate `n` uninitialised elements. With [`set_poison_allocations`] on, the buffer
+    /// is first filled with all-ones bits (NaN for f32), so a kernel that forgets to write
+    /// an element is caught by parity tests.
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         // SAFETY: every caller writes all `n` elements before reading them.
-        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))
+        let mut slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))?;
+        if POISON.load(Ordering::Relaxed) {
+            let bytes = n.max(1) * std::mem::size_of::<T>();
+            let (ptr, _sync) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut slice, &self.stream);
+            // SAFETY: ptr addresses `bytes` bytes just allocated on this stream.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }
+                .map_err(driver_err("poisoning allocation"))?;
+        }
+        Ok(slice)
     }
 
     /// Allocate `n` zeroed elements.

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu(f32),
-    Elu(f32),
+    LeakyRelu(f64),
+    Elu(f64),
     Tanh,
     Sigmoid,
     Softplus,

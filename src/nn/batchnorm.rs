@@ -16,14 +16,14 @@ pub struct BatchNorm1d {
     pub running_mean: Param,
     pub running_var: Param,
     pub num_batches_tracked: Param,
-    pub eps: f32,
-    pub momentum: f32,
+    pub eps: f64,
+    pub momentum: f64,
     pub features: usize,
 }
 
 impl BatchNorm1d {
     /// γ = 1, β = 0, running mean 0 and variance 1.
-    pub fn new(prefix: &str, features: usize, eps: f32, momentum: f32, device: Device) -> Result<BatchNorm1d> {
+    pub fn new(prefix: &str, features: usize, eps: f64, momentum: f64, device: Device) -> Result<BatchNorm1d> {
         Ok(BatchNorm1d {
             weight: Param::new(format!("{prefix}.weight"), Tensor::full(&[features], 1.0, device)?),
             bias: Param::new(format!("{prefix}.bias"), Tensor::zeros(&[features], device)?),
@@ -62,7 +62,7 @@ impl BatchNorm1d {
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
-        let m = self.momentum as f64;
+        let m = self.momentum;
         let blend = |old: &Tensor, new: &Tensor, scale: f64| -> Result<Tensor> {
             let new = new.reshape(&[self.features])?;
             let a = binary(BinaryOp::Mul, old, &old.scalar_like(1.0 - m)?)?;

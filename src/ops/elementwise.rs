@@ -30,15 +30,15 @@ pub enum UnaryOp {
     /// x²
     Square,
     /// xᵖ
-    Pow(f32),
+    Pow(f64),
     /// |x| (derivative 0 at 0)
     Abs,
     /// max(x, 0)
     Relu,
     /// x for x > 0, αx otherwise
-    LeakyRelu(f32),
+    LeakyRelu(f64),
     /// x for x > 0, α(eˣ − 1) otherwise
-    Elu(f32),
+    Elu(f64),
     /// tanh x
     Tanh,
     /// 1 / (1 + e⁻ˣ), evaluated without overflow
@@ -46,11 +46,11 @@ pub enum UnaryOp {
     /// ln(1 + eˣ) = max(x,0) + ln(1 + e^−|x|)
     Softplus,
     /// min(max(x, lo), hi); gradient passes where lo ≤ x ≤ hi
-    Clamp(f32, f32),
+    Clamp(f64, f64),
     /// x + c
-    AddScalar(f32),
+    AddScalar(f64),
     /// c·x
-    MulScalar(f32),
+    MulScalar(f64),
     /// 1/x
     Recip,
 }
@@ -58,7 +58,7 @@ pub enum UnaryOp {
 impl UnaryOp {
     fn code_params(self) -> (i32, f32, f32) {
         use UnaryOp::*;
-        match self {
+        let (code, p0, p1) = match self {
             Neg => (0, 0., 0.),
             Exp => (1, 0., 0.),
             Log => (2, 0., 0.),
@@ -76,7 +76,8 @@ impl UnaryOp {
             AddScalar(c) => (14, c, 0.),
             MulScalar(c) => (15, c, 0.),
             Recip => (16, 0., 0.),
-        }
+        };
+        (code, p0 as f32, p1 as f32)
     }
 
     /// y = f(x) for one scalar (the CPU reference).
@@ -84,7 +85,7 @@ impl UnaryOp {
         use UnaryOp::*;
         let zero = T::zero();
         let one = T::one();
-        let p = |v: f32| T::from_f64(v as f64);
+        let p = T::from_f64;
         match self {
             Neg => -x,
             Exp => x.exp(),
@@ -114,7 +115,7 @@ impl UnaryOp {
         use UnaryOp::*;
         let zero = T::zero();
         let one = T::one();
-        let p = |v: f32| T::from_f64(v as f64);
+        let p = T::from_f64;
         match self {
             Neg => -g,
             Exp => g * y,
@@ -363,15 +364,15 @@ impl Var {
     /// x²
     pub fn square(&self) -> Result<Var> { self.unary_op(UnaryOp::Square) }
     /// xᵖ (scalar exponent)
-    pub fn powf(&self, p: f32) -> Result<Var> { self.unary_op(UnaryOp::Pow(p)) }
+    pub fn powf(&self, p: f64) -> Result<Var> { self.unary_op(UnaryOp::Pow(p)) }
     /// |x|
     pub fn abs(&self) -> Result<Var> { self.unary_op(UnaryOp::Abs) }
     /// max(x, 0)
     pub fn relu(&self) -> Result<Var> { self.unary_op(UnaryOp::Relu) }
     /// x > 0 ? x : αx
-    pub fn leaky_relu(&self, alpha: f32) -> Result<Var> { self.unary_op(UnaryOp::LeakyRelu(alpha)) }
+    pub fn leaky_relu(&self, alpha: f64) -> Result<Var> { self.unary_op(UnaryOp::LeakyRelu(alpha)) }
     /// x > 0 ? x : α(eˣ−1)
-    pub fn elu(&self, alpha: f32) -> Result<Var> { self.unary_op(UnaryOp::Elu(alpha)) }
+    pub fn elu(&self, alpha: f64) -> Result<Var> { self.unary_op(UnaryOp::Elu(alpha)) }
     /// tanh x
     pub fn tanh(&self) -> Result<Var> { self.unary_op(UnaryOp::Tanh) }
     /// 1/(1+e⁻ˣ)
@@ -379,11 +380,11 @@ impl Var {
     /// ln(1+eˣ)
     pub fn softplus(&self) -> Result<Var> { self.unary_op(UnaryOp::Softplus) }
     /// min(max(x, lo), hi)
-    pub fn clamp(&self, lo: f32, hi: f32) -> Result<Var> { self.unary_op(UnaryOp::Clamp(lo, hi)) }
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Var> { self.unary_op(UnaryOp::Clamp(lo, hi)) }
     /// x + c
-    pub fn add_scalar(&self, c: f32) -> Result<Var> { self.unary_op(UnaryOp::AddScalar(c)) }
+    pub fn add_scalar(&self, c: f64) -> Result<Var> { self.unary_op(UnaryOp::AddScalar(c)) }
     /// c·x
-    pub fn mul_scalar(&self, c: f32) -> Result<Var> { self.unary_op(UnaryOp::MulScalar(c)) }
+    pub fn mul_scalar(&self, c: f64) -> Result<Var> { self.unary_op(UnaryOp::MulScalar(c)) }
     /// 1/x
     pub fn recip(&self) -> Result<Var> { self.unary_op(UnaryOp::Recip) }
 

@@ -32,7 +32,7 @@ pub fn dropout_mask(rng: &mut Rng, shape: &[usize], p: f32, device: Device) -> R
     }
     let u = rng.uniform(shape, 0.0, 1.0, device)?;
     // (u − p) ≥ 0 ⇔ keep; select keeps NaN-free arithmetic.
-    let shifted = crate::ops::elementwise::unary(crate::ops::elementwise::UnaryOp::AddScalar(-p), &u)?;
+    let shifted = crate::ops::elementwise::unary(crate::ops::elementwise::UnaryOp::AddScalar(-(p as f64)), &u)?;
     let keep = crate::ops::elementwise::unary(crate::ops::elementwise::UnaryOp::Relu, &shifted)?;
     let scale = Tensor::full(&[], 1.0 / (1.0 - p), device)?;
     let zero = Tensor::zeros(&[], device)?;

@@ -250,7 +250,7 @@ impl Var {
         let before = self.value().numel();
         let s = self.sum(axes, keepdim)?;
         let count = before / s.value().numel().max(1);
-        s.mul_scalar(1.0 / count.max(1) as f32)
+        s.mul_scalar(1.0 / count.max(1) as f64)
     }
     /// Mean of all elements, shape `[]`.
     pub fn mean_all(&self) -> Result<Var> {
