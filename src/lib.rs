@@ -9,6 +9,7 @@
 //! optimizers, checkpoints) → models and the CLI.
 
 pub mod autograd;
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod error;

@@ -1,6 +1,9 @@
 //! The `jetgen` command line: a thin shell over the library.
 
+mod bench;
 mod info;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +20,18 @@ pub struct Cli {
 pub enum Command {
     /// Version, the device `auto` picks and why, CPU threads, kernel build mode.
     Info,
+    /// Engine benchmarks (GEMM, MLP training step) as a table; `--json` for machines.
+    Bench {
+        /// auto, cpu, cuda or cuda:N
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Timed repetitions per benchmark (the median is reported).
+        #[arg(long, default_value_t = 30)]
+        iters: usize,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -24,6 +39,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),
+        Command::Bench { device, iters, json } => bench::run(&device, iters.max(1), json),
     };
     match result {
         Ok(()) => 0,
