@@ -15,7 +15,8 @@ use std::process::Command;
 
 fn expand_includes(path: &Path, depth: usize) -> String {
     assert!(depth < 8, "include nesting too deep at {}", path.display());
-    let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let src =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let dir = path.parent().unwrap();
     let mut out = String::new();
     for line in src.lines() {
@@ -40,13 +41,21 @@ fn find_nvcc() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     env::var_os("PATH").and_then(|paths| {
-        env::split_paths(&paths).map(|d| d.join("nvcc")).find(|p| p.is_file())
+        env::split_paths(&paths)
+            .map(|d| d.join("nvcc"))
+            .find(|p| p.is_file())
     })
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
         panic!("{what} failed:\n{text}");
     }
@@ -91,12 +100,23 @@ fn main() {
             let ptx = out_dir.join(format!("{name}.ptx"));
             let cubin = out_dir.join(format!("{name}.cubin"));
             run(
-                Command::new(nvcc).args(["-ptx", "-arch=compute_90", "-O3", "-std=c++17", "-o"]).arg(&ptx).arg(&expanded),
+                Command::new(nvcc)
+                    .args(["-ptx", "-arch=compute_90", "-O3", "-std=c++17", "-o"])
+                    .arg(&ptx)
+                    .arg(&expanded),
                 &format!("nvcc -ptx {name}.cu"),
             );
             let text = run(
                 Command::new(ptxas)
-                    .args(["-arch=sm_90", "-O3", "-v", "--warn-on-spills", "--warn-on-local-memory-usage", "-Werror", "-o"])
+                    .args([
+                        "-arch=sm_90",
+                        "-O3",
+                        "-v",
+                        "--warn-on-spills",
+                        "--warn-on-local-memory-usage",
+                        "-Werror",
+                        "-o",
+                    ])
                     .arg(&cubin)
                     .arg(&ptx),
                 &format!("ptxas sm_90 {name}.ptx (spill/local-memory gate)"),

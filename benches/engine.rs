@@ -22,7 +22,9 @@ fn gemm(c: &mut Criterion) {
         for (m, k, n) in [(256, 256, 256), (1024, 256, 256)] {
             let case = GemmCase::new(m, k, n, dev).unwrap();
             g.throughput(Throughput::Elements(case.flops() as u64));
-            g.bench_function(format!("{m}x{k}x{n}"), |b| b.iter(|| case.run().unwrap().first_value().unwrap()));
+            g.bench_function(format!("{m}x{k}x{n}"), |b| {
+                b.iter(|| case.run().unwrap().first_value().unwrap())
+            });
         }
         g.finish();
     }
@@ -31,7 +33,9 @@ fn gemm(c: &mut Criterion) {
 fn mlp_step(c: &mut Criterion) {
     for dev in devices() {
         let mut step = MlpStep::new(&[90, 256, 256, 90], 256, dev).unwrap();
-        c.bench_function(&format!("mlp_step/{dev}/90-256-256-90_b256"), |b| b.iter(|| step.step().unwrap()));
+        c.bench_function(&format!("mlp_step/{dev}/90-256-256-90_b256"), |b| {
+            b.iter(|| step.step().unwrap())
+        });
     }
 }
 

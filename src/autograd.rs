@@ -28,22 +28,52 @@ pub enum Op {
     /// `cond ≠ 0 ? a : b`, cond constant.
     Select(Tensor),
     /// Batched matrix product with optional transposes.
-    MatMul { trans_a: bool, trans_b: bool },
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+    },
     /// Sum over one axis.
-    Sum { axis: usize, keepdim: bool },
+    Sum {
+        axis: usize,
+        keepdim: bool,
+    },
     /// Max over one axis; the gradient goes to the first maximal element.
-    Max { axis: usize, keepdim: bool, argmax: Indices },
-    LogSumExp { axis: usize, keepdim: bool },
-    Softmax { axis: usize },
-    LogSoftmax { axis: usize },
-    Cumsum { axis: usize },
+    Max {
+        axis: usize,
+        keepdim: bool,
+        argmax: Indices,
+    },
+    LogSumExp {
+        axis: usize,
+        keepdim: bool,
+    },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    Cumsum {
+        axis: usize,
+    },
     Reshape,
     Permute(Vec<usize>),
     BroadcastTo,
-    Narrow { axis: usize, start: usize },
-    Concat { axis: usize },
-    IndexSelect { axis: usize, indices: Indices },
-    Gather { axis: usize, indices: Indices },
+    Narrow {
+        axis: usize,
+        start: usize,
+    },
+    Concat {
+        axis: usize,
+    },
+    IndexSelect {
+        axis: usize,
+        indices: Indices,
+    },
+    Gather {
+        axis: usize,
+        indices: Indices,
+    },
 }
 
 struct Node {
@@ -78,7 +108,11 @@ pub struct Var {
 
 impl std::fmt::Debug for Var {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Var#{}({:?}, grad={})", self.id, self.value, self.requires_grad)
+        write!(
+            f,
+            "Var#{}({:?}, grad={})",
+            self.id, self.value, self.requires_grad
+        )
     }
 }
 
@@ -105,11 +139,29 @@ impl Tape {
         self.len() == 0
     }
 
-    fn push_node(&self, op: Op, inputs: Vec<usize>, value: Tensor, requires_grad: bool, param: Option<Param>) -> Var {
+    fn push_node(
+        &self,
+        op: Op,
+        inputs: Vec<usize>,
+        value: Tensor,
+        requires_grad: bool,
+        param: Option<Param>,
+    ) -> Var {
         let mut inner = self.inner.borrow_mut();
         let id = inner.nodes.len();
-        inner.nodes.push(Node { op, inputs, value: value.clone(), requires_grad, param });
-        Var { tape: self.clone(), id, value, requires_grad }
+        inner.nodes.push(Node {
+            op,
+            inputs,
+            value: value.clone(),
+            requires_grad,
+            param,
+        });
+        Var {
+            tape: self.clone(),
+            id,
+            value,
+            requires_grad,
+        }
     }
 
     /// A leaf whose gradient is wanted (∂L/∂x is returned by backward).
@@ -127,9 +179,20 @@ impl Tape {
         if let Some(&id) = self.inner.borrow().params.get(&p.key()) {
             let inner = self.inner.borrow();
             let n = &inner.nodes[id];
-            return Var { tape: self.clone(), id, value: n.value.clone(), requires_grad: n.requires_grad };
+            return Var {
+                tape: self.clone(),
+                id,
+                value: n.value.clone(),
+                requires_grad: n.requires_grad,
+            };
         }
-        let v = self.push_node(Op::Leaf, vec![], p.value(), p.requires_grad(), Some(p.clone()));
+        let v = self.push_node(
+            Op::Leaf,
+            vec![],
+            p.value(),
+            p.requires_grad(),
+            Some(p.clone()),
+        );
         self.inner.borrow_mut().params.insert(p.key(), v.id);
         v
     }
@@ -142,7 +205,13 @@ impl Tape {
             }
         }
         let requires_grad = inputs.iter().any(|v| v.requires_grad);
-        Ok(self.push_node(op, inputs.iter().map(|v| v.id).collect(), value, requires_grad, None))
+        Ok(self.push_node(
+            op,
+            inputs.iter().map(|v| v.id).collect(),
+            value,
+            requires_grad,
+            None,
+        ))
     }
 }
 
@@ -184,7 +253,9 @@ impl Var {
     /// and adds ∂self/∂p to `p.grad` for every parameter `p` used.
     pub fn backward(&self) -> Result<Gradients> {
         if self.value.numel() != 1 {
-            return Err(Error::NotScalar { shape: self.value.shape().to_vec() });
+            return Err(Error::NotScalar {
+                shape: self.value.shape().to_vec(),
+            });
         }
         let inner = self.tape.inner.borrow();
         let mut grads: Vec<Option<Tensor>> = vec![None; self.id + 1];
@@ -200,9 +271,16 @@ impl Var {
                 continue;
             }
             let inputs: Vec<&Tensor> = node.inputs.iter().map(|&i| &inner.nodes[i].value).collect();
-            let input_grads = backward_op(&node.op, &inputs, &node.value, &g)?;
+            let needs: Vec<bool> = node
+                .inputs
+                .iter()
+                .map(|&i| inner.nodes[i].requires_grad)
+                .collect();
+            let input_grads = backward_op(&node.op, &inputs, &needs, &node.value, &g)?;
             for (&input, ig) in node.inputs.iter().zip(input_grads) {
-                let (Some(ig), true) = (ig, inner.nodes[input].requires_grad) else { continue };
+                let (Some(ig), true) = (ig, inner.nodes[input].requires_grad) else {
+                    continue;
+                };
                 grads[input] = Some(match grads[input].take() {
                     Some(acc) => elementwise::binary(BinaryOp::Add, &acc, &ig)?,
                     None => ig,
@@ -219,15 +297,29 @@ impl Var {
 }
 
 /// Dispatch to each op's backward (which lives beside its forward in `ops/`).
-fn backward_op(op: &Op, x: &[&Tensor], y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+/// `needs[i]` tells whether input i wants a gradient (ops with costly per-input work, like
+/// matmul, skip the others).
+fn backward_op(
+    op: &Op,
+    x: &[&Tensor],
+    needs: &[bool],
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     match op {
         Op::Leaf => Ok(vec![]),
         Op::Unary(u) => elementwise::backward_unary(*u, x[0], y, g),
         Op::Binary(b) => elementwise::backward_binary(*b, x[0], x[1], y, g),
         Op::Select(cond) => elementwise::backward_select(cond, x[0], x[1], g),
-        Op::MatMul { trans_a, trans_b } => matmul::backward_matmul(x[0], x[1], *trans_a, *trans_b, g),
+        Op::MatMul { trans_a, trans_b } => {
+            matmul::backward_matmul(x[0], x[1], *trans_a, *trans_b, g, needs)
+        }
         Op::Sum { axis, keepdim } => reduce::backward_sum(x[0], *axis, *keepdim, g),
-        Op::Max { axis, keepdim, argmax } => reduce::backward_max(x[0], *axis, *keepdim, argmax, g),
+        Op::Max {
+            axis,
+            keepdim,
+            argmax,
+        } => reduce::backward_max(x[0], *axis, *keepdim, argmax, g),
         Op::LogSumExp { axis, keepdim } => reduce::backward_logsumexp(x[0], y, *axis, *keepdim, g),
         Op::Softmax { axis } => reduce::backward_softmax(y, *axis, g),
         Op::LogSoftmax { axis } => reduce::backward_log_softmax(y, *axis, g),
@@ -237,7 +329,11 @@ fn backward_op(op: &Op, x: &[&Tensor], y: &Tensor, g: &Tensor) -> Result<Vec<Opt
         Op::BroadcastTo => Ok(vec![Some(elementwise::sum_to_shape(g, x[0].shape())?)]),
         Op::Narrow { axis, start } => movement::backward_narrow(x[0].shape(), *axis, *start, g),
         Op::Concat { axis } => movement::backward_concat(x, *axis, g),
-        Op::IndexSelect { axis, indices } => crate::ops::index::backward_index_select(x[0].shape(), *axis, indices, g),
-        Op::Gather { axis, indices } => crate::ops::index::backward_gather(x[0].shape(), *axis, indices, g),
+        Op::IndexSelect { axis, indices } => {
+            crate::ops::index::backward_index_select(x[0].shape(), *axis, indices, g)
+        }
+        Op::Gather { axis, indices } => {
+            crate::ops::index::backward_gather(x[0].shape(), *axis, indices, g)
+        }
     }
 }

@@ -23,7 +23,13 @@ impl GemmCase {
     /// Random N(0,1) operands on `device`.
     pub fn new(m: usize, k: usize, n: usize, device: Device) -> Result<GemmCase> {
         let mut rng = Rng::new(1);
-        Ok(GemmCase { a: rng.normal(&[m, k], 0.0, 1.0, device)?, b: rng.normal(&[k, n], 0.0, 1.0, device)?, m, k, n })
+        Ok(GemmCase {
+            a: rng.normal(&[m, k], 0.0, 1.0, device)?,
+            b: rng.normal(&[k, n], 0.0, 1.0, device)?,
+            m,
+            k,
+            n,
+        })
     }
     /// One product (synchronised on CUDA by reading one element back).
     pub fn run(&self) -> Result<Tensor> {
@@ -48,17 +54,31 @@ impl MlpStep {
     pub fn new(sizes: &[usize], batch: usize, device: Device) -> Result<MlpStep> {
         let mut rng = Rng::new(2);
         let mlp = Mlp::new("", sizes, Activation::Relu, &mut rng, device)?;
-        let opt = Adam::new(mlp.params(), AdamConfig { lr: 1e-4, ..Default::default() });
+        let opt = Adam::new(
+            mlp.params(),
+            AdamConfig {
+                lr: 1e-4,
+                ..Default::default()
+            },
+        );
         let x = rng.normal(&[batch, sizes[0]], 0.0, 1.0, device)?;
         let target = rng.normal(&[batch, *sizes.last().unwrap()], 0.0, 1.0, device)?;
-        Ok(MlpStep { mlp, opt, x, target })
+        Ok(MlpStep {
+            mlp,
+            opt,
+            x,
+            target,
+        })
     }
     /// zero_grad, forward, loss, backward, Adam step; returns the loss.
     pub fn step(&mut self) -> Result<f64> {
         self.opt.zero_grad();
         let ctx = Ctx::new(true, 0);
         let out = self.mlp.forward(&ctx, &ctx.tape.constant(self.x.clone()))?;
-        let loss = out.sub(&ctx.tape.constant(self.target.clone()))?.square()?.mean_all()?;
+        let loss = out
+            .sub(&ctx.tape.constant(self.target.clone()))?
+            .square()?
+            .mean_all()?;
         loss.backward()?;
         self.opt.step()?;
         loss.value().item()
@@ -111,11 +131,21 @@ pub fn engine_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
     for (m, k, n) in [(256, 256, 256), (1024, 256, 256)] {
         let case = GemmCase::new(m, k, n, device)?;
         let t = time_ms(3, iters, || case.run()?.first_value().map(|_| ()))?;
-        rows.push(row(&format!("sgemm {m}x{k}x{n}"), device, &t, Some(case.flops())));
+        rows.push(row(
+            &format!("sgemm {m}x{k}x{n}"),
+            device,
+            &t,
+            Some(case.flops()),
+        ));
     }
     let mut step = MlpStep::new(&[90, 256, 256, 90], 256, device)?;
     let t = time_ms(3, iters, || step.step().map(|_| ()))?;
-    rows.push(row("mlp step 90-256-256-90 b256 (fwd+bwd+adam)", device, &t, None));
+    rows.push(row(
+        "mlp step 90-256-256-90 b256 (fwd+bwd+adam)",
+        device,
+        &t,
+        None,
+    ));
     Ok(rows)
 }
 
@@ -123,8 +153,14 @@ impl Tensor {
     /// The first element, read back to the host (forces completion of queued device work).
     pub fn first_value(&self) -> Result<f32> {
         match self.storage() {
-            crate::tensor::Storage::Cuda(b) => Ok(b.backend.dtoh(&b.slice, 1)?.first().copied().unwrap_or(0.0)),
-            _ => Ok(self.cpu::<f32>().ok().and_then(|s| s.first().copied()).unwrap_or(0.0)),
+            crate::tensor::Storage::Cuda(b) => {
+                Ok(b.backend.dtoh(&b.slice, 1)?.first().copied().unwrap_or(0.0))
+            }
+            _ => Ok(self
+                .cpu::<f32>()
+                .ok()
+                .and_then(|s| s.first().copied())
+                .unwrap_or(0.0)),
         }
     }
 }

@@ -13,7 +13,11 @@ pub enum Error {
     Shape { op: &'static str, msg: String },
     /// Operands live on different devices.
     #[error("device mismatch in {op}: {a} vs {b}")]
-    DeviceMismatch { op: &'static str, a: String, b: String },
+    DeviceMismatch {
+        op: &'static str,
+        a: String,
+        b: String,
+    },
     /// The element type is not supported by this op/device (e.g. f64 on CUDA).
     #[error("dtype error in {op}: {msg}")]
     DType { op: &'static str, msg: String },
@@ -28,7 +32,11 @@ pub enum Error {
     NotScalar { shape: Vec<usize> },
     /// NaN or infinity found where finite numbers are required.
     #[error("non-finite values in {what}: {count} of {total} elements are NaN or inf")]
-    NonFinite { what: String, count: usize, total: usize },
+    NonFinite {
+        what: String,
+        count: usize,
+        total: usize,
+    },
     /// An argument outside its valid range (negative probability, unknown name, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -46,7 +54,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Shorthand for [`Error::Shape`].
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(msg: impl Into<String>) -> Self {
@@ -54,6 +65,9 @@ impl Error {
     }
     /// Shorthand for [`Error::File`].
     pub fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
-        Error::File { path: path.as_ref().display().to_string(), msg: msg.into() }
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            msg: msg.into(),
+        }
     }
 }

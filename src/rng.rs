@@ -87,15 +87,25 @@ impl Rng {
         let start = self.take(n);
         match device {
             Device::Cpu => {
-                let data = (0..n as u64).map(|i| lo + (hi - lo) * uniform_at(self.seed, start + i)).collect();
+                let data = (0..n as u64)
+                    .map(|i| lo + (hi - lo) * uniform_at(self.seed, start + i))
+                    .collect();
                 Tensor::from_cpu_vec::<f32>(data, shape)
             }
-            Device::Cuda(i) => crate::ops::random::cuda_random(i, shape, self.seed, start, false, lo, hi),
+            Device::Cuda(i) => {
+                crate::ops::random::cuda_random(i, shape, self.seed, start, false, lo, hi)
+            }
         }
     }
 
     /// `N(mean, std²)` tensor of `shape` on `device`.
-    pub fn normal(&mut self, shape: &[usize], mean: f32, std: f32, device: Device) -> Result<Tensor> {
+    pub fn normal(
+        &mut self,
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+        device: Device,
+    ) -> Result<Tensor> {
         let n = crate::shape::numel(shape);
         let start = self.take(n);
         match device {
@@ -105,7 +115,9 @@ impl Rng {
                     .collect();
                 Tensor::from_cpu_vec::<f32>(data, shape)
             }
-            Device::Cuda(i) => crate::ops::random::cuda_random(i, shape, self.seed, start, true, mean, std),
+            Device::Cuda(i) => {
+                crate::ops::random::cuda_random(i, shape, self.seed, start, true, mean, std)
+            }
         }
     }
 
@@ -113,7 +125,9 @@ impl Rng {
     pub fn normal_f64(&mut self, shape: &[usize]) -> Result<Tensor> {
         let n = crate::shape::numel(shape);
         let start = self.take(n);
-        let data = (0..n as u64).map(|i| normal_at(self.seed, start + i)).collect();
+        let data = (0..n as u64)
+            .map(|i| normal_at(self.seed, start + i))
+            .collect();
         Tensor::from_cpu_vec::<f64>(data, shape)
     }
 }
@@ -124,8 +138,16 @@ mod tests {
 
     #[test]
     fn uniforms_are_in_range_and_reproducible() {
-        let a = Rng::new(7).uniform(&[1000], 0.0, 1.0, Device::Cpu).unwrap().to_vec().unwrap();
-        let b = Rng::new(7).uniform(&[1000], 0.0, 1.0, Device::Cpu).unwrap().to_vec().unwrap();
+        let a = Rng::new(7)
+            .uniform(&[1000], 0.0, 1.0, Device::Cpu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let b = Rng::new(7)
+            .uniform(&[1000], 0.0, 1.0, Device::Cpu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         assert_eq!(a, b);
         assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
         let mean: f32 = a.iter().sum::<f32>() / 1000.0;
@@ -134,9 +156,16 @@ mod tests {
 
     #[test]
     fn normals_have_unit_variance() {
-        let z = Rng::new(1).normal(&[20000], 0.0, 1.0, Device::Cpu).unwrap().to_vec().unwrap();
+        let z = Rng::new(1)
+            .normal(&[20000], 0.0, 1.0, Device::Cpu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         let mean = z.iter().map(|&v| v as f64).sum::<f64>() / z.len() as f64;
         let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / z.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 }

@@ -23,7 +23,10 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 pub fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
     let resolved = if axis < 0 { axis + ndim as isize } else { axis };
     if resolved < 0 || resolved as usize >= ndim {
-        return Err(Error::shape(op, format!("axis {axis} out of range for a {ndim}-d tensor")));
+        return Err(Error::shape(
+            op,
+            format!("axis {axis} out of range for a {ndim}-d tensor"),
+        ));
     }
     Ok(resolved as usize)
 }
@@ -33,14 +36,25 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
     let ndim = a.len().max(b.len());
     let mut out = vec![0; ndim];
     for i in 0..ndim {
-        let da = if i + a.len() >= ndim { a[i + a.len() - ndim] } else { 1 };
-        let db = if i + b.len() >= ndim { b[i + b.len() - ndim] } else { 1 };
+        let da = if i + a.len() >= ndim {
+            a[i + a.len() - ndim]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= ndim {
+            b[i + b.len() - ndim]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
             _ => {
-                return Err(Error::shape(op, format!("cannot broadcast {a:?} with {b:?}")));
+                return Err(Error::shape(
+                    op,
+                    format!("cannot broadcast {a:?} with {b:?}"),
+                ));
             }
         };
     }
@@ -53,14 +67,24 @@ pub fn broadcast_strides(src: &[usize], out: &[usize]) -> Vec<usize> {
     let src_strides = contiguous_strides(src);
     let offset = out.len() - src.len();
     (0..out.len())
-        .map(|d| if d < offset || src[d - offset] == 1 { 0 } else { src_strides[d - offset] })
+        .map(|d| {
+            if d < offset || src[d - offset] == 1 {
+                0
+            } else {
+                src_strides[d - offset]
+            }
+        })
         .collect()
 }
 
 /// Split a shape around `axis` into `(outer, n, inner)`: the view every single-axis
 /// reduction/scan works on.
 pub fn outer_axis_inner(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+    (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    )
 }
 
 /// A strided view for kernels: `shape` with one stride list per operand, dims merged where
@@ -82,7 +106,10 @@ impl StridedLayout {
                 continue; // size-1 dims never affect addressing
             }
             let can_merge = !merged_shape.is_empty()
-                && strides.iter().zip(&merged).all(|(s, m)| *m.last().unwrap() == s[d] * shape[d]);
+                && strides
+                    .iter()
+                    .zip(&merged)
+                    .all(|(s, m)| *m.last().unwrap() == s[d] * shape[d]);
             if can_merge {
                 *merged_shape.last_mut().unwrap() *= shape[d];
                 for (m, s) in merged.iter_mut().zip(&strides) {
@@ -95,7 +122,21 @@ impl StridedLayout {
                 }
             }
         }
-        StridedLayout { shape: merged_shape, strides: merged }
+        StridedLayout {
+            shape: merged_shape,
+            strides: merged,
+        }
+    }
+
+    /// Length of the innermost (merged) dimension: elements `r·len .. (r+1)·len` of the
+    /// output form row `r`, and within a row operand `k` advances by `inner_stride(k)`.
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Stride of operand `k` along the innermost dimension (0 for a scalar layout).
+    pub fn inner_stride(&self, k: usize) -> usize {
+        self.strides[k].last().copied().unwrap_or(0)
     }
 
     /// Offset of linear (row-major) output index `i` in operand `k`.
@@ -115,7 +156,10 @@ impl StridedLayout {
 /// Check `shape` has `ndim` dims and report a shape error mentioning `what` otherwise.
 pub fn expect_ndim(op: &'static str, what: &str, shape: &[usize], ndim: usize) -> Result<()> {
     if shape.len() != ndim {
-        return Err(Error::shape(op, format!("{what} must be {ndim}-d, got {shape:?}")));
+        return Err(Error::shape(
+            op,
+            format!("{what} must be {ndim}-d, got {shape:?}"),
+        ));
     }
     Ok(())
 }
@@ -126,7 +170,10 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(broadcast_shapes("t", &[3, 1, 5], &[4, 1]).unwrap(), vec![3, 4, 5]);
+        assert_eq!(
+            broadcast_shapes("t", &[3, 1, 5], &[4, 1]).unwrap(),
+            vec![3, 4, 5]
+        );
         assert!(broadcast_shapes("t", &[3, 2], &[3]).is_err());
         assert_eq!(broadcast_strides(&[4, 1], &[3, 4, 5]), vec![0, 1, 0]);
     }

@@ -43,7 +43,13 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype(), self.device())
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {})",
+            self.shape,
+            self.dtype(),
+            self.device()
+        )
     }
 }
 
@@ -85,7 +91,10 @@ impl Tensor {
                 Err(_) => unreachable!("Real is implemented only for f32 and f64"),
             },
         };
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(storage) })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(storage),
+        })
     }
 
     /// An f32 tensor from host data, placed on `device`.
@@ -150,7 +159,10 @@ impl Tensor {
 
     /// Wrap an existing device buffer (at least `numel(shape)` elements).
     pub fn from_cuda(slice: CudaSlice<f32>, backend: Arc<CudaBackend>, shape: &[usize]) -> Tensor {
-        Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cuda(CudaBuffer { slice, backend })) }
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage::Cuda(CudaBuffer { slice, backend })),
+        }
     }
 
     // ---------------------------------------------------------------- inspection
@@ -192,20 +204,34 @@ impl Tensor {
             Storage::CpuF32(v) => v,
             Storage::CpuF64(v) => v,
             Storage::Cuda(_) => {
-                return Err(Error::DeviceMismatch { op: "cpu access", a: self.device().to_string(), b: "cpu".into() })
+                return Err(Error::DeviceMismatch {
+                    op: "cpu access",
+                    a: self.device().to_string(),
+                    b: "cpu".into(),
+                })
             }
         };
-        any.downcast_ref::<Vec<T>>().map(|v| v.as_slice()).ok_or_else(|| Error::DType {
-            op: "cpu access",
-            msg: format!("tensor holds {:?}, not {}", self.dtype(), std::any::type_name::<T>()),
-        })
+        any.downcast_ref::<Vec<T>>()
+            .map(|v| v.as_slice())
+            .ok_or_else(|| Error::DType {
+                op: "cpu access",
+                msg: format!(
+                    "tensor holds {:?}, not {}",
+                    self.dtype(),
+                    std::any::type_name::<T>()
+                ),
+            })
     }
 
     /// The device buffer when this is a CUDA tensor.
     pub fn cuda(&self) -> Result<&CudaBuffer> {
         match &*self.storage {
             Storage::Cuda(b) => Ok(b),
-            _ => Err(Error::DeviceMismatch { op: "cuda access", a: "cpu".into(), b: "cuda".into() }),
+            _ => Err(Error::DeviceMismatch {
+                op: "cuda access",
+                a: "cpu".into(),
+                b: "cuda".into(),
+            }),
         }
     }
 
@@ -229,7 +255,10 @@ impl Tensor {
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::shape("item", format!("needs one element, shape is {:?}", self.shape)));
+            return Err(Error::shape(
+                "item",
+                format!("needs one element, shape is {:?}", self.shape),
+            ));
         }
         Ok(self.to_vec_f64()?[0])
     }
@@ -258,7 +287,10 @@ impl Tensor {
             return Ok(self.clone());
         }
         if self.device().is_cuda() {
-            return Err(Error::DType { op: "to_dtype", msg: "CUDA tensors are f32 only".into() });
+            return Err(Error::DType {
+                op: "to_dtype",
+                msg: "CUDA tensors are f32 only".into(),
+            });
         }
         match dtype {
             DType::F32 => Tensor::from_cpu_vec(self.to_vec()?, &self.shape),
@@ -269,18 +301,31 @@ impl Tensor {
     /// Same elements, new shape (same count). Shares storage.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
-            return Err(Error::shape("reshape", format!("cannot reshape {:?} to {shape:?}", self.shape)));
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape {:?} to {shape:?}", self.shape),
+            ));
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
     }
 
     /// Error unless `other` is on the same device with the same dtype.
     pub fn same_place(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.device() != other.device() {
-            return Err(Error::DeviceMismatch { op, a: self.device().to_string(), b: other.device().to_string() });
+            return Err(Error::DeviceMismatch {
+                op,
+                a: self.device().to_string(),
+                b: other.device().to_string(),
+            });
         }
         if self.dtype() != other.dtype() {
-            return Err(Error::DType { op, msg: format!("{:?} vs {:?}", self.dtype(), other.dtype()) });
+            return Err(Error::DType {
+                op,
+                msg: format!("{:?} vs {:?}", self.dtype(), other.dtype()),
+            });
         }
         Ok(())
     }
@@ -294,7 +339,11 @@ impl Tensor {
     pub fn check_finite(&self, what: &str) -> Result<()> {
         let count = self.count_non_finite()?;
         if count > 0 {
-            return Err(Error::NonFinite { what: what.into(), count, total: self.numel() });
+            return Err(Error::NonFinite {
+                what: what.into(),
+                count,
+                total: self.numel(),
+            });
         }
         Ok(())
     }
@@ -311,8 +360,14 @@ impl Tensor {
                     b.backend
                         .stream
                         .memcpy_dtod(&b.slice.slice(0..n.max(1)), &mut slice)
-                        .map_err(|e| Error::Cuda { what: "device copy".into(), msg: format!("{e:?}") })?;
-                    Storage::Cuda(CudaBuffer { slice, backend: b.backend.clone() })
+                        .map_err(|e| Error::Cuda {
+                            what: "device copy".into(),
+                            msg: format!("{e:?}"),
+                        })?;
+                    Storage::Cuda(CudaBuffer {
+                        slice,
+                        backend: b.backend.clone(),
+                    })
                 }
             };
             self.storage = Arc::new(copy);

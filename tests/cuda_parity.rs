@@ -19,8 +19,18 @@ struct Case {
     f: OpFn,
 }
 
-fn case(name: &'static str, shapes: &[&[usize]], positive: bool, f: impl Fn(&[Var]) -> Result<Var> + 'static) -> Case {
-    Case { name, shapes: shapes.iter().map(|s| s.to_vec()).collect(), positive, f: Box::new(f) }
+fn case(
+    name: &'static str,
+    shapes: &[&[usize]],
+    positive: bool,
+    f: impl Fn(&[Var]) -> Result<Var> + 'static,
+) -> Case {
+    Case {
+        name,
+        shapes: shapes.iter().map(|s| s.to_vec()).collect(),
+        positive,
+        f: Box::new(f),
+    }
 }
 
 fn inputs(c: &Case, seed: u64) -> Vec<Tensor> {
@@ -42,22 +52,43 @@ fn inputs(c: &Case, seed: u64) -> Vec<Tensor> {
 /// Forward value and input gradients of L = Σ w ⊙ f(x) on `device`.
 fn run(c: &Case, xs: &[Tensor], device: Device) -> (Vec<f64>, Vec<Vec<f64>>) {
     let tape = Tape::new();
-    let vars: Vec<Var> = xs.iter().map(|x| tape.var(x.to_device(device).unwrap())).collect();
+    let vars: Vec<Var> = xs
+        .iter()
+        .map(|x| tape.var(x.to_device(device).unwrap()))
+        .collect();
     let y = (c.f)(&vars).unwrap_or_else(|e| panic!("{} on {device}: {e}", c.name));
-    let w = Rng::new(7).uniform(y.shape(), -1.0, 1.0, Device::Cpu).unwrap().to_device(device).unwrap();
+    let w = Rng::new(7)
+        .uniform(y.shape(), -1.0, 1.0, Device::Cpu)
+        .unwrap()
+        .to_device(device)
+        .unwrap();
     let l = y.mul(&tape.constant(w)).unwrap().sum_all().unwrap();
     let grads = l.backward().unwrap();
-    let g = vars.iter().map(|v| grads.get(v).map(|g| g.to_vec_f64().unwrap()).unwrap_or_default()).collect();
+    let g = vars
+        .iter()
+        .map(|v| {
+            grads
+                .get(v)
+                .map(|g| g.to_vec_f64().unwrap())
+                .unwrap_or_default()
+        })
+        .collect();
     (y.value().to_vec_f64().unwrap(), g)
 }
 
 fn cases() -> Vec<Case> {
     let mask: Tensor = {
-        let v: Vec<f32> = (0..37 * 31).map(|i| ((i * 7919) % 5 != 0) as u8 as f32).collect();
+        let v: Vec<f32> = (0..37 * 31)
+            .map(|i| ((i * 7919) % 5 != 0) as u8 as f32)
+            .collect();
         Tensor::from_slice(&v, &[37, 31], Device::Cpu).unwrap()
     };
     let idx = Indices::new(vec![3, 0, 29, 3, 17], &[5]).unwrap();
-    let gidx = Indices::new((0..37 * 4).map(|i| (i * 13 % 31) as u32).collect(), &[37, 4]).unwrap();
+    let gidx = Indices::new(
+        (0..37 * 4).map(|i| (i * 13 % 31) as u32).collect(),
+        &[37, 4],
+    )
+    .unwrap();
     vec![
         case("neg", &[&[37, 31]], false, |v| v[0].neg()),
         case("exp", &[&[37, 31]], false, |v| v[0].exp()),
@@ -76,50 +107,102 @@ fn cases() -> Vec<Case> {
         case("add_scalar", &[&[37, 31]], false, |v| v[0].add_scalar(0.3)),
         case("mul_scalar", &[&[37, 31]], false, |v| v[0].mul_scalar(-1.7)),
         case("recip", &[&[37, 31]], true, |v| v[0].recip()),
-        case("add bcast", &[&[5, 37, 31], &[31]], false, |v| v[0].add(&v[1])),
-        case("sub bcast", &[&[5, 1, 31], &[37, 1]], false, |v| v[0].sub(&v[1])),
-        case("mul bcast", &[&[5, 37, 31], &[5, 37, 1]], false, |v| v[0].mul(&v[1])),
-        case("div bcast", &[&[37, 31], &[1, 31]], true, |v| v[0].div(&v[1])),
-        case("maximum", &[&[37, 31], &[37, 31]], false, |v| v[0].maximum(&v[1])),
-        case("mask multiply", &[&[37, 31]], false, move |v| v[0].mul(&v[0].constant(mask.to_device(v[0].value().device())?))),
+        case("add bcast", &[&[5, 37, 31], &[31]], false, |v| {
+            v[0].add(&v[1])
+        }),
+        case("sub bcast", &[&[5, 1, 31], &[37, 1]], false, |v| {
+            v[0].sub(&v[1])
+        }),
+        case("mul bcast", &[&[5, 37, 31], &[5, 37, 1]], false, |v| {
+            v[0].mul(&v[1])
+        }),
+        case("div bcast", &[&[37, 31], &[1, 31]], true, |v| {
+            v[0].div(&v[1])
+        }),
+        case("maximum", &[&[37, 31], &[37, 31]], false, |v| {
+            v[0].maximum(&v[1])
+        }),
+        case("mask multiply", &[&[37, 31]], false, move |v| {
+            v[0].mul(&v[0].constant(mask.to_device(v[0].value().device())?))
+        }),
         case("select (where)", &[&[37, 31], &[31]], false, |v| {
             let m: Vec<f32> = (0..37 * 31).map(|i| (i % 3 == 0) as u8 as f32).collect();
-            Var::select(&Tensor::from_slice(&m, &[37, 31], v[0].value().device())?, &v[0], &v[1])
+            Var::select(
+                &Tensor::from_slice(&m, &[37, 31], v[0].value().device())?,
+                &v[0],
+                &v[1],
+            )
         }),
-        case("matmul", &[&[67, 45], &[45, 33]], false, |v| v[0].matmul(&v[1])),
-        case("matmul tn", &[&[45, 67], &[45, 33]], false, |v| v[0].matmul_t(&v[1], true, false)),
-        case("matmul nt", &[&[67, 45], &[33, 45]], false, |v| v[0].matmul_t(&v[1], false, true)),
-        case("matmul tt", &[&[45, 67], &[33, 45]], false, |v| v[0].matmul_t(&v[1], true, true)),
-        case("matmul batched", &[&[3, 17, 9], &[3, 9, 5]], false, |v| v[0].matmul(&v[1])),
-        case("linear on 3-d", &[&[3, 17, 9], &[5, 9]], false, |v| v[0].matmul_t(&v[1], false, true)),
-        case("shared lhs", &[&[17, 9], &[3, 9, 5]], false, |v| v[0].matmul(&v[1])),
+        case("matmul", &[&[67, 45], &[45, 33]], false, |v| {
+            v[0].matmul(&v[1])
+        }),
+        case("matmul tn", &[&[45, 67], &[45, 33]], false, |v| {
+            v[0].matmul_t(&v[1], true, false)
+        }),
+        case("matmul nt", &[&[67, 45], &[33, 45]], false, |v| {
+            v[0].matmul_t(&v[1], false, true)
+        }),
+        case("matmul tt", &[&[45, 67], &[33, 45]], false, |v| {
+            v[0].matmul_t(&v[1], true, true)
+        }),
+        case("matmul batched", &[&[3, 17, 9], &[3, 9, 5]], false, |v| {
+            v[0].matmul(&v[1])
+        }),
+        case("linear on 3-d", &[&[3, 17, 9], &[5, 9]], false, |v| {
+            v[0].matmul_t(&v[1], false, true)
+        }),
+        case("shared lhs", &[&[17, 9], &[3, 9, 5]], false, |v| {
+            v[0].matmul(&v[1])
+        }),
         case("sum rows", &[&[37, 1031]], false, |v| v[0].sum(&[1], false)),
         case("sum cols", &[&[1031, 37]], false, |v| v[0].sum(&[0], true)),
-        case("sum middle", &[&[3, 257, 5]], false, |v| v[0].sum(&[1], false)),
+        case("sum middle", &[&[3, 257, 5]], false, |v| {
+            v[0].sum(&[1], false)
+        }),
         case("mean all", &[&[3, 257, 5]], false, |v| v[0].mean_all()),
         case("max rows", &[&[37, 1031]], false, |v| v[0].max(1, false)),
         case("max middle", &[&[3, 257, 5]], false, |v| v[0].max(1, true)),
-        case("logsumexp rows", &[&[37, 1031]], false, |v| v[0].logsumexp(-1, false)),
-        case("logsumexp middle", &[&[3, 257, 5]], false, |v| v[0].logsumexp(1, true)),
+        case("logsumexp rows", &[&[37, 1031]], false, |v| {
+            v[0].logsumexp(-1, false)
+        }),
+        case("logsumexp middle", &[&[3, 257, 5]], false, |v| {
+            v[0].logsumexp(1, true)
+        }),
         case("softmax rows", &[&[37, 1031]], false, |v| v[0].softmax(-1)),
-        case("softmax middle", &[&[3, 257, 5]], false, |v| v[0].softmax(1)),
+        case("softmax middle", &[&[3, 257, 5]], false, |v| {
+            v[0].softmax(1)
+        }),
         case("log_softmax", &[&[37, 33]], false, |v| v[0].log_softmax(-1)),
         case("cumsum rows", &[&[37, 129]], false, |v| v[0].cumsum(-1)),
         case("cumsum middle", &[&[3, 129, 5]], false, |v| v[0].cumsum(1)),
-        case("permute", &[&[3, 17, 9, 2]], false, |v| v[0].permute(&[2, 0, 3, 1])),
-        case("broadcast_to", &[&[17, 1]], false, |v| v[0].broadcast_to(&[3, 17, 9])),
+        case("permute", &[&[3, 17, 9, 2]], false, |v| {
+            v[0].permute(&[2, 0, 3, 1])
+        }),
+        case("broadcast_to", &[&[17, 1]], false, |v| {
+            v[0].broadcast_to(&[3, 17, 9])
+        }),
         case("narrow", &[&[3, 17, 9]], false, |v| v[0].narrow(1, 5, 7)),
-        case("concat", &[&[3, 17, 9], &[3, 4, 9]], false, |v| Var::concat(&[&v[0], &v[1]], 1)),
-        case("index_select", &[&[37, 31]], false, move |v| v[0].index_select(1, &idx)),
-        case("gather", &[&[37, 31]], false, move |v| v[0].gather(1, &gidx)),
+        case("concat", &[&[3, 17, 9], &[3, 4, 9]], false, |v| {
+            Var::concat(&[&v[0], &v[1]], 1)
+        }),
+        case("index_select", &[&[37, 31]], false, move |v| {
+            v[0].index_select(1, &idx)
+        }),
+        case("gather", &[&[37, 31]], false, move |v| {
+            v[0].gather(1, &gidx)
+        }),
         case("glu", &[&[37, 32]], false, |v| glu(&v[0], -1)),
-        case("dropout", &[&[37, 31]], false, |v| v[0].dropout(0.25, true, &mut Rng::new(3))),
+        case("dropout", &[&[37, 31]], false, |v| {
+            v[0].dropout(0.25, true, &mut Rng::new(3))
+        }),
     ]
 }
 
 #[test]
 fn every_op_matches_cpu_twin() {
-    let Some(gpu) = cuda_or_skip("every_op_matches_cpu_twin") else { return };
+    let Some(gpu) = cuda_or_skip("every_op_matches_cpu_twin") else {
+        return;
+    };
     jetgen::device::cuda::set_poison_allocations(true);
     for (k, c) in cases().iter().enumerate() {
         let xs = inputs(c, 100 + k as u64);
@@ -135,59 +218,133 @@ fn every_op_matches_cpu_twin() {
 
 #[test]
 fn extreme_values_match() {
-    let Some(gpu) = cuda_or_skip("extreme_values_match") else { return };
-    let v = [f32::NEG_INFINITY, -1e30, -88.0, -20.0, 0.0, 20.0, 88.0, 1e30, f32::INFINITY, f32::NAN, 1e-30, -0.0];
+    let Some(gpu) = cuda_or_skip("extreme_values_match") else {
+        return;
+    };
+    let v = [
+        f32::NEG_INFINITY,
+        -1e30,
+        -88.0,
+        -20.0,
+        0.0,
+        20.0,
+        88.0,
+        1e30,
+        f32::INFINITY,
+        f32::NAN,
+        1e-30,
+        -0.0,
+    ];
     let x = Tensor::from_slice(&v, &[12], Device::Cpu).unwrap();
-    for c in cases().iter().filter(|c| c.shapes.len() == 1 && c.shapes[0].len() == 2 && c.shapes[0] == [37, 31]) {
-        if matches!(c.name, "mask multiply" | "index_select" | "gather" | "dropout" | "select (where)") {
+    for c in cases()
+        .iter()
+        .filter(|c| c.shapes.len() == 1 && c.shapes[0].len() == 2 && c.shapes[0] == [37, 31])
+    {
+        if matches!(
+            c.name,
+            "mask multiply" | "index_select" | "gather" | "dropout" | "select (where)"
+        ) {
             continue;
         }
         let tape = Tape::new();
-        let cpu = (c.f)(&[tape.constant(x.clone())]).unwrap().value().to_vec_f64().unwrap();
-        let gv = (c.f)(&[tape.constant(x.to_device(gpu).unwrap())]).unwrap().value().to_vec_f64().unwrap();
-        assert_close(&gv, &cpu, 1e-5, 1e-5, &format!("{} on extreme values", c.name));
+        let cpu = (c.f)(&[tape.constant(x.clone())])
+            .unwrap()
+            .value()
+            .to_vec_f64()
+            .unwrap();
+        let gv = (c.f)(&[tape.constant(x.to_device(gpu).unwrap())])
+            .unwrap()
+            .value()
+            .to_vec_f64()
+            .unwrap();
+        assert_close(
+            &gv,
+            &cpu,
+            1e-5,
+            1e-5,
+            &format!("{} on extreme values", c.name),
+        );
     }
     // a line of all -inf: logsumexp = -inf, no NaN
     let t = Tensor::full(&[2, 5], f32::NEG_INFINITY, gpu).unwrap();
-    let lse = jetgen::ops::reduce::logsumexp_axis(&t, 1, false).unwrap().to_vec().unwrap();
+    let lse = jetgen::ops::reduce::logsumexp_axis(&t, 1, false)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     assert!(lse.iter().all(|&v| v == f32::NEG_INFINITY), "{lse:?}");
 }
 
 #[test]
 fn random_numbers_match_cpu() {
-    let Some(gpu) = cuda_or_skip("random_numbers_match_cpu") else { return };
-    let u_cpu = Rng::new(42).uniform(&[1001, 3], -2.0, 3.0, Device::Cpu).unwrap().to_vec().unwrap();
-    let u_gpu = Rng::new(42).uniform(&[1001, 3], -2.0, 3.0, gpu).unwrap().to_vec().unwrap();
+    let Some(gpu) = cuda_or_skip("random_numbers_match_cpu") else {
+        return;
+    };
+    let u_cpu = Rng::new(42)
+        .uniform(&[1001, 3], -2.0, 3.0, Device::Cpu)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let u_gpu = Rng::new(42)
+        .uniform(&[1001, 3], -2.0, 3.0, gpu)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     assert_eq!(u_cpu, u_gpu, "uniforms must be bit-identical");
-    let n_cpu = Rng::new(42).normal(&[100_003], 0.5, 2.0, Device::Cpu).unwrap().to_vec_f64().unwrap();
-    let n_gpu = Rng::new(42).normal(&[100_003], 0.5, 2.0, gpu).unwrap().to_vec_f64().unwrap();
+    let n_cpu = Rng::new(42)
+        .normal(&[100_003], 0.5, 2.0, Device::Cpu)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let n_gpu = Rng::new(42)
+        .normal(&[100_003], 0.5, 2.0, gpu)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     assert_close(&n_gpu, &n_cpu, 1e-6, 1e-6, "normals");
 }
 
 #[test]
 fn adam_step_matches_cpu() {
-    let Some(gpu) = cuda_or_skip("adam_step_matches_cpu") else { return };
+    let Some(gpu) = cuda_or_skip("adam_step_matches_cpu") else {
+        return;
+    };
     for decoupled in [false, true] {
         let mut results = Vec::new();
         for dev in [Device::Cpu, gpu] {
             let p = Param::new("w", Rng::new(1).normal(&[1000, 7], 0.0, 1.0, dev).unwrap());
-            let cfg = AdamConfig { lr: 0.01, weight_decay: 0.1, decoupled, ..Default::default() };
+            let cfg = AdamConfig {
+                lr: 0.01,
+                weight_decay: 0.1,
+                decoupled,
+                ..Default::default()
+            };
             let mut opt = Adam::new(vec![p.clone()], cfg);
             for s in 0..5 {
-                p.set_grad(Some(Rng::new(10 + s).normal(&[1000, 7], 0.0, 1.0, dev).unwrap()));
+                p.set_grad(Some(
+                    Rng::new(10 + s).normal(&[1000, 7], 0.0, 1.0, dev).unwrap(),
+                ));
                 opt.step().unwrap();
             }
             results.push(p.value().to_vec_f64().unwrap());
         }
-        assert_close(&results[1], &results[0], 1e-6, 1e-5, &format!("adam decoupled={decoupled}"));
+        assert_close(
+            &results[1],
+            &results[0],
+            1e-6,
+            1e-5,
+            &format!("adam decoupled={decoupled}"),
+        );
     }
 }
 
 #[test]
 fn mixing_devices_is_an_error() {
-    let Some(gpu) = cuda_or_skip("mixing_devices_is_an_error") else { return };
+    let Some(gpu) = cuda_or_skip("mixing_devices_is_an_error") else {
+        return;
+    };
     let a = Tensor::zeros(&[3], Device::Cpu).unwrap();
     let b = Tensor::zeros(&[3], gpu).unwrap();
-    let err = jetgen::ops::elementwise::binary(jetgen::ops::elementwise::BinaryOp::Add, &a, &b).unwrap_err();
+    let err = jetgen::ops::elementwise::binary(jetgen::ops::elementwise::BinaryOp::Add, &a, &b)
+        .unwrap_err();
     assert!(matches!(err, jetgen::Error::DeviceMismatch { .. }), "{err}");
 }

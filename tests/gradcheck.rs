@@ -5,7 +5,7 @@
 mod common;
 
 use jetgen::ops::index::Indices;
-use jetgen::{Rng, Result, Tape, Tensor, Var};
+use jetgen::{Result, Rng, Tape, Tensor, Var};
 
 /// Random f64 inputs; `positive` shifts them into (0.5, ~3.5) for log/sqrt/pow.
 fn input(rng: &mut Rng, shape: &[usize], positive: bool) -> Tensor {
@@ -13,7 +13,12 @@ fn input(rng: &mut Rng, shape: &[usize], positive: bool) -> Tensor {
     if !positive {
         return t;
     }
-    let v: Vec<f64> = t.to_vec_f64().unwrap().iter().map(|x| x.abs() + 0.5).collect();
+    let v: Vec<f64> = t
+        .to_vec_f64()
+        .unwrap()
+        .iter()
+        .map(|x| x.abs() + 0.5)
+        .collect();
     Tensor::from_f64(&v, shape).unwrap()
 }
 
@@ -35,11 +40,20 @@ fn gradcheck(name: &str, inputs: &[Tensor], f: impl Fn(&[Var]) -> Result<Var>) {
         let y = f(&vars).unwrap();
         y.mul(&tape.constant(w.clone())).unwrap().sum_all().unwrap()
     };
-    let grads = l.backward().unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
+    let grads = l
+        .backward()
+        .unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
     let h = 1e-6;
     for (k, x) in inputs.iter().enumerate() {
-        let analytic = grads.get(&vars[k]).map(|g| g.to_vec_f64().unwrap()).unwrap_or_else(|| vec![0.0; x.numel()]);
-        assert_eq!(analytic.len(), x.numel(), "{name}: grad of input {k} has the wrong size");
+        let analytic = grads
+            .get(&vars[k])
+            .map(|g| g.to_vec_f64().unwrap())
+            .unwrap_or_else(|| vec![0.0; x.numel()]);
+        assert_eq!(
+            analytic.len(),
+            x.numel(),
+            "{name}: grad of input {k} has the wrong size"
+        );
         let base = x.to_vec_f64().unwrap();
         for j in 0..base.len() {
             let eval = |delta: f64| {
@@ -87,8 +101,13 @@ fn unary_ops() {
 
 #[test]
 fn binary_ops_with_broadcasting() {
-    let shapes: [(&[usize], &[usize]); 5] =
-        [(&[3, 4], &[3, 4]), (&[2, 3, 4], &[4]), (&[3, 1, 4], &[2, 1]), (&[1], &[2, 3]), (&[2, 1, 3], &[2, 4, 1])];
+    let shapes: [(&[usize], &[usize]); 5] = [
+        (&[3, 4], &[3, 4]),
+        (&[2, 3, 4], &[4]),
+        (&[3, 1, 4], &[2, 1]),
+        (&[1], &[2, 3]),
+        (&[2, 1, 3], &[2, 4, 1]),
+    ];
     for (i, (sa, sb)) in shapes.iter().enumerate() {
         let mut rng = Rng::new(10 + i as u64);
         let a = input(&mut rng, sa, false);
@@ -106,7 +125,13 @@ fn select_masks() {
     let mut rng = Rng::new(3);
     let a = input(&mut rng, &[4, 5], false);
     let b = input(&mut rng, &[5], false);
-    let cond = Tensor::from_f64(&[1., 0., 1., 1., 0., 0., 0., 1., 0., 1., 1., 1., 0., 0., 0., 1., 0., 1., 1., 0.], &[4, 5]).unwrap();
+    let cond = Tensor::from_f64(
+        &[
+            1., 0., 1., 1., 0., 0., 0., 1., 0., 1., 1., 1., 0., 0., 0., 1., 0., 1., 1., 0.,
+        ],
+        &[4, 5],
+    )
+    .unwrap();
     gradcheck("select", &[a, b], |v| Var::select(&cond, &v[0], &v[1]));
 }
 
@@ -115,12 +140,29 @@ fn matmul_all_transposes_and_batching() {
     let mut rng = Rng::new(4);
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
         let (m, k, n) = (3, 4, 2);
-        let sa = |b: Option<usize>| { let mut s: Vec<usize> = b.into_iter().collect(); s.extend(if ta { [k, m] } else { [m, k] }); s };
-        let sb = |b: Option<usize>| { let mut s: Vec<usize> = b.into_iter().collect(); s.extend(if tb { [n, k] } else { [k, n] }); s };
-        for (ba, bb) in [(None, None), (Some(2), Some(2)), (Some(2), None), (None, Some(2))] {
+        let sa = |b: Option<usize>| {
+            let mut s: Vec<usize> = b.into_iter().collect();
+            s.extend(if ta { [k, m] } else { [m, k] });
+            s
+        };
+        let sb = |b: Option<usize>| {
+            let mut s: Vec<usize> = b.into_iter().collect();
+            s.extend(if tb { [n, k] } else { [k, n] });
+            s
+        };
+        for (ba, bb) in [
+            (None, None),
+            (Some(2), Some(2)),
+            (Some(2), None),
+            (None, Some(2)),
+        ] {
             let a = input(&mut rng, &sa(ba), false);
             let b = input(&mut rng, &sb(bb), false);
-            gradcheck(&format!("matmul ta={ta} tb={tb} {ba:?} {bb:?}"), &[a, b], |v| v[0].matmul_t(&v[1], ta, tb));
+            gradcheck(
+                &format!("matmul ta={ta} tb={tb} {ba:?} {bb:?}"),
+                &[a, b],
+                |v| v[0].matmul_t(&v[1], ta, tb),
+            );
         }
     }
 }
@@ -135,8 +177,12 @@ fn reductions() {
         gradcheck("mean axis 2", &[x.clone()], |v| v[0].mean(&[2], keep));
         gradcheck("max axis 1", &[x.clone()], |v| v[0].max(1, keep));
         gradcheck("max axis 2", &[x.clone()], |v| v[0].max(-1, keep));
-        gradcheck("logsumexp axis 0", &[x.clone()], |v| v[0].logsumexp(0, keep));
-        gradcheck("logsumexp axis 2", &[x.clone()], |v| v[0].logsumexp(2, keep));
+        gradcheck("logsumexp axis 0", &[x.clone()], |v| {
+            v[0].logsumexp(0, keep)
+        });
+        gradcheck("logsumexp axis 2", &[x.clone()], |v| {
+            v[0].logsumexp(2, keep)
+        });
     }
     gradcheck("sum_all", &[x.clone()], |v| v[0].sum_all());
     gradcheck("mean_all", &[x.clone()], |v| v[0].mean_all());
@@ -156,10 +202,16 @@ fn movement() {
     gradcheck("reshape", &[x.clone()], |v| v[0].reshape(&[6, 4])?.tanh());
     gradcheck("permute", &[x.clone()], |v| v[0].permute(&[2, 0, 1]));
     gradcheck("transpose", &[x.clone()], |v| v[0].transpose(0, -1));
-    gradcheck("broadcast_to", &[input(&mut rng, &[3, 1], false)], |v| v[0].broadcast_to(&[2, 3, 5]));
+    gradcheck("broadcast_to", &[input(&mut rng, &[3, 1], false)], |v| {
+        v[0].broadcast_to(&[2, 3, 5])
+    });
     gradcheck("narrow", &[x.clone()], |v| v[0].narrow(1, 1, 2));
-    gradcheck("concat", &[x.clone(), y.clone()], |v| Var::concat(&[&v[0], &v[1]], 1));
-    gradcheck("concat last", &[x.clone(), x.clone()], |v| Var::concat(&[&v[0], &v[1]], -1));
+    gradcheck("concat", &[x.clone(), y.clone()], |v| {
+        Var::concat(&[&v[0], &v[1]], 1)
+    });
+    gradcheck("concat last", &[x.clone(), x.clone()], |v| {
+        Var::concat(&[&v[0], &v[1]], -1)
+    });
 }
 
 #[test]
@@ -167,8 +219,14 @@ fn indexing() {
     let mut rng = Rng::new(7);
     let x = input(&mut rng, &[3, 5, 2], false);
     let idx = Indices::new(vec![4, 0, 4, 2], &[4]).unwrap();
-    gradcheck("index_select (repeated indices)", &[x.clone()], |v| v[0].index_select(1, &idx));
-    let g = Indices::new((0..3 * 3 * 2).map(|i| (i * 7 % 5) as u32).collect(), &[3, 3, 2]).unwrap();
+    gradcheck("index_select (repeated indices)", &[x.clone()], |v| {
+        v[0].index_select(1, &idx)
+    });
+    let g = Indices::new(
+        (0..3 * 3 * 2).map(|i| (i * 7 % 5) as u32).collect(),
+        &[3, 3, 2],
+    )
+    .unwrap();
     gradcheck("gather", &[x.clone()], |v| v[0].gather(1, &g));
 }
 
@@ -177,9 +235,13 @@ fn composites_dropout_glu() {
     let mut rng = Rng::new(8);
     let x = input(&mut rng, &[4, 6], false);
     // the same seed in every evaluation gives the same mask, so FD sees a fixed function
-    gradcheck("dropout", &[x.clone()], |v| v[0].dropout(0.3, true, &mut Rng::new(5)));
+    gradcheck("dropout", &[x.clone()], |v| {
+        v[0].dropout(0.3, true, &mut Rng::new(5))
+    });
     gradcheck("glu", &[x.clone()], |v| jetgen::nn::glu(&v[0], -1));
-    gradcheck("x*x reuse", &[x.clone()], |v| v[0].mul(&v[0])?.add(&v[0].exp()?));
+    gradcheck("x*x reuse", &[x.clone()], |v| {
+        v[0].mul(&v[0])?.add(&v[0].exp()?)
+    });
 }
 
 #[test]
@@ -191,14 +253,23 @@ fn errors_are_values() {
     assert!(matches!(a.backward(), Err(jetgen::Error::NotScalar { .. })));
     let m = tape.var(Tensor::from_f64(&[1.; 6], &[2, 3]).unwrap());
     assert!(matches!(m.matmul(&m), Err(jetgen::Error::Shape { .. })));
-    assert!(matches!(m.sum(&[5], false), Err(jetgen::Error::Shape { .. })));
+    assert!(matches!(
+        m.sum(&[5], false),
+        Err(jetgen::Error::Shape { .. })
+    ));
     let f32t = tape.var(Tensor::from_slice(&[1., 2., 3.], &[3], jetgen::Device::Cpu).unwrap());
     assert!(matches!(a.add(&f32t), Err(jetgen::Error::DType { .. })));
     let nan = Tensor::from_f64(&[1.0, f64::NAN, f64::INFINITY], &[3]).unwrap();
     let err = nan.check_finite("weights").unwrap_err();
     assert!(err.to_string().contains("2 of 3"), "{err}");
-    assert!(matches!(Tensor::from_f64(&[1.0], &[2]), Err(jetgen::Error::Shape { .. })));
-    assert!(jetgen::Device::Cuda(0).ensure_available().is_err() || jetgen::device::cuda::driver_available().is_ok());
+    assert!(matches!(
+        Tensor::from_f64(&[1.0], &[2]),
+        Err(jetgen::Error::Shape { .. })
+    ));
+    assert!(
+        jetgen::Device::Cuda(0).ensure_available().is_err()
+            || jetgen::device::cuda::driver_available().is_ok()
+    );
     let other = Tape::new();
     let c = other.var(Tensor::from_f64(&[1., 2., 3.], &[3]).unwrap());
     assert!(matches!(a.add(&c), Err(jetgen::Error::InvalidArgument(_))));

@@ -20,12 +20,19 @@ fn skip_or_fail(what: &str) {
 }
 
 fn on_path(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|f| f.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file())
+    })
 }
 
 /// The PTX ISA version a PTX text declares, e.g. (9, 0).
 fn ptx_version(ptx: &str) -> (u32, u32) {
-    let line = ptx.lines().find(|l| l.trim_start().starts_with(".version")).expect(".version line");
+    let line = ptx
+        .lines()
+        .find(|l| l.trim_start().starts_with(".version"))
+        .expect(".version line");
     let v = line.split_whitespace().nth(1).unwrap();
     let (a, b) = v.split_once('.').unwrap();
     (a.parse().unwrap(), b.parse().unwrap())
@@ -42,7 +49,10 @@ fn kernels_compile_with_nvrtc_and_pass_the_spill_gate() {
     let dir = std::env::temp_dir().join(format!("jetgen-nvrtc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for m in KERNEL_MODULES {
-        let opts = cudarc::nvrtc::CompileOptions { arch: Some("compute_90"), ..Default::default() };
+        let opts = cudarc::nvrtc::CompileOptions {
+            arch: Some("compute_90"),
+            ..Default::default()
+        };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(m.source, opts)
             .unwrap_or_else(|e| panic!("NVRTC failed on {}.cu: {e:?}", m.name))
             .to_src();
@@ -53,13 +63,24 @@ fn kernels_compile_with_nvrtc_and_pass_the_spill_gate() {
                 let ptx_file = dir.join(format!("{}.ptx", m.name));
                 std::fs::write(&ptx_file, &ptx).unwrap();
                 let out = Command::new(ptxas)
-                    .args(["-arch=sm_90", "-v", "--warn-on-spills", "--warn-on-local-memory-usage", "-Werror", "-o"])
+                    .args([
+                        "-arch=sm_90",
+                        "-v",
+                        "--warn-on-spills",
+                        "--warn-on-local-memory-usage",
+                        "-Werror",
+                        "-o",
+                    ])
                     .arg(dir.join(format!("{}.cubin", m.name)))
                     .arg(&ptx_file)
                     .output()
                     .unwrap();
                 let report = String::from_utf8_lossy(&out.stderr);
-                assert!(out.status.success(), "ptxas rejected NVRTC's PTX for {}.cu:\n{report}", m.name);
+                assert!(
+                    out.status.success(),
+                    "ptxas rejected NVRTC's PTX for {}.cu:\n{report}",
+                    m.name
+                );
             }
             None => skip_or_fail("ptxas not on PATH"),
         }
@@ -72,9 +93,20 @@ fn build_precompiled_every_kernel_when_nvcc_is_present() {
     if on_path("nvcc").is_none() && std::env::var_os("NVCC").is_none() {
         return skip_or_fail("nvcc not on PATH");
     }
-    assert!(PRECOMPILED, "nvcc is available but the build did not precompile the kernels (rebuild)");
+    assert!(
+        PRECOMPILED,
+        "nvcc is available but the build did not precompile the kernels (rebuild)"
+    );
     for m in KERNEL_MODULES {
-        assert!(m.ptx.is_some() && m.cubin.is_some(), "{} lacks PTX/cubin", m.name);
-        assert!(ptx_version(m.ptx.unwrap()) <= (9, 0), "{}: PTX too new for driver 580", m.name);
+        assert!(
+            m.ptx.is_some() && m.cubin.is_some(),
+            "{} lacks PTX/cubin",
+            m.name
+        );
+        assert!(
+            ptx_version(m.ptx.unwrap()) <= (9, 0),
+            "{}: PTX too new for driver 580",
+            m.name
+        );
     }
 }

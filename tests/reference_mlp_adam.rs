@@ -36,7 +36,13 @@ impl Net {
 
 impl Module for Net {
     fn params(&self) -> Vec<Param> {
-        [self.l0.params(), self.l2.params(), self.bn4.params(), self.l5.params()].concat()
+        [
+            self.l0.params(),
+            self.l2.params(),
+            self.bn4.params(),
+            self.l5.params(),
+        ]
+        .concat()
     }
 }
 
@@ -45,9 +51,16 @@ fn file(name: &str) -> std::path::PathBuf {
 }
 
 fn losses(case: &str) -> Vec<f64> {
-    let layout: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(vectors_dir().join("mlp_adam/layout.json")).unwrap()).unwrap();
-    layout["cases"][case]["losses_before_each_step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    let layout: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(vectors_dir().join("mlp_adam/layout.json")).unwrap(),
+    )
+    .unwrap();
+    layout["cases"][case]["losses_before_each_step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 /// Run the reference case `case` ("adam"/"adamw") in `dtype`, comparing with tolerance `rtol`.
@@ -56,7 +69,12 @@ fn run_case(case: &str, dtype: DType, atol: f64, rtol: f64) {
     let params = net.params();
     match dtype {
         DType::F32 => {
-            store::load_params(&vectors_dir().join("mlp_adam/init.safetensors"), &params, true).unwrap();
+            store::load_params(
+                &vectors_dir().join("mlp_adam/init.safetensors"),
+                &params,
+                true,
+            )
+            .unwrap();
         }
         DType::F64 => {
             for p in &params {
@@ -67,38 +85,86 @@ fn run_case(case: &str, dtype: DType, atol: f64, rtol: f64) {
     let x = npy_tensor_f64(&file("x")).to_dtype(dtype).unwrap();
     let target = npy_tensor_f64(&file("target")).to_dtype(dtype).unwrap();
     let config = match case {
-        "adam" => AdamConfig { lr: 0.01, ..Default::default() },
-        _ => AdamConfig { lr: 0.01, weight_decay: 0.05, decoupled: true, ..Default::default() },
+        "adam" => AdamConfig {
+            lr: 0.01,
+            ..Default::default()
+        },
+        _ => AdamConfig {
+            lr: 0.01,
+            weight_decay: 0.05,
+            decoupled: true,
+            ..Default::default()
+        },
     };
     let mut opt = Adam::new(params.clone(), config);
     let expected_losses = losses(case);
     for step in 0..3 {
         let ctx = Ctx::new(true, 0);
         let out = net.forward(&ctx, &ctx.tape.constant(x.clone())).unwrap();
-        let loss = out.sub(&ctx.tape.constant(target.clone())).unwrap().square().unwrap().mean_all().unwrap();
+        let loss = out
+            .sub(&ctx.tape.constant(target.clone()))
+            .unwrap()
+            .square()
+            .unwrap()
+            .mean_all()
+            .unwrap();
         let what = format!("{case} {dtype:?} step {step}");
-        assert_close(&[loss.value().item().unwrap()], &[expected_losses[step]], atol, rtol, &format!("{what} loss"));
+        assert_close(
+            &[loss.value().item().unwrap()],
+            &[expected_losses[step]],
+            atol,
+            rtol,
+            &format!("{what} loss"),
+        );
         opt.zero_grad();
         loss.backward().unwrap();
         if step == 0 {
             let (want, _) = npy(&file(&format!("{case}.step0.out")));
-            assert_close(&out.value().to_vec_f64().unwrap(), &want, atol, rtol, &format!("{what} output"));
+            assert_close(
+                &out.value().to_vec_f64().unwrap(),
+                &want,
+                atol,
+                rtol,
+                &format!("{what} output"),
+            );
             for p in params.iter().filter(|p| p.requires_grad()) {
                 let (want, _) = npy(&file(&format!("{case}.step0.grad.{}", p.name())));
                 let got = p.grad().expect("gradient").to_vec_f64().unwrap();
-                assert_close(&got, &want, atol, rtol, &format!("{what} grad {}", p.name()));
+                assert_close(
+                    &got,
+                    &want,
+                    atol,
+                    rtol,
+                    &format!("{what} grad {}", p.name()),
+                );
             }
         }
         opt.step().unwrap();
         for p in &params {
-            let (want, _) = npy(&file(&format!("{case}.after_step{}.{}", step + 1, p.name())));
-            assert_close(&p.value().to_vec_f64().unwrap(), &want, atol, rtol, &format!("{what} {} after step", p.name()));
+            let (want, _) = npy(&file(&format!(
+                "{case}.after_step{}.{}",
+                step + 1,
+                p.name()
+            )));
+            assert_close(
+                &p.value().to_vec_f64().unwrap(),
+                &want,
+                atol,
+                rtol,
+                &format!("{what} {} after step", p.name()),
+            );
         }
     }
     let ctx = Ctx::new(false, 0);
     let out = net.forward(&ctx, &ctx.tape.constant(x.clone())).unwrap();
     let (want, _) = npy(&file(&format!("{case}.eval_out_after3")));
-    assert_close(&out.value().to_vec_f64().unwrap(), &want, atol, rtol, &format!("{case} {dtype:?} eval output"));
+    assert_close(
+        &out.value().to_vec_f64().unwrap(),
+        &want,
+        atol,
+        rtol,
+        &format!("{case} {dtype:?} eval output"),
+    );
 }
 
 #[test]
@@ -127,7 +193,9 @@ fn checkpoint_round_trip_and_bad_files() {
     let dir = std::env::temp_dir().join(format!("jetgen-store-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ckpt.safetensors");
-    let meta = [("model".to_string(), "test".to_string())].into_iter().collect();
+    let meta = [("model".to_string(), "test".to_string())]
+        .into_iter()
+        .collect();
     store::save_params(&path, &net.params(), &meta).unwrap();
     let other = Net::new();
     for p in other.params() {
@@ -136,13 +204,22 @@ fn checkpoint_round_trip_and_bad_files() {
     let got_meta = store::load_params(&path, &other.params(), true).unwrap();
     assert_eq!(got_meta.get("model").map(String::as_str), Some("test"));
     for (a, b) in net.params().iter().zip(other.params()) {
-        assert_eq!(a.value().to_vec().unwrap(), b.value().to_vec().unwrap(), "{}", a.name());
+        assert_eq!(
+            a.value().to_vec().unwrap(),
+            b.value().to_vec().unwrap(),
+            "{}",
+            a.name()
+        );
     }
     // truncated file, garbage, missing file, shape mismatch: errors naming the file
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(dir.join("trunc.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::write(dir.join("garbage.safetensors"), b"not a checkpoint").unwrap();
-    for bad in ["trunc.safetensors", "garbage.safetensors", "missing.safetensors"] {
+    for bad in [
+        "trunc.safetensors",
+        "garbage.safetensors",
+        "missing.safetensors",
+    ] {
         let err = store::load_params(&dir.join(bad), &other.params(), true).unwrap_err();
         assert!(err.to_string().contains(bad), "{err}");
     }

@@ -10,12 +10,25 @@ use crate::error::{Error, Result};
 pub fn run(device: &str, iters: usize, json: Option<PathBuf>) -> Result<()> {
     let device = Device::parse(device)?;
     device.ensure_available()?;
-    println!("jetgen {} bench on {device} ({} rayon threads), median of {iters} runs", crate::VERSION, rayon::current_num_threads());
+    println!(
+        "jetgen {} bench on {device} ({} rayon threads), median of {iters} runs",
+        crate::VERSION,
+        rayon::current_num_threads()
+    );
     let rows = engine_suite(device, iters)?;
-    println!("{:<46} {:>10} {:>21} {:>9}", "benchmark", "median ms", "p25-p75 ms", "GFLOP/s");
+    println!(
+        "{:<46} {:>10} {:>21} {:>9}",
+        "benchmark", "median ms", "p25-p75 ms", "GFLOP/s"
+    );
     for r in &rows {
-        let gf = r.gflops.map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());
-        println!("{:<46} {:>10.3} {:>10.3}-{:<10.3} {:>9}", r.name, r.median_ms, r.p25_ms, r.p75_ms, gf);
+        let gf = r
+            .gflops
+            .map(|g| format!("{g:.1}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<46} {:>10.3} {:>10.3}-{:<10.3} {:>9}",
+            r.name, r.median_ms, r.p25_ms, r.p75_ms, gf
+        );
     }
     if let Some(path) = json {
         let items: Vec<serde_json::Value> = rows
@@ -26,7 +39,8 @@ pub fn run(device: &str, iters: usize, json: Option<PathBuf>) -> Result<()> {
                     "threads": rayon::current_num_threads()})
             })
             .collect();
-        let text = serde_json::to_string_pretty(&items).map_err(|e| Error::invalid(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&items).map_err(|e| Error::invalid(e.to_string()))?;
         crate::nn::store::write_atomic(&path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }

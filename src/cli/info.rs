@@ -12,7 +12,11 @@ pub fn run() -> Result<()> {
     println!(
         "cuda kernels: {} modules, {}",
         cuda::KERNEL_MODULES.len(),
-        if cuda::PRECOMPILED { "precompiled by nvcc (PTX compute_90 + sm_90 cubin)" } else { "embedded as source (NVRTC at first use)" }
+        if cuda::PRECOMPILED {
+            "precompiled by nvcc (PTX compute_90 + sm_90 cubin)"
+        } else {
+            "embedded as source (NVRTC at first use)"
+        }
     );
     Ok(())
 }

@@ -39,7 +39,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),
-        Command::Bench { device, iters, json } => bench::run(&device, iters.max(1), json),
+        Command::Bench {
+            device,
+            iters,
+            json,
+        } => bench::run(&device, iters.max(1), json),
     };
     match result {
         Ok(()) => 0,

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
 pub use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use crate::error::{Error, Result};
@@ -30,7 +32,10 @@ pub fn kernel_module(name: &str) -> Result<&'static KernelModule> {
     KERNEL_MODULES
         .iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| Error::Cuda { what: name.into(), msg: "no such kernel module embedded".into() })
+        .ok_or_else(|| Error::Cuda {
+            what: name.into(),
+            msg: "no such kernel module embedded".into(),
+        })
 }
 
 /// Static facts about a GPU, for `jetgen info`.
@@ -43,20 +48,27 @@ pub struct DeviceInfo {
 
 fn driver_err(what: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
     let what = what.into();
-    move |e| Error::Cuda { what, msg: format!("{e:?}") }
+    move |e| Error::Cuda {
+        what,
+        msg: format!("{e:?}"),
+    }
 }
 
 /// Ok when `libcuda` can be loaded and reports at least one device.
 pub fn driver_available() -> Result<usize> {
     // SAFETY: only probes whether the shared library can be dlopen'ed.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(Error::CudaUnavailable("no CUDA driver found (libcuda.so not loadable)".into()));
+        return Err(Error::CudaUnavailable(
+            "no CUDA driver found (libcuda.so not loadable)".into(),
+        ));
     }
     let count = std::panic::catch_unwind(CudaContext::device_count)
         .map_err(|_| Error::CudaUnavailable("CUDA driver failed to initialise".into()))?
         .map_err(|e| Error::CudaUnavailable(format!("CUDA driver error: {e:?}")))?;
     if count <= 0 {
-        return Err(Error::CudaUnavailable("CUDA driver present but no GPU found".into()));
+        return Err(Error::CudaUnavailable(
+            "CUDA driver present but no GPU found".into(),
+        ));
     }
     Ok(count as usize)
 }
@@ -67,7 +79,10 @@ pub fn device_info(ordinal: usize) -> Result<DeviceInfo> {
     Ok(DeviceInfo {
         name: be.ctx.name().map_err(driver_err("cuDeviceGetName"))?,
         total_mem: be.ctx.total_mem().map_err(driver_err("cuDeviceTotalMem"))?,
-        compute_capability: be.ctx.compute_capability().map_err(driver_err("compute_capability"))?,
+        compute_capability: be
+            .ctx
+            .compute_capability()
+            .map_err(driver_err("compute_capability"))?,
     })
 }
 
@@ -98,13 +113,19 @@ static BACKENDS: OnceLock<Mutex<HashMap<usize, Arc<CudaBackend>>>> = OnceLock::n
 pub fn backend(ordinal: usize) -> Result<Arc<CudaBackend>> {
     let count = driver_available()?;
     if ordinal >= count {
-        return Err(Error::CudaUnavailable(format!("GPU {ordinal} requested but only {count} present")));
+        return Err(Error::CudaUnavailable(format!(
+            "GPU {ordinal} requested but only {count} present"
+        )));
     }
-    let mut map = BACKENDS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = BACKENDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(be) = map.get(&ordinal) {
         return Ok(be.clone());
     }
-    let ctx = CudaContext::new(ordinal).map_err(driver_err(format!("creating context on GPU {ordinal}")))?;
+    let ctx = CudaContext::new(ordinal)
+        .map_err(driver_err(format!("creating context on GPU {ordinal}")))?;
     let stream = ctx.default_stream();
     let be = Arc::new(CudaBackend {
         ordinal,
@@ -122,12 +143,22 @@ pub fn backend(ordinal: usize) -> Result<Arc<CudaBackend>> {
 impl CudaBackend {
     /// Load (once) the module `module` and return its function `name`.
     pub fn function(&self, module: &'static str, name: &'static str) -> Result<CudaFunction> {
-        if let Some(f) = self.functions.lock().unwrap_or_else(|p| p.into_inner()).get(&(module, name)) {
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(module, name))
+        {
             return Ok(f.clone());
         }
         let m = self.module(module)?;
-        let f = m.load_function(name).map_err(driver_err(format!("loading kernel {module}::{name}")))?;
-        self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert((module, name), f.clone());
+        let f = m
+            .load_function(name)
+            .map_err(driver_err(format!("loading kernel {module}::{name}")))?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((module, name), f.clone());
         Ok(f)
     }
 
@@ -137,12 +168,18 @@ impl CudaBackend {
             return Ok(m.clone());
         }
         let km = kernel_module(name)?;
-        let (major, minor) = self.ctx.compute_capability().map_err(driver_err("compute_capability"))?;
+        let (major, minor) = self
+            .ctx
+            .compute_capability()
+            .map_err(driver_err("compute_capability"))?;
         // Prefer the build-time cubin on sm_90, then build-time PTX, then NVRTC at run time.
         let mut attempts: Vec<String> = Vec::new();
         let mut loaded = None;
         if let (Some(cubin), (9, 0)) = (km.cubin, (major, minor)) {
-            match self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec())) {
+            match self
+                .ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.to_vec()))
+            {
                 Ok(m) => loaded = Some(m),
                 Err(e) => attempts.push(format!("cubin: {e:?}")),
             }
@@ -175,12 +212,14 @@ impl CudaBackend {
         }
         // SAFETY: probes whether libcublas can be dlopen'ed.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(Error::CudaUnavailable("libcublas not found (needed for matmul on CUDA)".into()));
+            return Err(Error::CudaUnavailable(
+                "libcublas not found (needed for matmul on CUDA)".into(),
+            ));
         }
-        let b = Arc::new(
-            CudaBlas::new(self.stream.clone())
-                .map_err(|e| Error::Cuda { what: "cublasCreate".into(), msg: format!("{e:?}") })?,
-        );
+        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(|e| Error::Cuda {
+            what: "cublasCreate".into(),
+            msg: format!("{e:?}"),
+        })?);
         *blas = Some(b.clone());
         Ok(b)
     }
@@ -190,20 +229,26 @@ impl CudaBackend {
     /// an element is caught by parity tests.
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         // SAFETY: every caller writes all `n` elements before reading them.
-        let mut slice = unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))?;
+        let mut slice = unsafe { self.stream.alloc::<T>(n.max(1)) }
+            .map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))?;
         if POISON.load(Ordering::Relaxed) {
             let bytes = n.max(1) * std::mem::size_of::<T>();
-            let (ptr, _sync) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut slice, &self.stream);
+            let (ptr, _sync) =
+                cudarc::driver::DevicePtrMut::device_ptr_mut(&mut slice, &self.stream);
             // SAFETY: ptr addresses `bytes` bytes just allocated on this stream.
-            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }
-                .map_err(driver_err("poisoning allocation"))?;
+            unsafe {
+                cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream())
+            }
+            .map_err(driver_err("poisoning allocation"))?;
         }
         Ok(slice)
     }
 
     /// Allocate `n` zeroed elements.
     pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(n.max(1)).map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(|e| oom_or(e, n * std::mem::size_of::<T>()))
     }
 
     /// Copy a host slice to a new device buffer.
@@ -211,11 +256,17 @@ impl CudaBackend {
         if data.is_empty() {
             return self.alloc(1);
         }
-        self.stream.clone_htod(data).map_err(|e| oom_or(e, std::mem::size_of_val(data)))
+        self.stream
+            .clone_htod(data)
+            .map_err(|e| oom_or(e, std::mem::size_of_val(data)))
     }
 
     /// Copy the first `n` elements of a device buffer back to the host.
-    pub fn dtoh<T: DeviceRepr + Default + Clone>(&self, data: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
+    pub fn dtoh<T: DeviceRepr + Default + Clone>(
+        &self,
+        data: &CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<T>> {
         let mut out = vec![T::default(); n];
         if n > 0 {
             self.stream
@@ -227,7 +278,9 @@ impl CudaBackend {
 
     /// Wait for all queued work.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err("stream synchronize"))
+        self.stream
+            .synchronize()
+            .map_err(driver_err("stream synchronize"))
     }
 
     /// Turn a launch result into a jetgen error naming the kernel; with `JETGEN_CUDA_SYNC=1`
@@ -239,7 +292,9 @@ impl CudaBackend {
     ) -> Result<()> {
         result.map_err(driver_err(format!("launching kernel {kernel}")))?;
         if self.sync_each_launch {
-            self.stream.synchronize().map_err(driver_err(format!("kernel {kernel} (after launch)")))?;
+            self.stream
+                .synchronize()
+                .map_err(driver_err(format!("kernel {kernel} (after launch)")))?;
         }
         Ok(())
     }
@@ -248,9 +303,15 @@ impl CudaBackend {
 fn oom_or(e: cudarc::driver::DriverError, bytes: usize) -> Error {
     let msg = format!("{e:?}");
     if msg.contains("OUT_OF_MEMORY") {
-        Error::Cuda { what: "allocation".into(), msg: format!("out of GPU memory allocating {bytes} bytes") }
+        Error::Cuda {
+            what: "allocation".into(),
+            msg: format!("out of GPU memory allocating {bytes} bytes"),
+        }
     } else {
-        Error::Cuda { what: "allocation/copy".into(), msg }
+        Error::Cuda {
+            what: "allocation/copy".into(),
+            msg,
+        }
     }
 }
 
@@ -264,14 +325,25 @@ fn nvrtc_compile(km: &KernelModule, major: i32, minor: i32) -> Result<cudarc::nv
         )));
     }
     let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-    let opts = cudarc::nvrtc::CompileOptions { arch: Some(arch), ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(km.source, opts)
-        .map_err(|e| Error::Cuda { what: format!("NVRTC compile of {}", km.name), msg: format!("{e:?}") })
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(km.source, opts).map_err(|e| Error::Cuda {
+        what: format!("NVRTC compile of {}", km.name),
+        msg: format!("{e:?}"),
+    })
 }
 
 /// Launch configuration for `n` independent threads, 256 per block.
 pub fn grid_for(n: usize) -> LaunchConfig {
     let threads = 256u32;
-    let blocks = (n.max(1) as u64).div_ceil(threads as u64).min(u32::MAX as u64) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+    let blocks = (n.max(1) as u64)
+        .div_ceil(threads as u64)
+        .min(u32::MAX as u64) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }

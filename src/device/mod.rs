@@ -34,7 +34,9 @@ impl std::str::FromStr for Device {
             "cuda" | "gpu" => Ok(Device::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => Ok(Device::Cuda(i)),
-                _ => Err(Error::invalid(format!("unknown device '{s}' (use auto, cpu, cuda or cuda:N)"))),
+                _ => Err(Error::invalid(format!(
+                    "unknown device '{s}' (use auto, cpu, cuda or cuda:N)"
+                ))),
             },
         }
     }
@@ -66,8 +68,14 @@ impl Device {
                     info.compute_capability.1
                 ),
             },
-            Err(Error::CudaUnavailable(why)) => DeviceChoice { device: Device::Cpu, reason: format!("{why}: using CPU") },
-            Err(e) => DeviceChoice { device: Device::Cpu, reason: format!("{e}: using CPU") },
+            Err(Error::CudaUnavailable(why)) => DeviceChoice {
+                device: Device::Cpu,
+                reason: format!("{why}: using CPU"),
+            },
+            Err(e) => DeviceChoice {
+                device: Device::Cpu,
+                reason: format!("{e}: using CPU"),
+            },
         }
     }
 

@@ -23,13 +23,34 @@ pub struct BatchNorm1d {
 
 impl BatchNorm1d {
     /// γ = 1, β = 0, running mean 0 and variance 1.
-    pub fn new(prefix: &str, features: usize, eps: f64, momentum: f64, device: Device) -> Result<BatchNorm1d> {
+    pub fn new(
+        prefix: &str,
+        features: usize,
+        eps: f64,
+        momentum: f64,
+        device: Device,
+    ) -> Result<BatchNorm1d> {
         Ok(BatchNorm1d {
-            weight: Param::new(format!("{prefix}.weight"), Tensor::full(&[features], 1.0, device)?),
-            bias: Param::new(format!("{prefix}.bias"), Tensor::zeros(&[features], device)?),
-            running_mean: Param::buffer(format!("{prefix}.running_mean"), Tensor::zeros(&[features], device)?),
-            running_var: Param::buffer(format!("{prefix}.running_var"), Tensor::full(&[features], 1.0, device)?),
-            num_batches_tracked: Param::buffer(format!("{prefix}.num_batches_tracked"), Tensor::zeros(&[], device)?),
+            weight: Param::new(
+                format!("{prefix}.weight"),
+                Tensor::full(&[features], 1.0, device)?,
+            ),
+            bias: Param::new(
+                format!("{prefix}.bias"),
+                Tensor::zeros(&[features], device)?,
+            ),
+            running_mean: Param::buffer(
+                format!("{prefix}.running_mean"),
+                Tensor::zeros(&[features], device)?,
+            ),
+            running_var: Param::buffer(
+                format!("{prefix}.running_var"),
+                Tensor::full(&[features], 1.0, device)?,
+            ),
+            num_batches_tracked: Param::buffer(
+                format!("{prefix}.num_batches_tracked"),
+                Tensor::zeros(&[], device)?,
+            ),
             eps,
             momentum,
             features,
@@ -39,13 +60,19 @@ impl BatchNorm1d {
     /// Normalise `x [N, C]`.
     pub fn forward(&self, ctx: &Ctx, x: &Var) -> Result<Var> {
         if x.shape().len() != 2 || x.shape()[1] != self.features {
-            return Err(Error::shape("batch_norm", format!("expected [N, {}], got {:?}", self.features, x.shape())));
+            return Err(Error::shape(
+                "batch_norm",
+                format!("expected [N, {}], got {:?}", self.features, x.shape()),
+            ));
         }
         let n = x.shape()[0];
         let (gamma, beta) = (ctx.tape.param(&self.weight), ctx.tape.param(&self.bias));
         let (mean, var) = if ctx.train {
             if n < 2 {
-                return Err(Error::shape("batch_norm", "training needs more than one sample per batch"));
+                return Err(Error::shape(
+                    "batch_norm",
+                    "training needs more than one sample per batch",
+                ));
             }
             let mean = x.mean(&[0], true)?;
             let centered = x.sub(&mean)?;
@@ -53,8 +80,12 @@ impl BatchNorm1d {
             self.update_running(mean.value(), var.value(), n)?;
             (mean, var)
         } else {
-            let rm = ctx.tape.constant(self.running_mean.value().reshape(&[1, self.features])?);
-            let rv = ctx.tape.constant(self.running_var.value().reshape(&[1, self.features])?);
+            let rm = ctx
+                .tape
+                .constant(self.running_mean.value().reshape(&[1, self.features])?);
+            let rv = ctx
+                .tape
+                .constant(self.running_var.value().reshape(&[1, self.features])?);
             (rm, rv)
         };
         let std = var.add_scalar(self.eps)?.sqrt()?;
@@ -69,10 +100,16 @@ impl BatchNorm1d {
             let b = binary(BinaryOp::Mul, &new, &new.scalar_like(m * scale)?)?;
             binary(BinaryOp::Add, &a, &b)
         };
-        self.running_mean.set_value(blend(&self.running_mean.value(), mean, 1.0)?);
-        self.running_var.set_value(blend(&self.running_var.value(), var, n as f64 / (n as f64 - 1.0))?);
+        self.running_mean
+            .set_value(blend(&self.running_mean.value(), mean, 1.0)?);
+        self.running_var.set_value(blend(
+            &self.running_var.value(),
+            var,
+            n as f64 / (n as f64 - 1.0),
+        )?);
         let t = self.num_batches_tracked.value();
-        self.num_batches_tracked.set_value(binary(BinaryOp::Add, &t, &t.scalar_like(1.0)?)?);
+        self.num_batches_tracked
+            .set_value(binary(BinaryOp::Add, &t, &t.scalar_like(1.0)?)?);
         Ok(())
     }
 }

@@ -18,11 +18,19 @@ pub struct Ctx {
 impl Ctx {
     /// A context on a fresh tape.
     pub fn new(train: bool, seed: u64) -> Ctx {
-        Ctx { tape: Tape::new(), train, rng: RefCell::new(Rng::new(seed)) }
+        Ctx {
+            tape: Tape::new(),
+            train,
+            rng: RefCell::new(Rng::new(seed)),
+        }
     }
     /// A context on an existing tape.
     pub fn with_tape(tape: Tape, train: bool, rng: Rng) -> Ctx {
-        Ctx { tape, train, rng: RefCell::new(rng) }
+        Ctx {
+            tape,
+            train,
+            rng: RefCell::new(rng),
+        }
     }
     /// Inverted dropout (identity in eval mode).
     pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {

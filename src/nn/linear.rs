@@ -17,21 +17,40 @@ pub struct Linear {
 
 impl Linear {
     /// A new layer named `prefix.weight` / `prefix.bias`.
-    pub fn new(prefix: &str, in_features: usize, out_features: usize, bias: bool, rng: &mut Rng, device: Device) -> Result<Linear> {
+    pub fn new(
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Linear> {
         let bound = 1.0 / (in_features.max(1) as f32).sqrt();
-        let weight = Param::new(format!("{prefix}.weight"), rng.uniform(&[out_features, in_features], -bound, bound, device)?);
+        let weight = Param::new(
+            format!("{prefix}.weight"),
+            rng.uniform(&[out_features, in_features], -bound, bound, device)?,
+        );
         let bias = if bias {
-            Some(Param::new(format!("{prefix}.bias"), rng.uniform(&[out_features], -bound, bound, device)?))
+            Some(Param::new(
+                format!("{prefix}.bias"),
+                rng.uniform(&[out_features], -bound, bound, device)?,
+            ))
         } else {
             None
         };
-        Ok(Linear { weight, bias, in_features, out_features })
+        Ok(Linear {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
     }
 
     /// Re-initialise W and b uniformly in [−a, a] (nflows' near-zero last residual layer).
     pub fn init_uniform(&self, a: f32, rng: &mut Rng) -> Result<()> {
         let dev = self.weight.value().device();
-        self.weight.set_value(rng.uniform(&[self.out_features, self.in_features], -a, a, dev)?);
+        self.weight
+            .set_value(rng.uniform(&[self.out_features, self.in_features], -a, a, dev)?);
         if let Some(b) = &self.bias {
             b.set_value(rng.uniform(&[self.out_features], -a, a, dev)?);
         }
@@ -50,7 +69,9 @@ impl Linear {
 
 impl Module for Linear {
     fn params(&self) -> Vec<Param> {
-        std::iter::once(self.weight.clone()).chain(self.bias.clone()).collect()
+        std::iter::once(self.weight.clone())
+            .chain(self.bias.clone())
+            .collect()
     }
 }
 
@@ -64,15 +85,32 @@ pub struct Mlp {
 
 impl Mlp {
     /// `sizes = [in, hidden..., out]`.
-    pub fn new(prefix: &str, sizes: &[usize], activation: Activation, rng: &mut Rng, device: Device) -> Result<Mlp> {
+    pub fn new(
+        prefix: &str,
+        sizes: &[usize],
+        activation: Activation,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<Mlp> {
         if sizes.len() < 2 {
-            return Err(crate::error::Error::invalid("an MLP needs at least input and output sizes"));
+            return Err(crate::error::Error::invalid(
+                "an MLP needs at least input and output sizes",
+            ));
         }
         let sep = if prefix.is_empty() { "" } else { "." };
         let layers = sizes
             .windows(2)
             .enumerate()
-            .map(|(i, w)| Linear::new(&format!("{prefix}{sep}{}", 2 * i), w[0], w[1], true, rng, device))
+            .map(|(i, w)| {
+                Linear::new(
+                    &format!("{prefix}{sep}{}", 2 * i),
+                    w[0],
+                    w[1],
+                    true,
+                    rng,
+                    device,
+                )
+            })
             .collect::<Result<_>>()?;
         Ok(Mlp { layers, activation })
     }

@@ -24,14 +24,26 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
     }
 }
 
 impl AdamConfig {
     /// PyTorch `AdamW` defaults (weight decay 0.01).
     pub fn adamw(lr: f64) -> Self {
-        AdamConfig { lr, weight_decay: 0.01, decoupled: true, ..Default::default() }
+        AdamConfig {
+            lr,
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -53,7 +65,12 @@ impl Adam {
     pub fn new(params: Vec<Param>, config: AdamConfig) -> Adam {
         let params: Vec<Param> = params.into_iter().filter(|p| p.requires_grad()).collect();
         let moments = vec![None; params.len()];
-        Adam { config, params, moments, step: 0 }
+        Adam {
+            config,
+            params,
+            moments,
+            step: 0,
+        }
     }
 
     /// Steps taken so far.
@@ -76,10 +93,23 @@ impl Adam {
             let Some(grad) = param.grad() else { continue };
             let mut value = param.value();
             if grad.shape() != value.shape() {
-                return Err(Error::shape("adam", format!("{}: grad {:?} vs param {:?}", param.name(), grad.shape(), value.shape())));
+                return Err(Error::shape(
+                    "adam",
+                    format!(
+                        "{}: grad {:?} vs param {:?}",
+                        param.name(),
+                        grad.shape(),
+                        value.shape()
+                    ),
+                ));
             }
             grad.same_place("adam", &value)?;
-            let (m, v) = moments.get_or_insert_with(|| (value.zeros_like().expect("zeros"), value.zeros_like().expect("zeros")));
+            let (m, v) = moments.get_or_insert_with(|| {
+                (
+                    value.zeros_like().expect("zeros"),
+                    value.zeros_like().expect("zeros"),
+                )
+            });
             update(&mut value, &grad, m, v, c, bc1, bc2_sqrt)?;
             param.set_value(value);
         }
@@ -87,24 +117,63 @@ impl Adam {
     }
 }
 
-fn update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: AdamConfig, bc1: f64, bc2_sqrt: f64) -> Result<()> {
+fn update(
+    p: &mut Tensor,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    c: AdamConfig,
+    bc1: f64,
+    bc2_sqrt: f64,
+) -> Result<()> {
     let n = p.numel();
     if let Storage::Cuda(gbuf) = g.storage() {
         let be = gbuf.backend.clone();
         let f = be.function("optim", "adam_step")?;
         let nn = n_u32("adam", n)?;
-        let (lr, b1, b2, eps, wd) = (c.lr as f32, c.beta1 as f32, c.beta2 as f32, c.eps as f32, c.weight_decay as f32);
+        let (lr, b1, b2, eps, wd) = (
+            c.lr as f32,
+            c.beta1 as f32,
+            c.beta2 as f32,
+            c.eps as f32,
+            c.weight_decay as f32,
+        );
         let (dec, bc1, bc2s) = (c.decoupled as i32, bc1 as f32, bc2_sqrt as f32);
-        let Storage::Cuda(pb) = p.storage_mut()? else { unreachable!() };
-        let Storage::Cuda(mb) = m.storage_mut()? else { unreachable!() };
-        let Storage::Cuda(vb) = v.storage_mut()? else { unreachable!() };
+        let Storage::Cuda(pb) = p.storage_mut()? else {
+            unreachable!()
+        };
+        let Storage::Cuda(mb) = m.storage_mut()? else {
+            unreachable!()
+        };
+        let Storage::Cuda(vb) = v.storage_mut()? else {
+            unreachable!()
+        };
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn).arg(&mut pb.slice).arg(&gbuf.slice).arg(&mut mb.slice).arg(&mut vb.slice);
-        b.arg(&lr).arg(&b1).arg(&b2).arg(&eps).arg(&wd).arg(&dec).arg(&bc1).arg(&bc2s);
+        b.arg(&nn)
+            .arg(&mut pb.slice)
+            .arg(&gbuf.slice)
+            .arg(&mut mb.slice)
+            .arg(&mut vb.slice);
+        b.arg(&lr)
+            .arg(&b1)
+            .arg(&b2)
+            .arg(&eps)
+            .arg(&wd)
+            .arg(&dec)
+            .arg(&bc1)
+            .arg(&bc2s);
         // SAFETY: all four buffers hold n elements.
         return be.check_launch("adam_step", unsafe { b.launch(grid_for(n)) });
     }
-    fn cpu<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: AdamConfig, bc1: f64, bc2_sqrt: f64) {
+    fn cpu<T: Real>(
+        p: &mut [T],
+        g: &[T],
+        m: &mut [T],
+        v: &mut [T],
+        c: AdamConfig,
+        bc1: f64,
+        bc2_sqrt: f64,
+    ) {
         let f = T::from_f64;
         let (lr, b1, b2, eps, wd) = (f(c.lr), f(c.beta1), f(c.beta2), f(c.eps), f(c.weight_decay));
         let (one, bc1, bc2_sqrt) = (T::one(), f(bc1), f(bc2_sqrt));
@@ -123,9 +192,17 @@ fn update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, c: AdamCon
         }
     }
     match (p.storage_mut()?, m.storage_mut()?, v.storage_mut()?) {
-        (Storage::CpuF32(p), Storage::CpuF32(m), Storage::CpuF32(v)) => cpu(p, g.cpu::<f32>()?, m, v, c, bc1, bc2_sqrt),
-        (Storage::CpuF64(p), Storage::CpuF64(m), Storage::CpuF64(v)) => cpu(p, g.cpu::<f64>()?, m, v, c, bc1, bc2_sqrt),
-        _ => return Err(Error::invalid("adam: parameter and optimizer state differ in dtype/device")),
+        (Storage::CpuF32(p), Storage::CpuF32(m), Storage::CpuF32(v)) => {
+            cpu(p, g.cpu::<f32>()?, m, v, c, bc1, bc2_sqrt)
+        }
+        (Storage::CpuF64(p), Storage::CpuF64(m), Storage::CpuF64(v)) => {
+            cpu(p, g.cpu::<f64>()?, m, v, c, bc1, bc2_sqrt)
+        }
+        _ => {
+            return Err(Error::invalid(
+                "adam: parameter and optimizer state differ in dtype/device",
+            ))
+        }
     }
     Ok(())
 }

@@ -30,7 +30,14 @@ impl std::fmt::Debug for Param {
 impl Param {
     /// A trainable parameter.
     pub fn new(name: impl Into<String>, value: Tensor) -> Param {
-        Param { inner: Arc::new(RwLock::new(ParamData { name: name.into(), value, grad: None, requires_grad: true })) }
+        Param {
+            inner: Arc::new(RwLock::new(ParamData {
+                name: name.into(),
+                value,
+                grad: None,
+                requires_grad: true,
+            })),
+        }
     }
     /// A buffer: saved with the model, never trained.
     pub fn buffer(name: impl Into<String>, value: Tensor) -> Param {
@@ -105,7 +112,10 @@ pub trait Module {
 
     /// Only the trainable ones.
     fn trainable(&self) -> Vec<Param> {
-        self.params().into_iter().filter(|p| p.requires_grad()).collect()
+        self.params()
+            .into_iter()
+            .filter(|p| p.requires_grad())
+            .collect()
     }
 
     /// Move all parameters to `device`.

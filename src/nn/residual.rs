@@ -50,34 +50,83 @@ pub struct ResidualNet {
 
 impl ResidualNet {
     /// A freshly initialised network with parameters named under `prefix`.
-    pub fn new(prefix: &str, config: ResidualNetConfig, rng: &mut Rng, device: Device) -> Result<ResidualNet> {
-        let p = |s: &str| if prefix.is_empty() { s.to_string() } else { format!("{prefix}.{s}") };
+    pub fn new(
+        prefix: &str,
+        config: ResidualNetConfig,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<ResidualNet> {
+        let p = |s: &str| {
+            if prefix.is_empty() {
+                s.to_string()
+            } else {
+                format!("{prefix}.{s}")
+            }
+        };
         let h = config.hidden_features;
-        let initial_layer = Linear::new(&p("initial_layer"), config.in_features + config.context_features, h, true, rng, device)?;
+        let initial_layer = Linear::new(
+            &p("initial_layer"),
+            config.in_features + config.context_features,
+            h,
+            true,
+            rng,
+            device,
+        )?;
         let blocks = (0..config.num_blocks)
             .map(|i| {
                 let bp = p(&format!("blocks.{i}"));
                 let batch_norms = if config.batch_norm {
                     Some([
-                        BatchNorm1d::new(&format!("{bp}.batch_norm_layers.0"), h, 1e-3, 0.1, device)?,
-                        BatchNorm1d::new(&format!("{bp}.batch_norm_layers.1"), h, 1e-3, 0.1, device)?,
+                        BatchNorm1d::new(
+                            &format!("{bp}.batch_norm_layers.0"),
+                            h,
+                            1e-3,
+                            0.1,
+                            device,
+                        )?,
+                        BatchNorm1d::new(
+                            &format!("{bp}.batch_norm_layers.1"),
+                            h,
+                            1e-3,
+                            0.1,
+                            device,
+                        )?,
                     ])
                 } else {
                     None
                 };
                 let context_layer = if config.context_features > 0 {
-                    Some(Linear::new(&format!("{bp}.context_layer"), config.context_features, h, true, rng, device)?)
+                    Some(Linear::new(
+                        &format!("{bp}.context_layer"),
+                        config.context_features,
+                        h,
+                        true,
+                        rng,
+                        device,
+                    )?)
                 } else {
                     None
                 };
                 let l0 = Linear::new(&format!("{bp}.linear_layers.0"), h, h, true, rng, device)?;
                 let l1 = Linear::new(&format!("{bp}.linear_layers.1"), h, h, true, rng, device)?;
                 l1.init_uniform(1e-3, rng)?;
-                Ok(ResidualBlock { batch_norms, context_layer, linear: [l0, l1], activation: config.activation, dropout: config.dropout })
+                Ok(ResidualBlock {
+                    batch_norms,
+                    context_layer,
+                    linear: [l0, l1],
+                    activation: config.activation,
+                    dropout: config.dropout,
+                })
             })
             .collect::<Result<_>>()?;
-        let final_layer = Linear::new(&p("final_layer"), h, config.out_features, true, rng, device)?;
-        Ok(ResidualNet { initial_layer, blocks, final_layer, config })
+        let final_layer =
+            Linear::new(&p("final_layer"), h, config.out_features, true, rng, device)?;
+        Ok(ResidualNet {
+            initial_layer,
+            blocks,
+            final_layer,
+            config,
+        })
     }
 
     /// `x [B, in]`, `context [B, context_features]` (required iff context_features > 0) → `[B, out]`.
@@ -88,7 +137,10 @@ impl ResidualNet {
             (c, n) => {
                 return Err(Error::shape(
                     "ResidualNet",
-                    format!("expects {n} context features, got {:?}", c.map(|c| c.shape().to_vec())),
+                    format!(
+                        "expects {n} context features, got {:?}",
+                        c.map(|c| c.shape().to_vec())
+                    ),
                 ))
             }
         };

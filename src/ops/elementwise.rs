@@ -2,19 +2,18 @@
 //! binary arithmetic, and `select` (where).
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
-use rayon::prelude::*;
 
 use crate::autograd::{Op, Var};
 use crate::device::cuda::{grid_for, CudaBackend};
 use crate::error::{Error, Result};
-use crate::ops::{n_u32, Strided3};
+use crate::ops::{for_each_chunk, n_u32, Strided3, PAR_MIN};
 use crate::real::Real;
 use crate::shape::{broadcast_shapes, broadcast_strides, numel, StridedLayout};
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
 /// Elements per rayon task for elementwise loops.
-const CHUNK: usize = 4096;
+const CHUNK: usize = PAR_MIN;
 
 /// A unary function with up to two scalar parameters. The code is the kernel's switch case.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,6 +80,7 @@ impl UnaryOp {
     }
 
     /// y = f(x) for one scalar (the CPU reference).
+    #[inline(always)]
     pub fn apply<T: Real>(self, x: T) -> T {
         use UnaryOp::*;
         let zero = T::zero();
@@ -94,15 +94,37 @@ impl UnaryOp {
             Square => x * x,
             Pow(e) => x.powf(p(e)),
             Abs => x.abs(),
-            Relu => if x > zero { x } else { zero },
-            LeakyRelu(a) => if x > zero { x } else { p(a) * x },
-            Elu(a) => if x > zero { x } else { p(a) * (x.exp() - one) },
+            Relu => {
+                if x > zero {
+                    x
+                } else {
+                    zero
+                }
+            }
+            LeakyRelu(a) => {
+                if x > zero {
+                    x
+                } else {
+                    p(a) * x
+                }
+            }
+            Elu(a) => {
+                if x > zero {
+                    x
+                } else {
+                    p(a) * (x.exp() - one)
+                }
+            }
             Tanh => x.tanh(),
             Sigmoid => sigmoid(x),
             Softplus => (if x > zero { x } else { zero }) + (-x.abs()).exp().ln_1p(),
             Clamp(lo, hi) => {
                 let v = if x < p(lo) { p(lo) } else { x };
-                if v > p(hi) { p(hi) } else { v }
+                if v > p(hi) {
+                    p(hi)
+                } else {
+                    v
+                }
             }
             AddScalar(c) => x + p(c),
             MulScalar(c) => x * p(c),
@@ -111,6 +133,7 @@ impl UnaryOp {
     }
 
     /// dL/dx from x, y = f(x) and g = dL/dy (the CPU reference of the backward kernel).
+    #[inline(always)]
     pub fn grad<T: Real>(self, x: T, y: T, g: T) -> T {
         use UnaryOp::*;
         let zero = T::zero();
@@ -123,14 +146,46 @@ impl UnaryOp {
             Sqrt => g * T::from_f64(0.5) / y,
             Square => T::from_f64(2.0) * x * g,
             Pow(e) => g * p(e) * x.powf(p(e) - one),
-            Abs => if x > zero { g } else if x < zero { -g } else { zero },
-            Relu => if x > zero { g } else { zero },
-            LeakyRelu(a) => if x > zero { g } else { p(a) * g },
-            Elu(a) => if x > zero { g } else { g * (y + p(a)) },
+            Abs => {
+                if x > zero {
+                    g
+                } else if x < zero {
+                    -g
+                } else {
+                    zero
+                }
+            }
+            Relu => {
+                if x > zero {
+                    g
+                } else {
+                    zero
+                }
+            }
+            LeakyRelu(a) => {
+                if x > zero {
+                    g
+                } else {
+                    p(a) * g
+                }
+            }
+            Elu(a) => {
+                if x > zero {
+                    g
+                } else {
+                    g * (y + p(a))
+                }
+            }
             Tanh => g * (one - y * y),
             Sigmoid => g * y * (one - y),
             Softplus => g * sigmoid(x),
-            Clamp(lo, hi) => if x >= p(lo) && x <= p(hi) { g } else { zero },
+            Clamp(lo, hi) => {
+                if x >= p(lo) && x <= p(hi) {
+                    g
+                } else {
+                    zero
+                }
+            }
             AddScalar(_) => g,
             MulScalar(c) => g * p(c),
             Recip => -g * y * y,
@@ -148,6 +203,112 @@ fn sigmoid<T: Real>(x: T) -> T {
     }
 }
 
+/// Run `$body` with `$op` bound to a copy of `$value` whose variant is a compile-time
+/// constant in each arm, so the per-element `match` in `apply`/`grad` folds away and every
+/// op gets its own tight (vectorisable) loop.
+macro_rules! specialize_unary {
+    ($value:expr, $op:ident => $body:expr) => {{
+        use UnaryOp::*;
+        match $value {
+            Neg => {
+                let $op = Neg;
+                $body
+            }
+            Exp => {
+                let $op = Exp;
+                $body
+            }
+            Log => {
+                let $op = Log;
+                $body
+            }
+            Sqrt => {
+                let $op = Sqrt;
+                $body
+            }
+            Square => {
+                let $op = Square;
+                $body
+            }
+            Pow(p) => {
+                let $op = Pow(p);
+                $body
+            }
+            Abs => {
+                let $op = Abs;
+                $body
+            }
+            Relu => {
+                let $op = Relu;
+                $body
+            }
+            LeakyRelu(a) => {
+                let $op = LeakyRelu(a);
+                $body
+            }
+            Elu(a) => {
+                let $op = Elu(a);
+                $body
+            }
+            Tanh => {
+                let $op = Tanh;
+                $body
+            }
+            Sigmoid => {
+                let $op = Sigmoid;
+                $body
+            }
+            Softplus => {
+                let $op = Softplus;
+                $body
+            }
+            Clamp(lo, hi) => {
+                let $op = Clamp(lo, hi);
+                $body
+            }
+            AddScalar(c) => {
+                let $op = AddScalar(c);
+                $body
+            }
+            MulScalar(c) => {
+                let $op = MulScalar(c);
+                $body
+            }
+            Recip => {
+                let $op = Recip;
+                $body
+            }
+        }
+    }};
+}
+
+macro_rules! specialize_binary {
+    ($value:expr, $op:ident => $body:expr) => {{
+        match $value {
+            BinaryOp::Add => {
+                let $op = BinaryOp::Add;
+                $body
+            }
+            BinaryOp::Sub => {
+                let $op = BinaryOp::Sub;
+                $body
+            }
+            BinaryOp::Mul => {
+                let $op = BinaryOp::Mul;
+                $body
+            }
+            BinaryOp::Div => {
+                let $op = BinaryOp::Div;
+                $body
+            }
+            BinaryOp::Maximum => {
+                let $op = BinaryOp::Maximum;
+                $body
+            }
+        }
+    }};
+}
+
 /// Binary arithmetic with NumPy broadcasting. The code is the kernel's switch case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
@@ -159,11 +320,52 @@ pub enum BinaryOp {
     Maximum,
 }
 
+impl UnaryOp {
+    /// `out[i] = f(xs[i])`; the op is matched once, outside the loop.
+    pub fn apply_slice<T: Real>(self, xs: &[T], out: &mut [T]) {
+        specialize_unary!(self, op => for (o, &x) in out.iter_mut().zip(xs) { *o = op.apply(x); })
+    }
+    /// `out[i] = grad(xs[i], ys[i], gs[i])`; the op is matched once, outside the loop.
+    pub fn grad_slice<T: Real>(self, xs: &[T], ys: &[T], gs: &[T], out: &mut [T]) {
+        specialize_unary!(self, op => for (((o, &x), &y), &g) in out.iter_mut().zip(xs).zip(ys).zip(gs) { *o = op.grad(x, y, g); })
+    }
+}
+
 impl BinaryOp {
     fn code(self) -> i32 {
         self as i32
     }
+    /// One output row: `out[j] = a[oa + j·sa] (op) b[ob + j·sb]`, with contiguous and
+    /// row-broadcast fast paths; the op is matched once, outside the loop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_row<T: Real>(
+        self,
+        out: &mut [T],
+        a: &[T],
+        oa: usize,
+        sa: usize,
+        b: &[T],
+        ob: usize,
+        sb: usize,
+    ) {
+        let len = out.len();
+        specialize_binary!(self, op => {
+            if sa == 1 && sb == 1 {
+                for ((o, &x), &y) in out.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) { *o = op.apply(x, y); }
+            } else if sa == 1 && sb == 0 {
+                let y = b[ob];
+                for (o, &x) in out.iter_mut().zip(&a[oa..oa + len]) { *o = op.apply(x, y); }
+            } else if sa == 0 && sb == 1 {
+                let x = a[oa];
+                for (o, &y) in out.iter_mut().zip(&b[ob..ob + len]) { *o = op.apply(x, y); }
+            } else {
+                for (j, o) in out.iter_mut().enumerate() { *o = op.apply(a[oa + j * sa], b[ob + j * sb]); }
+            }
+        })
+    }
+
     /// a (op) b for one scalar pair.
+    #[inline(always)]
     pub fn apply<T: Real>(self, a: T, b: T) -> T {
         match self {
             BinaryOp::Add => a + b,
@@ -188,7 +390,12 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
             let f = be.function("elementwise", "unary_forward")?;
             let nn = n_u32("unary", n)?;
             let mut b = be.stream.launch_builder(&f);
-            b.arg(&code).arg(&p0).arg(&p1).arg(&nn).arg(&buf.slice).arg(&mut out);
+            b.arg(&code)
+                .arg(&p0)
+                .arg(&p1)
+                .arg(&nn)
+                .arg(&buf.slice)
+                .arg(&mut out);
             // SAFETY: argument list matches the kernel signature; buffers hold n elements.
             be.check_launch("unary_forward", unsafe { b.launch(grid_for(n)) })?;
             Ok(Tensor::from_cuda(out, be.clone(), x.shape()))
@@ -196,9 +403,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         _ => with_real!(x, T => {
             let xs = x.cpu::<T>()?;
             let mut out = vec![T::zero(); xs.len()];
-            out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(o, i)| {
-                for (o, &v) in o.iter_mut().zip(i) { *o = op.apply(v); }
-            });
+            for_each_chunk(&mut out, CHUNK, |c, o| op.apply_slice(&xs[c * CHUNK..c * CHUNK + o.len()], o));
             Tensor::from_cpu_vec(out, x.shape())
         }),
     }
@@ -217,7 +422,10 @@ pub fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result
             let nn = n_u32("unary_backward", n)?;
             let mut b = be.stream.launch_builder(&f);
             b.arg(&code).arg(&p0).arg(&p1).arg(&nn);
-            b.arg(&buf.slice).arg(&y.cuda()?.slice).arg(&g.cuda()?.slice).arg(&mut out);
+            b.arg(&buf.slice)
+                .arg(&y.cuda()?.slice)
+                .arg(&g.cuda()?.slice)
+                .arg(&mut out);
             // SAFETY: argument list matches the kernel signature; buffers hold n elements.
             be.check_launch("unary_backward", unsafe { b.launch(grid_for(n)) })?;
             Ok(Tensor::from_cuda(out, be.clone(), x.shape()))
@@ -225,12 +433,9 @@ pub fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result
         _ => with_real!(x, T => {
             let (xs, ys, gs) = (x.cpu::<T>()?, y.cpu::<T>()?, g.cpu::<T>()?);
             let mut out = vec![T::zero(); xs.len()];
-            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-                let base = c * CHUNK;
-                for (k, o) in o.iter_mut().enumerate() {
-                    let i = base + k;
-                    *o = op.grad(xs[i], ys[i], gs[i]);
-                }
+            for_each_chunk(&mut out, CHUNK, |c, o| {
+                let r = c * CHUNK..c * CHUNK + o.len();
+                op.grad_slice(&xs[r.clone()], &ys[r.clone()], &gs[r], o)
             });
             Tensor::from_cpu_vec(out, x.shape())
         }),
@@ -243,7 +448,10 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shapes("binary op", a.shape(), b.shape())?;
     let layout = StridedLayout::new(
         &shape,
-        vec![broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape)],
+        vec![
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        ],
     );
     let n = numel(&shape);
     match a.storage() {
@@ -254,27 +462,50 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let f = be.function("elementwise", "binary_forward")?;
             let (code, nn) = (op.code(), n_u32("binary", n)?);
             let mut lb = be.stream.launch_builder(&f);
-            lb.arg(&code).arg(&l).arg(&nn).arg(&buf.slice).arg(&b.cuda()?.slice).arg(&mut out);
+            lb.arg(&code)
+                .arg(&l)
+                .arg(&nn)
+                .arg(&buf.slice)
+                .arg(&b.cuda()?.slice)
+                .arg(&mut out);
             // SAFETY: the layout addresses only elements inside a and b.
             be.check_launch("binary_forward", unsafe { lb.launch(grid_for(n)) })?;
             Ok(Tensor::from_cuda(out, be.clone(), &shape))
         }
         _ => with_real!(a, T => {
             let (xs, ys) = (a.cpu::<T>()?, b.cpu::<T>()?);
-            let mut out = vec![T::zero(); n];
-            let same = a.shape() == b.shape();
-            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-                let base = c * CHUNK;
-                for (k, o) in o.iter_mut().enumerate() {
-                    let i = base + k;
-                    *o = if same { op.apply(xs[i], ys[i]) } else {
-                        op.apply(xs[layout.offset(0, i)], ys[layout.offset(1, i)])
-                    };
-                }
-            });
+            let out = map_rows(&layout, n, |out_row, offs, st| op.apply_row(out_row, xs, offs[0], st[0], ys, offs[1], st[1]));
             Tensor::from_cpu_vec(out, &shape)
         }),
     }
+}
+
+/// Fill an output of `n` elements row by row (rows of `layout.row_len()`), in parallel;
+/// `f(out_row, operand_offsets, operand_inner_strides)` computes one row. Only one index
+/// decomposition per row, so broadcasting costs no divisions in the inner loop.
+pub(crate) fn map_rows<T: Real>(
+    layout: &StridedLayout,
+    n: usize,
+    f: impl Fn(&mut [T], &[usize; 3], &[usize; 3]) + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); n];
+    if n == 0 {
+        return out;
+    }
+    let row = layout.row_len().max(1);
+    let k = layout.strides.len();
+    let strides: [usize; 3] =
+        std::array::from_fn(|i| if i < k { layout.inner_stride(i) } else { 0 });
+    let rows_per_task = (CHUNK / row).max(1);
+    for_each_chunk(&mut out, rows_per_task * row, |t, chunk| {
+        for (r, out_row) in chunk.chunks_mut(row).enumerate() {
+            let start = (t * rows_per_task + r) * row;
+            let offs: [usize; 3] =
+                std::array::from_fn(|i| if i < k { layout.offset(i, start) } else { 0 });
+            f(out_row, &offs, &strides);
+        }
+    });
+    out
 }
 
 /// `out = cond ≠ 0 ? a : b` with broadcasting over all three. The unselected value is never
@@ -282,7 +513,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     cond.same_place("select", a)?;
     a.same_place("select", b)?;
-    let shape = broadcast_shapes("select", &broadcast_shapes("select", cond.shape(), a.shape())?, b.shape())?;
+    let shape = broadcast_shapes(
+        "select",
+        &broadcast_shapes("select", cond.shape(), a.shape())?,
+        b.shape(),
+    )?;
     let layout = StridedLayout::new(
         &shape,
         vec![
@@ -300,24 +535,35 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             let f = be.function("elementwise", "select_forward")?;
             let nn = n_u32("select", n)?;
             let mut lb = be.stream.launch_builder(&f);
-            lb.arg(&l).arg(&nn).arg(&cond.cuda()?.slice).arg(&buf.slice).arg(&b.cuda()?.slice).arg(&mut out);
+            lb.arg(&l)
+                .arg(&nn)
+                .arg(&cond.cuda()?.slice)
+                .arg(&buf.slice)
+                .arg(&b.cuda()?.slice)
+                .arg(&mut out);
             // SAFETY: the layout addresses only elements inside cond, a and b.
             be.check_launch("select_forward", unsafe { lb.launch(grid_for(n)) })?;
             Ok(Tensor::from_cuda(out, be.clone(), &shape))
         }
         _ => with_real!(a, T => {
             let (cs, xs, ys) = (cond.cpu::<T>()?, a.cpu::<T>()?, b.cpu::<T>()?);
-            let out: Vec<T> = (0..n)
-                .into_par_iter()
-                .map(|i| if cs[layout.offset(0, i)] != T::zero() { xs[layout.offset(1, i)] } else { ys[layout.offset(2, i)] })
-                .collect();
+            let out = map_rows(&layout, n, |out_row, offs, st| {
+                for (j, o) in out_row.iter_mut().enumerate() {
+                    *o = if cs[offs[0] + j * st[0]] != T::zero() { xs[offs[1] + j * st[1]] } else { ys[offs[2] + j * st[2]] };
+                }
+            });
             Tensor::from_cpu_vec(out, &shape)
         }),
     }
 }
 
 /// Fill the first `n` elements of a device buffer with `value`.
-pub(crate) fn cuda_fill(be: &CudaBackend, out: &mut CudaSlice<f32>, n: usize, value: f32) -> Result<()> {
+pub(crate) fn cuda_fill(
+    be: &CudaBackend,
+    out: &mut CudaSlice<f32>,
+    n: usize,
+    value: f32,
+) -> Result<()> {
     let f = be.function("elementwise", "fill")?;
     let nn = n_u32("fill", n)?;
     let mut lb = be.stream.launch_builder(&f);
@@ -341,7 +587,10 @@ pub fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         }
     }
     if t.shape() != shape {
-        return Err(Error::shape("sum_to_shape", format!("cannot reduce {:?} to {shape:?}", g.shape())));
+        return Err(Error::shape(
+            "sum_to_shape",
+            format!("cannot reduce {:?} to {shape:?}", g.shape()),
+        ));
     }
     Ok(t)
 }
@@ -354,54 +603,98 @@ impl Var {
         self.tape().push(Op::Unary(op), &[self], y)
     }
     /// −x
-    pub fn neg(&self) -> Result<Var> { self.unary_op(UnaryOp::Neg) }
+    pub fn neg(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Neg)
+    }
     /// eˣ
-    pub fn exp(&self) -> Result<Var> { self.unary_op(UnaryOp::Exp) }
+    pub fn exp(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Exp)
+    }
     /// ln x
-    pub fn log(&self) -> Result<Var> { self.unary_op(UnaryOp::Log) }
+    pub fn log(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Log)
+    }
     /// √x
-    pub fn sqrt(&self) -> Result<Var> { self.unary_op(UnaryOp::Sqrt) }
+    pub fn sqrt(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Sqrt)
+    }
     /// x²
-    pub fn square(&self) -> Result<Var> { self.unary_op(UnaryOp::Square) }
+    pub fn square(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Square)
+    }
     /// xᵖ (scalar exponent)
-    pub fn powf(&self, p: f64) -> Result<Var> { self.unary_op(UnaryOp::Pow(p)) }
+    pub fn powf(&self, p: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::Pow(p))
+    }
     /// |x|
-    pub fn abs(&self) -> Result<Var> { self.unary_op(UnaryOp::Abs) }
+    pub fn abs(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Abs)
+    }
     /// max(x, 0)
-    pub fn relu(&self) -> Result<Var> { self.unary_op(UnaryOp::Relu) }
+    pub fn relu(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Relu)
+    }
     /// x > 0 ? x : αx
-    pub fn leaky_relu(&self, alpha: f64) -> Result<Var> { self.unary_op(UnaryOp::LeakyRelu(alpha)) }
+    pub fn leaky_relu(&self, alpha: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::LeakyRelu(alpha))
+    }
     /// x > 0 ? x : α(eˣ−1)
-    pub fn elu(&self, alpha: f64) -> Result<Var> { self.unary_op(UnaryOp::Elu(alpha)) }
+    pub fn elu(&self, alpha: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::Elu(alpha))
+    }
     /// tanh x
-    pub fn tanh(&self) -> Result<Var> { self.unary_op(UnaryOp::Tanh) }
+    pub fn tanh(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Tanh)
+    }
     /// 1/(1+e⁻ˣ)
-    pub fn sigmoid(&self) -> Result<Var> { self.unary_op(UnaryOp::Sigmoid) }
+    pub fn sigmoid(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Sigmoid)
+    }
     /// ln(1+eˣ)
-    pub fn softplus(&self) -> Result<Var> { self.unary_op(UnaryOp::Softplus) }
+    pub fn softplus(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Softplus)
+    }
     /// min(max(x, lo), hi)
-    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Var> { self.unary_op(UnaryOp::Clamp(lo, hi)) }
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::Clamp(lo, hi))
+    }
     /// x + c
-    pub fn add_scalar(&self, c: f64) -> Result<Var> { self.unary_op(UnaryOp::AddScalar(c)) }
+    pub fn add_scalar(&self, c: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::AddScalar(c))
+    }
     /// c·x
-    pub fn mul_scalar(&self, c: f64) -> Result<Var> { self.unary_op(UnaryOp::MulScalar(c)) }
+    pub fn mul_scalar(&self, c: f64) -> Result<Var> {
+        self.unary_op(UnaryOp::MulScalar(c))
+    }
     /// 1/x
-    pub fn recip(&self) -> Result<Var> { self.unary_op(UnaryOp::Recip) }
+    pub fn recip(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Recip)
+    }
 
     fn binary_op(&self, op: BinaryOp, other: &Var) -> Result<Var> {
         let y = binary(op, self.value(), other.value())?;
         self.tape().push(Op::Binary(op), &[self, other], y)
     }
     /// a + b (broadcasting)
-    pub fn add(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Add, other) }
+    pub fn add(&self, other: &Var) -> Result<Var> {
+        self.binary_op(BinaryOp::Add, other)
+    }
     /// a − b (broadcasting)
-    pub fn sub(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Sub, other) }
+    pub fn sub(&self, other: &Var) -> Result<Var> {
+        self.binary_op(BinaryOp::Sub, other)
+    }
     /// a · b (broadcasting); with a 0/1 mask this is the mask-multiply for padded particles
-    pub fn mul(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Mul, other) }
+    pub fn mul(&self, other: &Var) -> Result<Var> {
+        self.binary_op(BinaryOp::Mul, other)
+    }
     /// a / b (broadcasting)
-    pub fn div(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Div, other) }
+    pub fn div(&self, other: &Var) -> Result<Var> {
+        self.binary_op(BinaryOp::Div, other)
+    }
     /// max(a, b) elementwise (broadcasting); the gradient goes to a where a ≥ b
-    pub fn maximum(&self, other: &Var) -> Result<Var> { self.binary_op(BinaryOp::Maximum, other) }
+    pub fn maximum(&self, other: &Var) -> Result<Var> {
+        self.binary_op(BinaryOp::Maximum, other)
+    }
 
     /// `cond ≠ 0 ? self : other` with broadcasting; `cond` is a constant mask.
     pub fn select(cond: &Tensor, a: &Var, b: &Var) -> Result<Var> {
@@ -411,37 +704,66 @@ impl Var {
 }
 
 /// Backward of [`Op::Unary`].
-pub(crate) fn backward_unary(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_unary(
+    op: UnaryOp,
+    x: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![Some(unary_backward(op, x, y, g)?)])
 }
 
 /// Backward of [`Op::Binary`]: (∂/∂a, ∂/∂b), each summed back to its operand's shape.
 /// Add: (g, g); Sub: (g, −g); Mul: (g·b, g·a); Div: (g/b, −g·y/b); Maximum: g to the winner.
-pub(crate) fn backward_binary(op: BinaryOp, a: &Tensor, b: &Tensor, y: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_binary(
+    op: BinaryOp,
+    a: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let (ga, gb) = match op {
         BinaryOp::Add => (g.clone(), g.clone()),
         BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
         BinaryOp::Mul => (binary(BinaryOp::Mul, g, b)?, binary(BinaryOp::Mul, g, a)?),
         BinaryOp::Div => {
             let ga = binary(BinaryOp::Div, g, b)?;
-            let gb = unary(UnaryOp::Neg, &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, y)?, b)?)?;
+            let gb = unary(
+                UnaryOp::Neg,
+                &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, y)?, b)?,
+            )?;
             (ga, gb)
         }
         BinaryOp::Maximum => {
             // a wins where a − y == 0, i.e. y came from a.
-            let diff = binary(BinaryOp::Sub, y, &binary(BinaryOp::Add, a, &b.zeros_like()?)?)?;
+            let diff = binary(
+                BinaryOp::Sub,
+                y,
+                &binary(BinaryOp::Add, a, &b.zeros_like()?)?,
+            )?;
             let zero = g.zeros_like()?;
             let a_lost = unary(UnaryOp::Abs, &diff)?;
             (select(&a_lost, &zero, g)?, select(&a_lost, g, &zero)?)
         }
     };
-    Ok(vec![Some(sum_to_shape(&ga, a.shape())?), Some(sum_to_shape(&gb, b.shape())?)])
+    Ok(vec![
+        Some(sum_to_shape(&ga, a.shape())?),
+        Some(sum_to_shape(&gb, b.shape())?),
+    ])
 }
 
 /// Backward of [`Op::Select`].
-pub(crate) fn backward_select(cond: &Tensor, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_select(
+    cond: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let zero = g.zeros_like()?;
     let ga = select(cond, g, &zero)?;
     let gb = select(cond, &zero, g)?;
-    Ok(vec![Some(sum_to_shape(&ga, a.shape())?), Some(sum_to_shape(&gb, b.shape())?)])
+    Ok(vec![
+        Some(sum_to_shape(&ga, a.shape())?),
+        Some(sum_to_shape(&gb, b.shape())?),
+    ])
 }

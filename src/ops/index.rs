@@ -39,13 +39,22 @@ impl Indices {
     /// Host indices of `shape`.
     pub fn new(data: Vec<u32>, shape: &[usize]) -> Result<Indices> {
         if data.len() != numel(shape) {
-            return Err(Error::shape("indices", format!("{} values do not fill {shape:?}", data.len())));
+            return Err(Error::shape(
+                "indices",
+                format!("{} values do not fill {shape:?}", data.len()),
+            ));
         }
-        Ok(Indices { shape: shape.to_vec(), storage: Arc::new(IndexStorage::Cpu(data)) })
+        Ok(Indices {
+            shape: shape.to_vec(),
+            storage: Arc::new(IndexStorage::Cpu(data)),
+        })
     }
     /// Wrap a device buffer.
     pub fn from_cuda(slice: CudaSlice<u32>, be: Arc<CudaBackend>, shape: &[usize]) -> Indices {
-        Indices { shape: shape.to_vec(), storage: Arc::new(IndexStorage::Cuda(slice, be)) }
+        Indices {
+            shape: shape.to_vec(),
+            storage: Arc::new(IndexStorage::Cuda(slice, be)),
+        }
     }
     /// Shape of the index tensor.
     pub fn shape(&self) -> &[usize] {
@@ -83,19 +92,30 @@ impl Indices {
     pub fn cpu(&self) -> Result<&[u32]> {
         match &*self.storage {
             IndexStorage::Cpu(v) => Ok(v),
-            IndexStorage::Cuda(..) => Err(Error::DeviceMismatch { op: "indices", a: self.device().to_string(), b: "cpu".into() }),
+            IndexStorage::Cuda(..) => Err(Error::DeviceMismatch {
+                op: "indices",
+                a: self.device().to_string(),
+                b: "cpu".into(),
+            }),
         }
     }
     /// Device slice (CUDA indices only).
     pub fn cuda(&self) -> Result<&CudaSlice<u32>> {
         match &*self.storage {
             IndexStorage::Cuda(s, _) => Ok(s),
-            IndexStorage::Cpu(_) => Err(Error::DeviceMismatch { op: "indices", a: "cpu".into(), b: "cuda".into() }),
+            IndexStorage::Cpu(_) => Err(Error::DeviceMismatch {
+                op: "indices",
+                a: "cpu".into(),
+                b: "cuda".into(),
+            }),
         }
     }
     fn check_bound(&self, op: &'static str, bound: usize) -> Result<()> {
         if let Some(&bad) = self.to_vec()?.iter().find(|&&i| i as usize >= bound) {
-            return Err(Error::shape(op, format!("index {bad} out of range for axis of size {bound}")));
+            return Err(Error::shape(
+                op,
+                format!("index {bad} out of range for axis of size {bound}"),
+            ));
         }
         Ok(())
     }
@@ -116,7 +136,14 @@ fn launch_index_kernel(
     let f = be.function("index", name)?;
     let n = n_u32(name, out_n)?;
     let mut b = be.stream.launch_builder(&f);
-    b.arg(&n).arg(&dims[0]).arg(&dims[1]).arg(&dims[2]).arg(&dims[3]).arg(&buf.slice).arg(idx.cuda()?).arg(&mut out);
+    b.arg(&n)
+        .arg(&dims[0])
+        .arg(&dims[1])
+        .arg(&dims[2])
+        .arg(&dims[3])
+        .arg(&buf.slice)
+        .arg(idx.cuda()?)
+        .arg(&mut out);
     // SAFETY: indices were bounds-checked; dims describe x and out.
     be.check_launch(name, unsafe { b.launch(grid_for(out_n)) })?;
     Ok(Tensor::from_cuda(out, be.clone(), out_shape))
@@ -125,7 +152,10 @@ fn launch_index_kernel(
 /// `out[o, j, i] = x[o, idx[j], i]` for a 1-D `idx` of length k: out has size k along `axis`.
 pub fn index_select(x: &Tensor, axis: usize, idx: &Indices) -> Result<Tensor> {
     if idx.shape().len() != 1 {
-        return Err(Error::shape("index_select", format!("indices must be 1-d, got {:?}", idx.shape())));
+        return Err(Error::shape(
+            "index_select",
+            format!("indices must be 1-d, got {:?}", idx.shape()),
+        ));
     }
     let (outer, n, inner) = outer_axis_inner(x.shape(), axis);
     idx.check_bound("index_select", n)?;
@@ -134,7 +164,12 @@ pub fn index_select(x: &Tensor, axis: usize, idx: &Indices) -> Result<Tensor> {
     out_shape[axis] = k;
     let out_n = outer * k * inner;
     if x.device().is_cuda() {
-        let dims = [n_u32("index_select", outer)?, n as u32, k as u32, inner as u32];
+        let dims = [
+            n_u32("index_select", outer)?,
+            n as u32,
+            k as u32,
+            inner as u32,
+        ];
         return launch_index_kernel("index_select_forward", x, out_n, dims, idx, &out_shape);
     }
     let ids = idx.cpu()?;
@@ -179,7 +214,10 @@ pub fn gather(x: &Tensor, axis: usize, idx: &Indices) -> Result<Tensor> {
     let is = idx.shape();
     let ok = is.len() == xs_shape.len() && (0..is.len()).all(|d| d == axis || is[d] == xs_shape[d]);
     if !ok {
-        return Err(Error::shape("gather", format!("indices {is:?} do not fit input {xs_shape:?} on axis {axis}")));
+        return Err(Error::shape(
+            "gather",
+            format!("indices {is:?} do not fit input {xs_shape:?} on axis {axis}"),
+        ));
     }
     let (outer, n, inner) = outer_axis_inner(xs_shape, axis);
     idx.check_bound("gather", n)?;
@@ -206,7 +244,12 @@ pub fn scatter_add(g: &Tensor, x_shape: &[usize], axis: usize, idx: &Indices) ->
     let k = idx.shape()[axis];
     let out_n = outer * n * inner;
     if g.device().is_cuda() {
-        let dims = [n_u32("scatter_add", outer)?, n as u32, k as u32, inner as u32];
+        let dims = [
+            n_u32("scatter_add", outer)?,
+            n as u32,
+            k as u32,
+            inner as u32,
+        ];
         return launch_index_kernel("scatter_add", g, out_n, dims, idx, x_shape);
     }
     let ids = idx.cpu()?;
@@ -226,21 +269,44 @@ impl Var {
     pub fn index_select(&self, axis: isize, idx: &Indices) -> Result<Var> {
         let axis = normalize_axis("index_select", axis, self.shape().len())?;
         let y = index_select(self.value(), axis, idx)?;
-        self.tape().push(Op::IndexSelect { axis, indices: idx.clone() }, &[self], y)
+        self.tape().push(
+            Op::IndexSelect {
+                axis,
+                indices: idx.clone(),
+            },
+            &[self],
+            y,
+        )
     }
     /// torch.gather along `axis`.
     pub fn gather(&self, axis: isize, idx: &Indices) -> Result<Var> {
         let axis = normalize_axis("gather", axis, self.shape().len())?;
         let y = gather(self.value(), axis, idx)?;
-        self.tape().push(Op::Gather { axis, indices: idx.clone() }, &[self], y)
+        self.tape().push(
+            Op::Gather {
+                axis,
+                indices: idx.clone(),
+            },
+            &[self],
+            y,
+        )
     }
 }
 
-pub(crate) fn backward_index_select(x_shape: &[usize], axis: usize, idx: &Indices, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_index_select(
+    x_shape: &[usize],
+    axis: usize,
+    idx: &Indices,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![Some(index_add(g, x_shape, axis, idx)?)])
 }
 
-pub(crate) fn backward_gather(x_shape: &[usize], axis: usize, idx: &Indices, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_gather(
+    x_shape: &[usize],
+    axis: usize,
+    idx: &Indices,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![Some(scatter_add(g, x_shape, axis, idx)?)])
 }
-

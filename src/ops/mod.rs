@@ -30,13 +30,21 @@ impl Strided3 {
     /// Pack a layout for a kernel; errors for more than 8 (merged) dims or 2^32 elements.
     pub fn from_layout(op: &'static str, l: &StridedLayout) -> Result<Strided3> {
         if l.shape.len() > MAX_DIMS || l.strides.len() > 3 {
-            return Err(Error::shape(op, format!("at most {MAX_DIMS} non-mergeable dims on CUDA")));
+            return Err(Error::shape(
+                op,
+                format!("at most {MAX_DIMS} non-mergeable dims on CUDA"),
+            ));
         }
-        let mut k = Strided3 { ndim: l.shape.len() as u32, ..Default::default() };
+        let mut k = Strided3 {
+            ndim: l.shape.len() as u32,
+            ..Default::default()
+        };
         for (d, &n) in l.shape.iter().enumerate() {
-            k.shape[d] = u32::try_from(n).map_err(|_| Error::shape(op, "dimension exceeds 2^32"))?;
+            k.shape[d] =
+                u32::try_from(n).map_err(|_| Error::shape(op, "dimension exceeds 2^32"))?;
             for (o, s) in l.strides.iter().enumerate() {
-                k.stride[o][d] = u32::try_from(s[d]).map_err(|_| Error::shape(op, "stride exceeds 2^32"))?;
+                k.stride[o][d] =
+                    u32::try_from(s[d]).map_err(|_| Error::shape(op, "stride exceeds 2^32"))?;
             }
         }
         Ok(k)
@@ -45,5 +53,42 @@ impl Strided3 {
 
 /// Element count as the `u32` kernels take.
 pub(crate) fn n_u32(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 kernel limit")))
+    u32::try_from(n)
+        .map_err(|_| Error::shape(op, format!("{n} elements exceed the 2^32 kernel limit")))
+}
+
+/// Elements below which CPU loops run on the calling thread: handing small jobs to the
+/// rayon pool (a cross-thread wake-up) costs more than the work.
+pub(crate) const PAR_MIN: usize = 1 << 17;
+
+/// `f(chunk_index, chunk)` over `chunk`-sized pieces of `out`, in parallel only when `out`
+/// is larger than one chunk.
+pub(crate) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let chunk = chunk.max(1);
+    if out.len() <= chunk {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// `(0..n).map(f).collect()`, in parallel when `work` (elements touched) is large.
+pub(crate) fn map_range<R: Send>(
+    n: usize,
+    work: usize,
+    f: impl Fn(usize) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if work <= PAR_MIN {
+        (0..n).map(f).collect()
+    } else {
+        (0..n).into_par_iter().map(f).collect()
+    }
 }

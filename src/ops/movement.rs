@@ -7,7 +7,9 @@ use crate::autograd::{Op, Var};
 use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::{n_u32, Strided3};
-use crate::shape::{broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis, numel, StridedLayout};
+use crate::shape::{
+    broadcast_shapes, broadcast_strides, contiguous_strides, normalize_axis, numel, StridedLayout,
+};
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
@@ -33,11 +35,22 @@ fn strided_copy_into(
             let be = sbuf.backend.clone();
             let l = Strided3::from_layout("copy", &layout)?;
             let f = be.function("movement", "strided_copy")?;
-            let (nn, so, dso) = (n_u32("copy", n)?, n_u32("copy", src_offset)?, n_u32("copy", dst_offset)?);
+            let (nn, so, dso) = (
+                n_u32("copy", n)?,
+                n_u32("copy", src_offset)?,
+                n_u32("copy", dst_offset)?,
+            );
             let src_slice = &sbuf.slice;
-            let Storage::Cuda(dbuf) = dst.storage_mut()? else { unreachable!("same device checked") };
+            let Storage::Cuda(dbuf) = dst.storage_mut()? else {
+                unreachable!("same device checked")
+            };
             let mut b = be.stream.launch_builder(&f);
-            b.arg(&l).arg(&nn).arg(src_slice).arg(&so).arg(&mut dbuf.slice).arg(&dso);
+            b.arg(&l)
+                .arg(&nn)
+                .arg(src_slice)
+                .arg(&so)
+                .arg(&mut dbuf.slice)
+                .arg(&dso);
             // SAFETY: the layout addresses elements inside src and dst.
             be.check_launch("strided_copy", unsafe { b.launch(grid_for(n)) })
         }
@@ -48,8 +61,18 @@ fn strided_copy_into(
                 Storage::CpuF64(v) => (v as &mut dyn std::any::Any).downcast_mut::<Vec<T>>(),
                 Storage::Cuda(_) => None,
             }.ok_or_else(|| Error::invalid("copy: dtype mismatch"))?;
-            for i in 0..n {
-                d[dst_offset + layout.offset(1, i)] = s[src_offset + layout.offset(0, i)];
+            // one index decomposition per innermost row, then a strided inner loop
+            let row = layout.row_len().max(1);
+            let (ss, ds) = (layout.inner_stride(0), layout.inner_stride(1));
+            for start in (0..n).step_by(row) {
+                let (so, dof) = (src_offset + layout.offset(0, start), dst_offset + layout.offset(1, start));
+                if ss == 1 && ds == 1 {
+                    d[dof..dof + row].copy_from_slice(&s[so..so + row]);
+                } else {
+                    for j in 0..row {
+                        d[dof + j * ds] = s[so + j * ss];
+                    }
+                }
             }
             Ok(())
         }),
@@ -67,14 +90,29 @@ fn empty_like(src: &Tensor, shape: &[usize]) -> Result<Tensor> {
 pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let nd = x.ndim();
     let mut seen = vec![false; nd];
-    if perm.len() != nd || perm.iter().any(|&p| p >= nd || std::mem::replace(&mut seen[p], true)) {
-        return Err(Error::shape("permute", format!("{perm:?} is not a permutation of {nd} axes")));
+    if perm.len() != nd
+        || perm
+            .iter()
+            .any(|&p| p >= nd || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(Error::shape(
+            "permute",
+            format!("{perm:?} is not a permutation of {nd} axes"),
+        ));
     }
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let xs = contiguous_strides(x.shape());
     let src_strides: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
     let mut out = empty_like(x, &shape)?;
-    strided_copy_into(x, src_strides, 0, &mut out, contiguous_strides(&shape), 0, &shape)?;
+    strided_copy_into(
+        x,
+        src_strides,
+        0,
+        &mut out,
+        contiguous_strides(&shape),
+        0,
+        &shape,
+    )?;
     Ok(out)
 }
 
@@ -84,23 +122,49 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(x.clone());
     }
     if broadcast_shapes("broadcast_to", x.shape(), shape)? != shape {
-        return Err(Error::shape("broadcast_to", format!("cannot broadcast {:?} to {shape:?}", x.shape())));
+        return Err(Error::shape(
+            "broadcast_to",
+            format!("cannot broadcast {:?} to {shape:?}", x.shape()),
+        ));
     }
     let mut out = empty_like(x, shape)?;
-    strided_copy_into(x, broadcast_strides(x.shape(), shape), 0, &mut out, contiguous_strides(shape), 0, shape)?;
+    strided_copy_into(
+        x,
+        broadcast_strides(x.shape(), shape),
+        0,
+        &mut out,
+        contiguous_strides(shape),
+        0,
+        shape,
+    )?;
     Ok(out)
 }
 
 /// Elements `start..start+len` along `axis`.
 pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     if start + len > x.shape()[axis] {
-        return Err(Error::shape("narrow", format!("{start}..{} exceeds axis {axis} of {:?}", start + len, x.shape())));
+        return Err(Error::shape(
+            "narrow",
+            format!(
+                "{start}..{} exceeds axis {axis} of {:?}",
+                start + len,
+                x.shape()
+            ),
+        ));
     }
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     let xs = contiguous_strides(x.shape());
     let mut out = empty_like(x, &shape)?;
-    strided_copy_into(x, xs.clone(), start * xs[axis], &mut out, contiguous_strides(&shape), 0, &shape)?;
+    strided_copy_into(
+        x,
+        xs.clone(),
+        start * xs[axis],
+        &mut out,
+        contiguous_strides(&shape),
+        0,
+        &shape,
+    )?;
     Ok(out)
 }
 
@@ -108,19 +172,37 @@ pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tenso
 pub fn pad_axis(x: &Tensor, full_shape: &[usize], axis: usize, start: usize) -> Result<Tensor> {
     let mut out = empty_like(x, full_shape)?;
     let os = contiguous_strides(full_shape);
-    strided_copy_into(x, contiguous_strides(x.shape()), 0, &mut out, os.clone(), start * os[axis], x.shape())?;
+    strided_copy_into(
+        x,
+        contiguous_strides(x.shape()),
+        0,
+        &mut out,
+        os.clone(),
+        start * os[axis],
+        x.shape(),
+    )?;
     Ok(out)
 }
 
 /// Join tensors along `axis` (all other sizes equal).
 pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
-    let first = parts.first().ok_or_else(|| Error::shape("concat", "nothing to concatenate"))?;
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::shape("concat", "nothing to concatenate"))?;
     let mut shape = first.shape().to_vec();
     shape[axis] = 0;
     for p in parts {
-        let ok = p.ndim() == first.ndim() && (0..p.ndim()).all(|d| d == axis || p.shape()[d] == first.shape()[d]);
+        let ok = p.ndim() == first.ndim()
+            && (0..p.ndim()).all(|d| d == axis || p.shape()[d] == first.shape()[d]);
         if !ok {
-            return Err(Error::shape("concat", format!("{:?} does not fit {:?} on axis {axis}", p.shape(), first.shape())));
+            return Err(Error::shape(
+                "concat",
+                format!(
+                    "{:?} does not fit {:?} on axis {axis}",
+                    p.shape(),
+                    first.shape()
+                ),
+            ));
         }
         p.same_place("concat", first)?;
         shape[axis] += p.shape()[axis];
@@ -129,7 +211,15 @@ pub fn concat(parts: &[&Tensor], axis: usize) -> Result<Tensor> {
     let os = contiguous_strides(&shape);
     let mut at = 0;
     for p in parts {
-        strided_copy_into(p, contiguous_strides(p.shape()), 0, &mut out, os.clone(), at * os[axis], p.shape())?;
+        strided_copy_into(
+            p,
+            contiguous_strides(p.shape()),
+            0,
+            &mut out,
+            os.clone(),
+            at * os[axis],
+            p.shape(),
+        )?;
         at += p.shape()[axis];
     }
     Ok(out)
@@ -151,7 +241,10 @@ impl Var {
     /// Swap two axes.
     pub fn transpose(&self, a: isize, b: isize) -> Result<Var> {
         let nd = self.shape().len();
-        let (a, b) = (normalize_axis("transpose", a, nd)?, normalize_axis("transpose", b, nd)?);
+        let (a, b) = (
+            normalize_axis("transpose", a, nd)?,
+            normalize_axis("transpose", b, nd)?,
+        );
         let mut perm: Vec<usize> = (0..nd).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -169,7 +262,9 @@ impl Var {
     }
     /// Join along `axis`.
     pub fn concat(parts: &[&Var], axis: isize) -> Result<Var> {
-        let first = parts.first().ok_or_else(|| Error::shape("concat", "nothing to concatenate"))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::shape("concat", "nothing to concatenate"))?;
         let axis = normalize_axis("concat", axis, first.shape().len())?;
         let values: Vec<&Tensor> = parts.iter().map(|v| v.value()).collect();
         let y = concat(&values, axis)?;
@@ -185,11 +280,20 @@ pub(crate) fn backward_permute(perm: &[usize], g: &Tensor) -> Result<Vec<Option<
     Ok(vec![Some(permute(g, &inv)?)])
 }
 
-pub(crate) fn backward_narrow(x_shape: &[usize], axis: usize, start: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_narrow(
+    x_shape: &[usize],
+    axis: usize,
+    start: usize,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![Some(pad_axis(g, x_shape, axis, start)?)])
 }
 
-pub(crate) fn backward_concat(x: &[&Tensor], axis: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_concat(
+    x: &[&Tensor],
+    axis: usize,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let mut at = 0;
     x.iter()
         .map(|p| {

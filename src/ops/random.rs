@@ -12,14 +12,28 @@ use crate::shape::numel;
 use crate::tensor::Tensor;
 
 /// Fill a new CUDA tensor with counter-based uniforms `U[a, b)` or normals `N(a, b²)`.
-pub(crate) fn cuda_random(ordinal: usize, shape: &[usize], seed: u64, offset: u64, normal: bool, a: f32, b: f32) -> Result<Tensor> {
+pub(crate) fn cuda_random(
+    ordinal: usize,
+    shape: &[usize],
+    seed: u64,
+    offset: u64,
+    normal: bool,
+    a: f32,
+    b: f32,
+) -> Result<Tensor> {
     let be = backend(ordinal)?;
     let n = numel(shape);
     let mut out = be.alloc::<f32>(n)?;
     let f = be.function("random", "random_fill")?;
     let (nn, flag) = (n_u32("random", n)?, normal as i32);
     let mut lb = be.stream.launch_builder(&f);
-    lb.arg(&nn).arg(&seed).arg(&offset).arg(&flag).arg(&a).arg(&b).arg(&mut out);
+    lb.arg(&nn)
+        .arg(&seed)
+        .arg(&offset)
+        .arg(&flag)
+        .arg(&a)
+        .arg(&b)
+        .arg(&mut out);
     // SAFETY: out holds n elements.
     be.check_launch("random_fill", unsafe { lb.launch(grid_for(n)) })?;
     Ok(Tensor::from_cuda(out, be, shape))
@@ -28,11 +42,16 @@ pub(crate) fn cuda_random(ordinal: usize, shape: &[usize], seed: u64, offset: u6
 /// The inverted-dropout mask for probability `p`: `1/(1−p)` where `u ≥ p`, else 0.
 pub fn dropout_mask(rng: &mut Rng, shape: &[usize], p: f32, device: Device) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid(format!("dropout probability must be in [0, 1), got {p}")));
+        return Err(Error::invalid(format!(
+            "dropout probability must be in [0, 1), got {p}"
+        )));
     }
     let u = rng.uniform(shape, 0.0, 1.0, device)?;
     // (u − p) ≥ 0 ⇔ keep; select keeps NaN-free arithmetic.
-    let shifted = crate::ops::elementwise::unary(crate::ops::elementwise::UnaryOp::AddScalar(-(p as f64)), &u)?;
+    let shifted = crate::ops::elementwise::unary(
+        crate::ops::elementwise::UnaryOp::AddScalar(-(p as f64)),
+        &u,
+    )?;
     let keep = crate::ops::elementwise::unary(crate::ops::elementwise::UnaryOp::Relu, &shifted)?;
     let scale = Tensor::full(&[], 1.0 / (1.0 - p), device)?;
     let zero = Tensor::zeros(&[], device)?;

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ops::elementwise::{binary, unary, BinaryOp, UnaryOp};
 use crate::ops::index::Indices;
 use crate::ops::movement::broadcast_to;
-use crate::ops::n_u32;
+use crate::ops::{map_range, n_u32};
 use crate::real::Real;
 use crate::shape::{normalize_axis, outer_axis_inner};
 use crate::tensor::{Storage, Tensor};
@@ -41,12 +41,19 @@ fn launch_lines(
     flag: Option<i32>,
     out_len: usize,
     with_argmax: bool,
-) -> Result<(cudarc::driver::CudaSlice<f32>, Option<cudarc::driver::CudaSlice<u32>>)> {
+) -> Result<(
+    cudarc::driver::CudaSlice<f32>,
+    Option<cudarc::driver::CudaSlice<u32>>,
+)> {
     let buf = x.cuda()?;
     let be = &buf.backend;
     let (outer, n, inner) = outer_axis_inner(x.shape(), axis);
     let mut out = be.alloc::<f32>(out_len)?;
-    let mut argmax = if with_argmax { Some(be.alloc::<u32>(outer * inner)?) } else { None };
+    let mut argmax = if with_argmax {
+        Some(be.alloc::<u32>(outer * inner)?)
+    } else {
+        None
+    };
     let f = be.function("reduce", name)?;
     let (o, nn, i) = (n_u32(name, outer)?, n_u32(name, n)?, n_u32(name, inner)?);
     let mut b = be.stream.launch_builder(&f);
@@ -58,48 +65,101 @@ fn launch_lines(
     if let Some(a) = argmax.as_mut() {
         b.arg(a);
     }
-    let cfg = if name == "cumsum_forward" { crate::device::cuda::grid_for(outer * inner) } else { line_config(outer * inner, inner) };
+    let cfg = if name == "cumsum_forward" {
+        crate::device::cuda::grid_for(outer * inner)
+    } else {
+        line_config(outer * inner, inner)
+    };
     // SAFETY: argument lists match reduce.cu; out holds out_len elements.
     be.check_launch(name, unsafe { b.launch(cfg) })?;
     Ok((out, argmax))
 }
 
 /// Apply `f(line_values) -> value` to every line on the CPU; returns `[outer·inner]`.
-fn cpu_lines<T: Real, F: Fn(&mut dyn Iterator<Item = T>) -> T + Sync>(xs: &[T], shape: &[usize], axis: usize, f: F) -> Vec<T> {
+fn cpu_lines<T: Real, F: Fn(&mut dyn Iterator<Item = T>) -> T + Sync>(
+    xs: &[T],
+    shape: &[usize],
+    axis: usize,
+    f: F,
+) -> Vec<T> {
     let (outer, n, inner) = outer_axis_inner(shape, axis);
-    (0..outer * inner)
-        .into_par_iter()
-        .map(|line| {
-            let (o, i) = (line / inner, line % inner);
-            let base = o * n * inner + i;
-            f(&mut (0..n).map(|j| xs[base + j * inner]))
-        })
-        .collect()
+    map_range(outer * inner, xs.len(), |line| {
+        let (o, i) = (line / inner, line % inner);
+        let base = o * n * inner + i;
+        f(&mut (0..n).map(|j| xs[base + j * inner]))
+    })
 }
 
 /// Σ over `axis`: `[.., n, ..] → [.., ..]` (or `[.., 1, ..]` with keepdim).
 pub fn sum_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     let shape = reduced_shape(x.shape(), axis, keepdim);
     if let Storage::Cuda(buf) = x.storage() {
-        let (out, _) = launch_lines("reduce_sum", x, axis, None, crate::shape::numel(&shape), false)?;
+        let (out, _) = launch_lines(
+            "reduce_sum",
+            x,
+            axis,
+            None,
+            crate::shape::numel(&shape),
+            false,
+        )?;
         return Ok(Tensor::from_cuda(out, buf.backend.clone(), &shape));
     }
     with_real!(x, T => {
-        let out = cpu_lines(x.cpu::<T>()?, x.shape(), axis, |it| T::from_f64(it.map(|v| v.to_f64()).sum::<f64>()));
+        let out = cpu_sum_axis(x.cpu::<T>()?, x.shape(), axis);
         Tensor::from_cpu_vec(out, &shape)
     })
+}
+
+/// Σ over the axis with f64 accumulators. Contiguous lines (inner = 1) are summed per line;
+/// otherwise whole rows `x[o, j, :]` are added into an accumulator row, in column blocks
+/// spread over threads, so memory is read in order.
+fn cpu_sum_axis<T: Real>(xs: &[T], shape: &[usize], axis: usize) -> Vec<T> {
+    let (outer, n, inner) = outer_axis_inner(shape, axis);
+    if inner == 1 {
+        return map_range(outer, xs.len(), |o| {
+            T::from_f64(sum_f64(&xs[o * n..(o + 1) * n]))
+        });
+    }
+    let block = 256.min(inner);
+    let blocks_per_row = inner.div_ceil(block);
+    let pieces: Vec<Vec<T>> = map_range(outer * blocks_per_row, xs.len(), |t| {
+        let (o, i0) = (t / blocks_per_row, (t % blocks_per_row) * block);
+        let width = block.min(inner - i0);
+        let mut acc = vec![0f64; width];
+        for j in 0..n {
+            let row = &xs[(o * n + j) * inner + i0..][..width];
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v.to_f64();
+            }
+        }
+        acc.into_iter().map(T::from_f64).collect()
+    });
+    pieces.concat()
 }
 
 /// max over `axis` and the index of its first occurrence (NaN counts as largest).
 pub fn max_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<(Tensor, Indices)> {
     let shape = reduced_shape(x.shape(), axis, keepdim);
     if x.shape()[axis] == 0 {
-        return Err(crate::error::Error::shape("max", "cannot take the max of an empty axis"));
+        return Err(crate::error::Error::shape(
+            "max",
+            "cannot take the max of an empty axis",
+        ));
     }
     if let Storage::Cuda(buf) = x.storage() {
-        let (out, am) = launch_lines("reduce_max", x, axis, None, crate::shape::numel(&shape), true)?;
+        let (out, am) = launch_lines(
+            "reduce_max",
+            x,
+            axis,
+            None,
+            crate::shape::numel(&shape),
+            true,
+        )?;
         let be = buf.backend.clone();
-        return Ok((Tensor::from_cuda(out, be.clone(), &shape), Indices::from_cuda(am.expect("requested"), be, &shape)));
+        return Ok((
+            Tensor::from_cuda(out, be.clone(), &shape),
+            Indices::from_cuda(am.expect("requested"), be, &shape),
+        ));
     }
     let (outer, n, inner) = outer_axis_inner(x.shape(), axis);
     with_real!(x, T => {
@@ -126,7 +186,14 @@ pub fn max_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<(Tensor, Indic
 pub fn logsumexp_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     let shape = reduced_shape(x.shape(), axis, keepdim);
     if let Storage::Cuda(buf) = x.storage() {
-        let (out, _) = launch_lines("reduce_logsumexp", x, axis, None, crate::shape::numel(&shape), false)?;
+        let (out, _) = launch_lines(
+            "reduce_logsumexp",
+            x,
+            axis,
+            None,
+            crate::shape::numel(&shape),
+            false,
+        )?;
         return Ok(Tensor::from_cuda(out, buf.backend.clone(), &shape));
     }
     with_real!(x, T => {
@@ -136,6 +203,20 @@ pub fn logsumexp_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> 
         });
         Tensor::from_cpu_vec(out, &shape)
     })
+}
+
+/// Σ of a contiguous slice in f64 with 8 independent accumulators (keeps the adder
+/// pipeline full; the order is fixed, so results are deterministic).
+fn sum_f64<T: Real>(xs: &[T]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|v| v.to_f64()).sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k].to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 fn lse_f64(vals: &[f64]) -> f64 {
@@ -149,7 +230,14 @@ fn lse_f64(vals: &[f64]) -> f64 {
 /// softmax (or log-softmax when `log`) along `axis`: `exp(x − lse(x))`.
 pub fn softmax_axis(x: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
     if let Storage::Cuda(buf) = x.storage() {
-        let (out, _) = launch_lines("softmax_forward", x, axis, Some(log as i32), x.numel(), false)?;
+        let (out, _) = launch_lines(
+            "softmax_forward",
+            x,
+            axis,
+            Some(log as i32),
+            x.numel(),
+            false,
+        )?;
         return Ok(Tensor::from_cuda(out, buf.backend.clone(), x.shape()));
     }
     let (outer, n, inner) = outer_axis_inner(x.shape(), axis);
@@ -171,7 +259,14 @@ pub fn softmax_axis(x: &Tensor, axis: usize, log: bool) -> Result<Tensor> {
 /// Inclusive cumulative sum along `axis` (`reverse`: from the end).
 pub fn cumsum_axis(x: &Tensor, axis: usize, reverse: bool) -> Result<Tensor> {
     if let Storage::Cuda(buf) = x.storage() {
-        let (out, _) = launch_lines("cumsum_forward", x, axis, Some(reverse as i32), x.numel(), false)?;
+        let (out, _) = launch_lines(
+            "cumsum_forward",
+            x,
+            axis,
+            Some(reverse as i32),
+            x.numel(),
+            false,
+        )?;
         return Ok(Tensor::from_cuda(out, buf.backend.clone(), x.shape()));
     }
     let (outer, n, inner) = outer_axis_inner(x.shape(), axis);
@@ -193,7 +288,12 @@ pub fn cumsum_axis(x: &Tensor, axis: usize, reverse: bool) -> Result<Tensor> {
 }
 
 /// `out[o, j, i] = j == argmax[o, i] ? g[o, i] : 0`, out of `shape` (max's backward).
-pub fn onehot_scatter(g: &Tensor, argmax: &Indices, shape: &[usize], axis: usize) -> Result<Tensor> {
+pub fn onehot_scatter(
+    g: &Tensor,
+    argmax: &Indices,
+    shape: &[usize],
+    axis: usize,
+) -> Result<Tensor> {
     let (outer, n, inner) = outer_axis_inner(shape, axis);
     let total = outer * n * inner;
     if let Storage::Cuda(buf) = g.storage() {
@@ -203,9 +303,16 @@ pub fn onehot_scatter(g: &Tensor, argmax: &Indices, shape: &[usize], axis: usize
         let f = be.function("reduce", "onehot_scatter")?;
         let (o, nn, i) = (n_u32("max backward", outer)?, n as u32, inner as u32);
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&o).arg(&nn).arg(&i).arg(&buf.slice).arg(am.cuda()?).arg(&mut out);
+        b.arg(&o)
+            .arg(&nn)
+            .arg(&i)
+            .arg(&buf.slice)
+            .arg(am.cuda()?)
+            .arg(&mut out);
         // SAFETY: g and argmax hold outer·inner elements, out holds total.
-        be.check_launch("onehot_scatter", unsafe { b.launch(crate::device::cuda::grid_for(total)) })?;
+        be.check_launch("onehot_scatter", unsafe {
+            b.launch(crate::device::cuda::grid_for(total))
+        })?;
         return Ok(Tensor::from_cuda(out, be.clone(), shape));
     }
     let am = argmax.to_device(crate::device::Device::Cpu)?;
@@ -227,10 +334,22 @@ impl Var {
     /// Σ over each of `axes` (negative = from the end); all axes when `axes` is empty.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Var> {
         let ndim = self.shape().len();
+        if axes.is_empty() && ndim > 1 {
+            // all axes: one flat reduction instead of one per axis
+            let flat = self.reshape(&[self.value().numel()])?;
+            let s = flat.sum(&[0], false)?;
+            return if keepdim {
+                s.reshape(&vec![1; ndim])
+            } else {
+                Ok(s)
+            };
+        }
         let mut axes: Vec<usize> = if axes.is_empty() {
             (0..ndim).collect()
         } else {
-            axes.iter().map(|&a| normalize_axis("sum", a, ndim)).collect::<Result<_>>()?
+            axes.iter()
+                .map(|&a| normalize_axis("sum", a, ndim))
+                .collect::<Result<_>>()?
         };
         axes.sort_unstable();
         axes.dedup();
@@ -260,13 +379,22 @@ impl Var {
     pub fn max(&self, axis: isize, keepdim: bool) -> Result<Var> {
         let axis = normalize_axis("max", axis, self.shape().len())?;
         let (y, argmax) = max_axis(self.value(), axis, keepdim)?;
-        self.tape().push(Op::Max { axis, keepdim, argmax }, &[self], y)
+        self.tape().push(
+            Op::Max {
+                axis,
+                keepdim,
+                argmax,
+            },
+            &[self],
+            y,
+        )
     }
     /// log Σ exp over `axis`.
     pub fn logsumexp(&self, axis: isize, keepdim: bool) -> Result<Var> {
         let axis = normalize_axis("logsumexp", axis, self.shape().len())?;
         let y = logsumexp_axis(self.value(), axis, keepdim)?;
-        self.tape().push(Op::LogSumExp { axis, keepdim }, &[self], y)
+        self.tape()
+            .push(Op::LogSumExp { axis, keepdim }, &[self], y)
     }
     /// softmax along `axis`.
     pub fn softmax(&self, axis: isize) -> Result<Var> {
@@ -297,17 +425,37 @@ fn keep(g: &Tensor, x_shape: &[usize], axis: usize, keepdim: bool) -> Result<Ten
 }
 
 /// ∂/∂x Σ_axis x = 1: broadcast g back over the axis.
-pub(crate) fn backward_sum(x: &Tensor, axis: usize, keepdim: bool, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(broadcast_to(&keep(g, x.shape(), axis, keepdim)?, x.shape())?)])
+pub(crate) fn backward_sum(
+    x: &Tensor,
+    axis: usize,
+    keepdim: bool,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    Ok(vec![Some(broadcast_to(
+        &keep(g, x.shape(), axis, keepdim)?,
+        x.shape(),
+    )?)])
 }
 
 /// ∂/∂x max = one-hot at the argmax.
-pub(crate) fn backward_max(x: &Tensor, axis: usize, _keepdim: bool, argmax: &Indices, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_max(
+    x: &Tensor,
+    axis: usize,
+    _keepdim: bool,
+    argmax: &Indices,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     Ok(vec![Some(onehot_scatter(g, argmax, x.shape(), axis)?)])
 }
 
 /// ∂/∂x lse = softmax(x) = exp(x − y).
-pub(crate) fn backward_logsumexp(x: &Tensor, y: &Tensor, axis: usize, keepdim: bool, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_logsumexp(
+    x: &Tensor,
+    y: &Tensor,
+    axis: usize,
+    keepdim: bool,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let yk = keep(y, x.shape(), axis, keepdim)?;
     let gk = keep(g, x.shape(), axis, keepdim)?;
     let p = unary(UnaryOp::Exp, &binary(BinaryOp::Sub, x, &yk)?)?;
@@ -318,14 +466,26 @@ pub(crate) fn backward_logsumexp(x: &Tensor, y: &Tensor, axis: usize, keepdim: b
 pub(crate) fn backward_softmax(y: &Tensor, axis: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
     let gy = binary(BinaryOp::Mul, g, y)?;
     let s = sum_axis(&gy, axis, true)?;
-    Ok(vec![Some(binary(BinaryOp::Mul, y, &binary(BinaryOp::Sub, g, &s)?)?)])
+    Ok(vec![Some(binary(
+        BinaryOp::Mul,
+        y,
+        &binary(BinaryOp::Sub, g, &s)?,
+    )?)])
 }
 
 /// log-softmax: dx = g − exp(y) ⊙ Σ_axis g.
-pub(crate) fn backward_log_softmax(y: &Tensor, axis: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_log_softmax(
+    y: &Tensor,
+    axis: usize,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let s = sum_axis(g, axis, true)?;
     let p = unary(UnaryOp::Exp, y)?;
-    Ok(vec![Some(binary(BinaryOp::Sub, g, &binary(BinaryOp::Mul, &p, &s)?)?)])
+    Ok(vec![Some(binary(
+        BinaryOp::Sub,
+        g,
+        &binary(BinaryOp::Mul, &p, &s)?,
+    )?)])
 }
 
 /// cumsum: dx_j = Σ_{k ≥ j} g_k (reverse cumsum).

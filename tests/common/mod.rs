@@ -22,9 +22,24 @@ pub fn npy(path: &Path) -> (Vec<f64>, Vec<usize>) {
     };
     let data: Vec<f64> = match descr.as_str() {
         "<f8" => arr.into_vec::<f64>().unwrap(),
-        "<f4" => arr.into_vec::<f32>().unwrap().into_iter().map(f64::from).collect(),
-        "<i8" => arr.into_vec::<i64>().unwrap().into_iter().map(|v| v as f64).collect(),
-        "|b1" => arr.into_vec::<bool>().unwrap().into_iter().map(|v| v as u8 as f64).collect(),
+        "<f4" => arr
+            .into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        "<i8" => arr
+            .into_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+        "|b1" => arr
+            .into_vec::<bool>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as u8 as f64)
+            .collect(),
         d => panic!("unsupported npy dtype {d} in {}", path.display()),
     };
     (data, shape)
@@ -77,6 +92,9 @@ pub fn assert_close(a: &[f64], b: &[f64], atol: f64, rtol: f64, what: &str) {
     }
     if worst.1 > 0.0 {
         let i = worst.0;
-        panic!("{what}[{i}]: {} vs reference {} (atol {atol}, rtol {rtol})", a[i], b[i]);
+        panic!(
+            "{what}[{i}]: {} vs reference {} (atol {atol}, rtol {rtol})",
+            a[i], b[i]
+        );
     }
 }
