@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 
 use jetgen::{Device, Tensor};
 
-/// Reference vectors copied into the repository (from ../shared/vectors).
+/// Reference vectors copied into the repository (from ../shared/vectors); `JETGEN_VECTORS`
+/// overrides the location (the GPU bundle runs test executables away from the checkout).
 pub fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+    match std::env::var_os("JETGEN_VECTORS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"),
+    }
 }
 
 /// Read a `.npy` file as f64 values and its shape (f64, f32, i64 and bool arrays).

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build, on the GPU-less development machine, everything one GPU session needs, into one
+# ignored folder (default gpu-bundle/): release binary, test and bench executables (kernels
+# precompiled by nvcc when the CUDA wheels are installed), reference vectors, peer scripts,
+# and run.sh, which the GPU machine executes:
+#     bash gpu-bundle/run.sh "$OUT"      # results (text + JSON) land in $OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE="${1:-gpu-bundle}"
+
+# Precompile kernels (PTX + sm_90 cubin) if the pinned CUDA wheels are available.
+VENV="${JETGEN_CUDA_VENV:-$HOME/.cache/jetgen-cuda-venv}"
+if [ -x "$VENV/bin/python" ] && CU=$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))' 2>/dev/null); then
+  export PATH="$CU/bin:$PATH" LD_LIBRARY_PATH="$CU/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "bundle: kernels precompiled with $(nvcc --version | tail -1)"
+else
+  echo "bundle: no CUDA wheels ($VENV): kernels will be compiled by NVRTC on the GPU machine"
+fi
+
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/bin" "$BUNDLE/tests" "$BUNDLE/benches" "$BUNDLE/peers"
+cargo build --release --bins
+cp target/release/jetgen "$BUNDLE/bin/"
+
+# Test and bench executables, found from cargo's JSON messages.
+copy_executables() { # $1 = dest, rest = cargo args
+  local dest=$1; shift
+  cargo "$@" --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"]:
+        print(m["target"]["name"], m["executable"])' \
+    | while read -r name exe; do cp "$exe" "$dest/$name"; done
+}
+copy_executables "$BUNDLE/tests" test --release --no-run
+copy_executables "$BUNDLE/benches" bench --no-run
+rm -f "$BUNDLE/tests/jetgen" # the lib's unit tests are CPU-only; keep them anyway under another name
+cargo test --release --no-run --lib --message-format=json 2>/dev/null | python3 -c 'import json,sys
+for l in sys.stdin:
+    try: m=json.loads(l)
+    except ValueError: continue
+    if m.get("reason")=="compiler-artifact" and m.get("executable"): print(m["executable"])' | head -1 | xargs -I{} cp {} "$BUNDLE/tests/unit"
+
+rm -f "$BUNDLE/benches/jetgen" # the lib target's (empty) bench harness
+# Debug info is most of the size; the bundle must stay under 64 MiB.
+strip "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/benches/*
+
+cp -r tests/vectors "$BUNDLE/vectors"
+cp benches/peers/*.py "$BUNDLE/peers/"
+cp scripts/gpu-run.sh "$BUNDLE/run.sh"
+chmod +x "$BUNDLE/run.sh"
+du -sh "$BUNDLE"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the bundle made by scripts/gpu-bundle.sh:
+#     bash gpu-bundle/run.sh RESULTS_DIR
+# 1. environment report; 2. every test executable with REQUIRE_GPU=1 (CUDA parity suite
+# included); 3. compute-sanitizer memcheck and racecheck over the parity suite;
+# 4. `jetgen bench` on CUDA and CPU (JSON); 5. the PyTorch peer on the same GPU.
+set -u
+B="$(cd "$(dirname "$0")" && pwd)"
+R="${1:?usage: run.sh RESULTS_DIR}"
+mkdir -p "$R"
+S="$R/summary.txt"
+: > "$S"
+
+{
+  date -u; nvidia-smi; ldd --version | head -1
+  echo "libcuda: $(ldconfig -p | grep -m1 libcuda.so.1 || echo 'NOT FOUND')"
+} > "$R/env.txt" 2>&1
+
+# libcublas / libnvrtc: system toolkit first, then pip wheels of the preinstalled PyTorch.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+PYLIBS=$(python3 - <<'PY' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    dirs = set()
+    for p in nvidia.__path__:
+        dirs.update(os.path.dirname(f) for f in glob.glob(os.path.join(p, "**", "lib*.so*"), recursive=True))
+    print(":".join(sorted(dirs)))
+except Exception:
+    pass
+PY
+)
+[ -n "$PYLIBS" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$PYLIBS"
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" REQUIRE_GPU=1 JETGEN_VECTORS="$B/vectors" JETGEN_CUDA_SYNC=1
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$R/env.txt"
+
+"$B/bin/jetgen" info > "$R/info.txt" 2>&1; echo "info: rc=$?" >> "$S"
+
+for t in "$B"/tests/*; do
+  name=$(basename "$t")
+  timeout 300 "$t" --test-threads=1 > "$R/test_$name.txt" 2>&1
+  echo "test $name: rc=$? $(grep -E '^test result' "$R/test_$name.txt" | tail -1)" >> "$S"
+done
+
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/cuda_parity" --test-threads=1 \
+      > "$R/sanitizer_$tool.txt" 2>&1
+    echo "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY' "$R/sanitizer_$tool.txt" | tail -1)" >> "$S"
+  done
+else
+  echo "compute-sanitizer: not found" >> "$S"
+fi
+
+unset JETGEN_CUDA_SYNC
+"$B/bin/jetgen" bench --device cuda --iters 100 --json "$R/bench_cuda.json" > "$R/bench_cuda.txt" 2>&1
+echo "bench cuda: rc=$?" >> "$S"
+"$B/bin/jetgen" bench --device cpu --iters 50 --json "$R/bench_cpu.json" > "$R/bench_cpu.txt" 2>&1
+echo "bench cpu: rc=$?" >> "$S"
+python3 "$B/peers/torch_engine.py" --device cuda --iters 100 --json "$R/torch_cuda.json" > "$R/torch_cuda.txt" 2>&1
+echo "torch peer cuda: rc=$?" >> "$S"
+cat "$S"
