@@ -348,3 +348,61 @@ fn mixing_devices_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, jetgen::Error::DeviceMismatch { .. }), "{err}");
 }
+
+/// Three full MLP training steps (BatchNorm, dropout off) from the same initial weights on
+/// CPU and CUDA end at the same parameters.
+#[test]
+fn mlp_training_steps_match_cpu() {
+    use jetgen::nn::{Activation, Ctx, Mlp, Module};
+    let Some(gpu) = cuda_or_skip("mlp_training_steps_match_cpu") else {
+        return;
+    };
+    let mut finals = Vec::new();
+    for dev in [Device::Cpu, gpu] {
+        let mlp = Mlp::new(
+            "m",
+            &[90, 129, 65, 90],
+            Activation::Elu(1.0),
+            &mut Rng::new(5),
+            dev,
+        )
+        .unwrap();
+        let mut opt = Adam::new(
+            mlp.params(),
+            AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
+        let x = Rng::new(6).normal(&[77, 90], 0.0, 1.0, dev).unwrap();
+        for step in 0..3 {
+            opt.zero_grad();
+            let ctx = Ctx::new(true, step);
+            let out = mlp.forward(&ctx, &ctx.tape.constant(x.clone())).unwrap();
+            let loss = out
+                .softmax(-1)
+                .unwrap()
+                .log()
+                .unwrap()
+                .neg()
+                .unwrap()
+                .mean_all()
+                .unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+        }
+        finals.push(
+            mlp.params()
+                .iter()
+                .flat_map(|p| p.value().to_vec_f64().unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_close(
+        &finals[1],
+        &finals[0],
+        1e-5,
+        1e-4,
+        "MLP parameters after 3 steps",
+    );
+}
