@@ -87,7 +87,21 @@ impl MlpStep {
 
 /// Median wall time in ms of `f` over `iters` runs after `warmup` runs (each run must
 /// synchronise, e.g. by reading a value back).
-pub fn time_ms(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+pub fn time_ms(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> Result<()> + Send,
+) -> Result<Vec<f64>> {
+    // Run on a rayon worker: ops called from a worker split work with `join` in place
+    // instead of handing every job to sleeping pool threads (see `on_thread_pool`).
+    crate::on_thread_pool(move || time_ms_here(warmup, iters, &mut f))
+}
+
+fn time_ms_here(
+    warmup: usize,
+    iters: usize,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
     for _ in 0..warmup {
         f()?;
     }

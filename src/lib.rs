@@ -28,3 +28,11 @@ pub use tensor::{DType, Tensor};
 
 /// Library version (from Cargo.toml).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Run `f` on one of rayon's worker threads and wait for it. CPU ops called from a worker
+/// run small jobs inline and split large ones with work stealing, instead of injecting every
+/// job into the pool from outside (a wake-up round trip per op). Training loops and
+/// benchmarks wrap their whole loop in this; calling ops from any thread stays correct.
+pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}

@@ -101,17 +101,6 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     }
 }
 
-/// matrixmultiply parallelises one GEMM itself (sharing packed panels between threads),
-/// which beats splitting C into blocks that each repack the shared operand.
-const MM_THREADING: bool = true;
-
-/// A raw pointer that may cross rayon tasks (each task writes a disjoint block of C).
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: tasks write disjoint regions; the owner outlives the parallel section.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
 /// `c = op(a) · op(b)` for raw row-major operands with explicit strides.
 ///
 /// # Safety
@@ -167,20 +156,11 @@ unsafe fn gemm_raw<T: Real>(
     }
 }
 
-/// One GEMM `c[m, n] = op(a) · op(b)` on row-major slices, split into row or column
-/// blocks across rayon threads when it is large enough to pay for it.
+/// One GEMM `c[m, n] = op(a) · op(b)` on row-major slices. matrixmultiply parallelises
+/// a large GEMM itself (its threads share the packed panels), which measured faster here
+/// than splitting C into blocks that each repack the shared operand.
 #[allow(clippy::too_many_arguments)]
-fn gemm<T: Real>(
-    a: &[T],
-    b: &[T],
-    c: &mut [T],
-    m: usize,
-    k: usize,
-    n: usize,
-    ta: bool,
-    tb: bool,
-    parallel: bool,
-) {
+fn gemm<T: Real>(a: &[T], b: &[T], c: &mut [T], m: usize, k: usize, n: usize, ta: bool, tb: bool) {
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     if m == 0 || n == 0 {
@@ -190,59 +170,22 @@ fn gemm<T: Real>(
         c.iter_mut().for_each(|v| *v = T::zero());
         return;
     }
-    let threads = rayon::current_num_threads();
-    let (ap, bp, cp) = (
-        SendPtr(a.as_ptr() as *mut T),
-        SendPtr(b.as_ptr() as *mut T),
-        SendPtr(c.as_mut_ptr()),
-    );
-    if !parallel || threads == 1 || m * k * n < 48 * 48 * 48 || MM_THREADING {
-        // SAFETY: strides describe exactly the buffers passed in.
-        unsafe { gemm_raw(m, k, n, ap.0, rsa, csa, bp.0, rsb, csb, cp.0, n as isize) };
-        return;
-    }
-    let split_rows = m >= n;
-    let len = if split_rows { m } else { n };
-    let block = len.div_ceil(threads).max(16);
-    (0..len.div_ceil(block)).into_par_iter().for_each(|bi| {
-        let (ap, bp, cp) = (ap, bp, cp);
-        let start = bi * block;
-        let size = block.min(len - start);
-        // SAFETY: each task reads shared A/B and writes its own rows (or columns) of C.
-        unsafe {
-            if split_rows {
-                let a0 = ap.0.offset(start as isize * rsa);
-                gemm_raw(
-                    size,
-                    k,
-                    n,
-                    a0,
-                    rsa,
-                    csa,
-                    bp.0,
-                    rsb,
-                    csb,
-                    cp.0.add(start * n),
-                    n as isize,
-                );
-            } else {
-                let b0 = bp.0.offset(start as isize * csb);
-                gemm_raw(
-                    m,
-                    k,
-                    size,
-                    ap.0,
-                    rsa,
-                    csa,
-                    b0,
-                    rsb,
-                    csb,
-                    cp.0.add(start),
-                    n as isize,
-                );
-            }
-        }
-    });
+    // SAFETY: strides describe exactly the buffers passed in.
+    unsafe {
+        gemm_raw(
+            m,
+            k,
+            n,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            c.as_mut_ptr(),
+            n as isize,
+        )
+    };
 }
 
 fn cpu_matmul<T: Real>(a: &[T], b: &[T], ta: bool, tb: bool, d: Dims) -> Vec<T> {
@@ -258,7 +201,7 @@ fn cpu_matmul<T: Real>(a: &[T], b: &[T], ta: bool, tb: bool, d: Dims) -> Vec<T> 
     if m * n == 0 {
         return out;
     }
-    let item = |bi: usize, c: &mut [T], parallel: bool| {
+    let item = |bi: usize, c: &mut [T]| {
         let a_item = if a_batched {
             &a[bi * m * k..(bi + 1) * m * k]
         } else {
@@ -269,16 +212,17 @@ fn cpu_matmul<T: Real>(a: &[T], b: &[T], ta: bool, tb: bool, d: Dims) -> Vec<T> 
         } else {
             &b[..k * n]
         };
-        gemm(a_item, b_item, c, m, k, n, ta, tb, parallel);
+        gemm(a_item, b_item, c, m, k, n, ta, tb);
     };
-    if batch >= rayon::current_num_threads() {
+    // Many small products: one per rayon task. Few large ones: matrixmultiply's threads.
+    if batch >= rayon::current_num_threads() && m * k * n <= 64 * 64 * 64 {
         out.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(bi, c)| item(bi, c, false));
+            .for_each(|(bi, c)| item(bi, c));
     } else {
         out.chunks_mut(m * n)
             .enumerate()
-            .for_each(|(bi, c)| item(bi, c, true));
+            .for_each(|(bi, c)| item(bi, c));
     }
     out
 }
