@@ -52,7 +52,7 @@ pub fn glu(x: &Var, axis: isize) -> Result<Var> {
     let nd = x.shape().len();
     let ax = crate::shape::normalize_axis("glu", axis, nd)?;
     let n = x.shape()[ax];
-    if n % 2 != 0 {
+    if !n.is_multiple_of(2) {
         return Err(Error::shape("glu", format!("axis {ax} has odd size {n}")));
     }
     let a = x.narrow(ax as isize, 0, n / 2)?;

@@ -183,7 +183,7 @@ fn update(
             if c.decoupled {
                 param = param * (one - lr * wd);
             } else {
-                grad = grad + wd * param;
+                grad += wd * param;
             }
             m[i] = m[i] + (one - b1) * (grad - m[i]);
             v[i] = b2 * v[i] + (one - b2) * grad * grad;
