@@ -74,6 +74,11 @@ pub enum Op {
         axis: usize,
         indices: Indices,
     },
+    /// Rational-quadratic spline (inputs x, uw, uh, ud; value = [out; logdet]).
+    Rqs {
+        config: crate::ops::rqs::RqsConfig,
+        inverse: bool,
+    },
 }
 
 struct Node {
@@ -332,6 +337,7 @@ fn backward_op(
         Op::IndexSelect { axis, indices } => {
             crate::ops::index::backward_index_select(x[0].shape(), *axis, indices, g)
         }
+        Op::Rqs { config, inverse } => crate::ops::rqs::backward_rqs(x, config, *inverse, g),
         Op::Gather { axis, indices } => {
             crate::ops::index::backward_gather(x[0].shape(), *axis, indices, g)
         }

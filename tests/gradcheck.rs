@@ -274,3 +274,23 @@ fn errors_are_values() {
     let c = other.var(Tensor::from_f64(&[1., 2., 3.], &[3]).unwrap());
     assert!(matches!(a.add(&c), Err(jetgen::Error::InvalidArgument(_))));
 }
+
+#[test]
+fn rqs_forward_and_inverse() {
+    use jetgen::ops::rqs::RqsConfig;
+    let cfg = RqsConfig::new(5, 2.0);
+    let mut rng = Rng::new(11);
+    // inputs inside, near both edges and in the tails
+    let x = Tensor::from_f64(&[-1.7, -0.3, 0.0, 0.9, 1.95, -2.5, 3.1, 1.2], &[2, 4]).unwrap();
+    let uw = input(&mut rng, &[2, 4, 5], false);
+    let uh = input(&mut rng, &[2, 4, 5], false);
+    let ud = input(&mut rng, &[2, 4, 4], false);
+    for inverse in [false, true] {
+        gradcheck(&format!("rqs out inverse={inverse}"), &[x.clone(), uw.clone(), uh.clone(), ud.clone()], |v| {
+            Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.0)
+        });
+        gradcheck(&format!("rqs logdet inverse={inverse}"), &[x.clone(), uw.clone(), uh.clone(), ud.clone()], |v| {
+            Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.1)
+        });
+    }
+}

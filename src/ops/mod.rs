@@ -8,6 +8,7 @@ pub mod matmul;
 pub mod movement;
 pub mod random;
 pub mod reduce;
+pub mod rqs;
 
 use cudarc::driver::DeviceRepr;
 

@@ -1,0 +1,418 @@
+//! Monotonic rational-quadratic splines (Durkan et al. 2019, "Neural Spline Flows") with
+//! linear tails, exactly nflows' `unconstrained_rational_quadratic_spline`.
+//!
+//! Per element, K bins on [−B, B] from unnormalised parameters `uw [K]`, `uh [K]`, `ud [K−1]`:
+//! ```text
+//! w = m_w + (1 − K m_w)·softmax(uw)           knots  x_0 = −B, x_k = 2B·Σ_{j<k} w_j − B, x_K = B
+//! h = m_h + (1 − K m_h)·softmax(uh)           knots  y_k likewise
+//! δ_0 = δ_K = 1,  δ_k = m_d + softplus(ud_{k−1})  (interior knots)
+//! in bin b:  W = x_{b+1} − x_b,  H = y_{b+1} − y_b,  s = H/W,  ξ = (x − x_b)/W,  θ = ξ(1 − ξ)
+//!   y = y_b + H(sξ² + δ_b θ) / (s + (δ_b + δ_{b+1} − 2s)θ)
+//!   dy/dx = s²(δ_{b+1}ξ² + 2sθ + δ_b(1 − ξ)²) / (s + (δ_b + δ_{b+1} − 2s)θ)²
+//! ```
+//! Outside [−B, B] the map is the identity with log-det 0. The inverse solves the quadratic
+//! for ξ with the cancellation-free root ξ = 2c / (−b − √(b² − 4ac)) (discriminant clamped at
+//! 0). Inputs are clamped into the domain before the math and the identity is selected after,
+//! so the unused branch can never produce NaN; an input exactly on the last knot uses the
+//! last bin.
+//!
+//! Gradients: a hand-written reverse pass through the bin formulas gives ∂/∂(x, knots, δ);
+//! knots map to widths through the cumulative sum and widths to `uw` through the softmax
+//! Jacobian (same for heights); δ to `ud` through the sigmoid. The inverse direction uses the
+//! implicit function theorem at the solution (dx/dy = 1/f′, dx/dθ = −f_θ/f′), so it needs no
+//! iteration. Layout: `x [...]`, `uw, uh [..., K]`, `ud [..., K−1]`; outputs `y, logdet [...]`.
+
+use cudarc::driver::PushKernelArg;
+use rayon::prelude::*;
+
+use crate::autograd::{Op, Var};
+use crate::device::cuda::grid_for;
+use crate::error::{Error, Result};
+use crate::ops::n_u32;
+use crate::real::Real;
+use crate::tensor::{Storage, Tensor};
+use crate::with_real;
+
+/// Spline hyper-parameters (nflows defaults for the minima: 1e-3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RqsConfig {
+    /// Number of bins K.
+    pub bins: usize,
+    /// B: the spline acts on [−B, B], identity outside.
+    pub tail_bound: f64,
+    pub min_bin_width: f64,
+    pub min_bin_height: f64,
+    pub min_derivative: f64,
+}
+
+impl RqsConfig {
+    /// K bins on [−B, B] with nflows' default minima.
+    pub fn new(bins: usize, tail_bound: f64) -> Self {
+        RqsConfig { bins, tail_bound, min_bin_width: 1e-3, min_bin_height: 1e-3, min_derivative: 1e-3 }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let k = self.bins as f64;
+        if self.bins < 2 || self.bins > 64 {
+            return Err(Error::invalid(format!("RQS needs 2..=64 bins, got {}", self.bins)));
+        }
+        if !(self.tail_bound > 0.0) || !self.tail_bound.is_finite() {
+            return Err(Error::invalid(format!("RQS tail bound must be positive, got {}", self.tail_bound)));
+        }
+        if self.min_bin_width * k >= 1.0 || self.min_bin_height * k >= 1.0 || self.min_derivative < 0.0 {
+            return Err(Error::invalid("RQS minimal bin width/height too large for the number of bins"));
+        }
+        Ok(())
+    }
+}
+
+/// The bin an input fell into: its left knot, size and end-point derivatives.
+#[derive(Clone, Copy, Debug)]
+struct Bin<T> {
+    index: usize,
+    x0: T,
+    width: T,
+    y0: T,
+    height: T,
+    d0: T,
+    d1: T,
+}
+
+/// max and Σ exp(u − max) of a row (softmax normaliser).
+fn softmax_stats<T: Real>(u: &[T]) -> (T, T) {
+    let m = u.iter().fold(u[0], |a, &b| if b > a { b } else { a });
+    let s = u.iter().fold(T::zero(), |acc, &v| acc + (v - m).exp());
+    (m, s)
+}
+
+fn softplus<T: Real>(x: T) -> T {
+    (if x > T::zero() { x } else { T::zero() }) + (-x.abs()).exp().ln_1p()
+}
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+/// Find the bin of `value` among the x-knots (forward) or y-knots (inverse), building both
+/// knot sequences on the fly. `value` must already be clamped into [−B, B].
+fn locate<T: Real>(value: T, uw: &[T], uh: &[T], ud: &[T], cfg: &RqsConfig, inverse: bool) -> Bin<T> {
+    let k = cfg.bins;
+    let f = T::from_f64;
+    let (b, two_b) = (f(cfg.tail_bound), f(2.0 * cfg.tail_bound));
+    let (mw, sw) = softmax_stats(uw);
+    let (mh, sh) = softmax_stats(uh);
+    let (scale_w, scale_h) = (f(1.0 - cfg.min_bin_width * k as f64), f(1.0 - cfg.min_bin_height * k as f64));
+    let (min_w, min_h) = (f(cfg.min_bin_width), f(cfg.min_bin_height));
+    let knot = |cum: T, i: usize| if i == 0 { -b } else if i == k { b } else { two_b * cum - b };
+    let (mut cum_w, mut cum_h) = (T::zero(), T::zero());
+    let (mut left_x, mut left_y) = (-b, -b);
+    let mut found = None;
+    for i in 0..k {
+        cum_w += min_w + scale_w * (uw[i] - mw).exp() / sw;
+        cum_h += min_h + scale_h * (uh[i] - mh).exp() / sh;
+        let (right_x, right_y) = (knot(cum_w, i + 1), knot(cum_h, i + 1));
+        // searchsorted semantics: the last knot counts as +1e-6, so value = B is in the last bin
+        let right = if inverse { right_y } else { right_x };
+        if i + 1 == k || value < right {
+            found = Some((i, left_x, right_x - left_x, left_y, right_y - left_y));
+            break;
+        }
+        left_x = right_x;
+        left_y = right_y;
+    }
+    let (index, x0, width, y0, height) = found.expect("loop always returns at the last bin");
+    let md = f(cfg.min_derivative);
+    let d0 = if index == 0 { T::one() } else { md + softplus(ud[index - 1]) };
+    let d1 = if index + 1 == k { T::one() } else { md + softplus(ud[index]) };
+    Bin { index, x0, width, y0, height, d0, d1 }
+}
+
+/// Forward spline inside a bin: (y, log dy/dx).
+fn forward_in_bin<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
+    let two = T::from_f64(2.0);
+    let xi = (x - bin.x0) / bin.width;
+    let s = bin.height / bin.width;
+    let th = xi * (T::one() - xi);
+    let den = s + (bin.d0 + bin.d1 - two * s) * th;
+    let y = bin.y0 + bin.height * (s * xi * xi + bin.d0 * th) / den;
+    let omx = T::one() - xi;
+    let q = bin.d1 * xi * xi + two * s * th + bin.d0 * omx * omx;
+    (y, (s * s * q).ln() - two * den.ln())
+}
+
+/// Inverse spline inside a bin: (x, log dx/dy), with the cancellation-free quadratic root.
+fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
+    let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
+    let s = bin.height / bin.width;
+    let dy = y - bin.y0;
+    let sum = bin.d0 + bin.d1 - two * s;
+    let a = bin.height * (s - bin.d0) + dy * sum;
+    let b = bin.height * bin.d0 - dy * sum;
+    let c = -s * dy;
+    let disc = b * b - four * a * c;
+    let disc = if disc > T::zero() { disc } else { T::zero() };
+    let root = two * c / (-b - disc.sqrt());
+    let x = root * bin.width + bin.x0;
+    let (_, logdet) = forward_in_bin(x, bin);
+    (x, -logdet)
+}
+
+/// Reverse pass through the bin formulas at fixed bin: given ∂L/∂y (`gy`) and ∂L/∂logdet
+/// (`gl`) of the *forward* map at `x`, returns ∂L/∂x and the adjoints of the bin's knots and
+/// derivatives: (gx, g_xknot[b], g_xknot[b+1], g_yknot[b], g_yknot[b+1], g_δ_b, g_δ_{b+1}).
+fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
+    let two = T::from_f64(2.0);
+    let (w, h, d0, d1) = (bin.width, bin.height, bin.d0, bin.d1);
+    let xi = (x - bin.x0) / w;
+    let s = h / w;
+    let omx = T::one() - xi;
+    let th = xi * omx;
+    let den = s + (d0 + d1 - two * s) * th;
+    let num = h * (s * xi * xi + d0 * th);
+    let q = d1 * xi * xi + two * s * th + d0 * omx * omx;
+    let g_num = gy / den;
+    let g_den = -gy * num / (den * den) - two * gl / den;
+    let g_q = gl / q;
+    let mut g_s = two * gl / s;
+    // q = δ1 ξ² + 2sθ + δ0 (1 − ξ)²
+    let mut g_d1 = g_q * xi * xi;
+    g_s += two * th * g_q;
+    let mut g_th = two * s * g_q;
+    let mut g_d0 = g_q * omx * omx;
+    let mut g_xi = g_q * (two * d1 * xi - two * d0 * omx);
+    // den = s + (δ0 + δ1 − 2s)θ
+    g_s += g_den * (T::one() - two * th);
+    g_d0 += g_den * th;
+    g_d1 += g_den * th;
+    g_th += g_den * (d0 + d1 - two * s);
+    // num = H(sξ² + δ0 θ)
+    let mut g_h = g_num * (s * xi * xi + d0 * th);
+    g_s += g_num * h * xi * xi;
+    g_xi += g_num * h * two * s * xi;
+    g_d0 += g_num * h * th;
+    g_th += g_num * h * d0;
+    // θ = ξ − ξ²
+    g_xi += g_th * (T::one() - two * xi);
+    // s = H/W, ξ = (x − x_b)/W
+    g_h += g_s / w;
+    let mut g_w = -g_s * s / w;
+    let g_x = g_xi / w;
+    let g_x0 = -g_xi / w;
+    g_w += -g_xi * xi / w;
+    let g_y0 = gy;
+    [g_x, g_x0 - g_w, g_w, g_y0 - g_h, g_h, g_d0, g_d1]
+}
+
+/// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
+/// softmax row (adds into `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
+fn knots_to_logits<T: Real>(u: &[T], b: usize, g_left: T, g_right: T, cfg: &RqsConfig, min: f64, grad: &mut [T]) {
+    let k = cfg.bins;
+    let two_b = T::from_f64(2.0 * cfg.tail_bound);
+    let scale = T::from_f64(1.0 - min * k as f64);
+    let (m, s) = softmax_stats(u);
+    // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1])
+    let g_w = |j: usize| {
+        let mut g = T::zero();
+        if b >= 1 && j < b {
+            g += g_left;
+        }
+        if b + 1 < k && j < b + 1 {
+            g += g_right;
+        }
+        two_b * g * scale
+    };
+    let mut dot = T::zero();
+    for j in 0..k {
+        dot += (u[j] - m).exp() / s * g_w(j);
+    }
+    for j in 0..k {
+        let p = (u[j] - m).exp() / s;
+        grad[j] += p * (g_w(j) - dot);
+    }
+}
+
+/// One element: (output, logdet) of the forward or inverse spline.
+pub fn rqs_scalar<T: Real>(value: T, uw: &[T], uh: &[T], ud: &[T], cfg: &RqsConfig, inverse: bool) -> (T, T) {
+    let b = T::from_f64(cfg.tail_bound);
+    let inside = value >= -b && value <= b;
+    let clamped = if value < -b { -b } else if value > b { b } else { value };
+    let bin = locate(clamped, uw, uh, ud, cfg, inverse);
+    let (out, ld) = if inverse { inverse_in_bin(clamped, &bin) } else { forward_in_bin(clamped, &bin) };
+    if inside {
+        (out, ld)
+    } else {
+        (value, T::zero())
+    }
+}
+
+/// One element's gradients: writes ∂L/∂(uw, uh, ud) into the given rows and returns ∂L/∂value,
+/// for upstream `gy` (output) and `gl` (logdet).
+#[allow(clippy::too_many_arguments)]
+pub fn rqs_scalar_grad<T: Real>(
+    value: T,
+    uw: &[T],
+    uh: &[T],
+    ud: &[T],
+    cfg: &RqsConfig,
+    inverse: bool,
+    gy: T,
+    gl: T,
+    guw: &mut [T],
+    guh: &mut [T],
+    gud: &mut [T],
+) -> T {
+    guw.iter_mut().chain(guh.iter_mut()).chain(gud.iter_mut()).for_each(|g| *g = T::zero());
+    let b = T::from_f64(cfg.tail_bound);
+    if !(value >= -b && value <= b) {
+        return gy; // identity: dx = g, parameters untouched
+    }
+    let bin = locate(value, uw, uh, ud, cfg, inverse);
+    let (g_value, adj) = if inverse {
+        // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
+        let (x, _) = inverse_in_bin(value, &bin);
+        let (_, ell) = forward_in_bin(x, &bin);
+        let ell_x = forward_adjoint(x, &bin, T::zero(), T::one())[0];
+        let alpha = (gy - gl * ell_x) / ell.exp();
+        (alpha, forward_adjoint(x, &bin, -alpha, -gl))
+    } else {
+        let adj = forward_adjoint(value, &bin, gy, gl);
+        (adj[0], adj)
+    };
+    knots_to_logits(uw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
+    knots_to_logits(uh, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
+    if bin.index >= 1 {
+        gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
+    }
+    if bin.index + 1 < cfg.bins {
+        gud[bin.index] += adj[6] * sigmoid(ud[bin.index]);
+    }
+    g_value
+}
+
+fn check_shapes(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig) -> Result<()> {
+    cfg.validate()?;
+    let with = |extra: usize| [x.shape(), &[extra]].concat();
+    for (name, t, want) in [("widths", uw, with(cfg.bins)), ("heights", uh, with(cfg.bins)), ("derivatives", ud, with(cfg.bins - 1))] {
+        if t.shape() != want.as_slice() {
+            return Err(Error::shape("rqs", format!("{name} must be {want:?} for inputs {:?}, got {:?}", x.shape(), t.shape())));
+        }
+        x.same_place("rqs", t)?;
+    }
+    Ok(())
+}
+
+/// Apply the spline (or its inverse) elementwise: returns `(out, logdet)`, both of x's shape.
+/// NaN/inf inputs or parameters are an error ([`Error::NonFinite`]).
+pub fn rqs(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool) -> Result<(Tensor, Tensor)> {
+    let stacked = rqs_stacked(x, uw, uh, ud, cfg, inverse)?;
+    let n = x.numel();
+    let flat = stacked.reshape(&[2, n])?;
+    Ok((
+        crate::ops::movement::narrow(&flat, 0, 0, 1)?.reshape(x.shape())?,
+        crate::ops::movement::narrow(&flat, 0, 1, 1)?.reshape(x.shape())?,
+    ))
+}
+
+/// `[2, ...x.shape]`: output stacked over log-det (the tape op's single value).
+fn rqs_stacked(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool) -> Result<Tensor> {
+    check_shapes(x, uw, uh, ud, cfg)?;
+    for (name, t) in [("rqs inputs", x), ("rqs widths", uw), ("rqs heights", uh), ("rqs derivatives", ud)] {
+        t.check_finite(name)?;
+    }
+    let n = x.numel();
+    let k = cfg.bins;
+    let shape = [&[2], x.shape()].concat();
+    if let Storage::Cuda(buf) = x.storage() {
+        let be = &buf.backend;
+        let mut out = be.alloc::<f32>(2 * n)?;
+        let f = be.function("rqs", "rqs_forward")?;
+        let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
+        let (tb, mw, mh, md) = (cfg.tail_bound as f32, cfg.min_bin_width as f32, cfg.min_bin_height as f32, cfg.min_derivative as f32);
+        let mut b = be.stream.launch_builder(&f);
+        b.arg(&nn).arg(&kk).arg(&inv).arg(&tb).arg(&mw).arg(&mh).arg(&md);
+        b.arg(&buf.slice).arg(&uw.cuda()?.slice).arg(&uh.cuda()?.slice).arg(&ud.cuda()?.slice).arg(&mut out);
+        // SAFETY: shapes checked above: x n, uw/uh n·K, ud n·(K−1), out 2n.
+        be.check_launch("rqs_forward", unsafe { b.launch(grid_for(n)) })?;
+        return Ok(Tensor::from_cuda(out, be.clone(), &shape));
+    }
+    with_real!(x, T => {
+        let (xs, ws, hs, ds) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?);
+        let pairs: Vec<(T, T)> = (0..n).into_par_iter().with_min_len(1024).map(|i| {
+            rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], cfg, inverse)
+        }).collect();
+        let mut out = Vec::with_capacity(2 * n);
+        out.extend(pairs.iter().map(|p| p.0));
+        out.extend(pairs.iter().map(|p| p.1));
+        Tensor::from_cpu_vec(out, &shape)
+    })
+}
+
+/// Gradients of L w.r.t. (x, uw, uh, ud) given `g = ∂L/∂[out; logdet]` of shape `[2, ...]`.
+pub fn rqs_backward(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool, g: &Tensor) -> Result<[Tensor; 4]> {
+    let n = x.numel();
+    let k = cfg.bins;
+    if let Storage::Cuda(buf) = x.storage() {
+        let be = &buf.backend;
+        let mut gx = be.alloc::<f32>(n)?;
+        let mut gw = be.alloc::<f32>(n * k)?;
+        let mut gh = be.alloc::<f32>(n * k)?;
+        let mut gd = be.alloc::<f32>(n * (k - 1))?;
+        let f = be.function("rqs", "rqs_backward")?;
+        let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
+        let (tb, mw, mh, md) = (cfg.tail_bound as f32, cfg.min_bin_width as f32, cfg.min_bin_height as f32, cfg.min_derivative as f32);
+        let mut b = be.stream.launch_builder(&f);
+        b.arg(&nn).arg(&kk).arg(&inv).arg(&tb).arg(&mw).arg(&mh).arg(&md);
+        b.arg(&buf.slice).arg(&uw.cuda()?.slice).arg(&uh.cuda()?.slice).arg(&ud.cuda()?.slice).arg(&g.cuda()?.slice);
+        b.arg(&mut gx).arg(&mut gw).arg(&mut gh).arg(&mut gd);
+        // SAFETY: as in the forward; g holds 2n elements.
+        be.check_launch("rqs_backward", unsafe { b.launch(grid_for(n)) })?;
+        let be = be.clone();
+        return Ok([
+            Tensor::from_cuda(gx, be.clone(), x.shape()),
+            Tensor::from_cuda(gw, be.clone(), uw.shape()),
+            Tensor::from_cuda(gh, be.clone(), uh.shape()),
+            Tensor::from_cuda(gd, be, ud.shape()),
+        ]);
+    }
+    with_real!(x, T => {
+        let (xs, ws, hs, ds, gs) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?, g.cpu::<T>()?);
+        let mut gw = vec![T::zero(); n * k];
+        let mut gh = vec![T::zero(); n * k];
+        let mut gd = vec![T::zero(); n * (k - 1)];
+        let gx: Vec<T> = gw
+            .par_chunks_mut(k)
+            .zip(gh.par_chunks_mut(k))
+            .zip(gd.par_chunks_mut(k - 1))
+            .enumerate()
+            .with_min_len(512)
+            .map(|(i, ((gwi, ghi), gdi))| {
+                let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
+                rqs_scalar_grad(xs[i], w, h, d, cfg, inverse, gs[i], gs[n + i], gwi, ghi, gdi)
+            })
+            .collect();
+        Ok([
+            Tensor::from_cpu_vec(gx, x.shape())?,
+            Tensor::from_cpu_vec(gw, uw.shape())?,
+            Tensor::from_cpu_vec(gh, uh.shape())?,
+            Tensor::from_cpu_vec(gd, ud.shape())?,
+        ])
+    })
+}
+
+impl Var {
+    /// The spline (or its inverse) of `self` with per-element parameters: returns
+    /// `(out, logdet)` as variables; gradients flow to `self`, `uw`, `uh`, `ud`.
+    pub fn rqs(&self, uw: &Var, uh: &Var, ud: &Var, cfg: &RqsConfig, inverse: bool) -> Result<(Var, Var)> {
+        let stacked = rqs_stacked(self.value(), uw.value(), uh.value(), ud.value(), cfg, inverse)?;
+        let both = self.tape().push(Op::Rqs { config: *cfg, inverse }, &[self, uw, uh, ud], stacked)?;
+        let n = self.value().numel();
+        let flat = both.reshape(&[2, n])?;
+        Ok((flat.narrow(0, 0, 1)?.reshape(self.shape())?, flat.narrow(0, 1, 1)?.reshape(self.shape())?))
+    }
+}
+
+/// Backward of [`Op::Rqs`].
+pub(crate) fn backward_rqs(x: &[&Tensor], cfg: &RqsConfig, inverse: bool, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let grads = rqs_backward(x[0], x[1], x[2], x[3], cfg, inverse, g)?;
+    Ok(grads.into_iter().map(Some).collect())
+}
