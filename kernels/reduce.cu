@@ -117,3 +117,11 @@ extern "C" __global__ void onehot_scatter(unsigned int outer, unsigned int n, un
         out[idx] = (argmax[line] == j) ? g[line] : 0.f;
     }
 }
+
+// Number of NaN/inf elements (integer atomics: the count is exact and order-independent).
+extern "C" __global__ void count_nonfinite(unsigned int n, const float* __restrict__ x, unsigned int* __restrict__ count) {
+    unsigned int local = 0;
+    JG_GRID_STRIDE(i, n) { local += !isfinite(x[i]); }
+    for (int o = 16; o > 0; o >>= 1) local += __shfl_xor_sync(0xffffffffu, local, o);
+    if ((threadIdx.x & 31u) == 0 && local) atomicAdd(count, local);
+}

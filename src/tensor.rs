@@ -330,9 +330,13 @@ impl Tensor {
         Ok(())
     }
 
-    /// Number of NaN/inf elements.
+    /// Number of NaN/inf elements (counted on the device for CUDA tensors).
     pub fn count_non_finite(&self) -> Result<usize> {
-        Ok(self.to_vec_f64()?.iter().filter(|v| !v.is_finite()).count())
+        match &*self.storage {
+            Storage::CpuF32(v) => Ok(v.iter().filter(|x| !x.is_finite()).count()),
+            Storage::CpuF64(v) => Ok(v.iter().filter(|x| !x.is_finite()).count()),
+            Storage::Cuda(b) => crate::ops::reduce::cuda_count_non_finite(b, self.numel()),
+        }
     }
 
     /// `Err(Error::NonFinite)` naming `what` when any element is NaN or inf.

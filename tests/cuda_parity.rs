@@ -198,6 +198,18 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// out and logdet of the spline with tail bound 2 (inputs ~N(0, 1.5²): some in the tails).
+fn rqs_case(v: &[Var], bins: usize, inverse: bool) -> Result<Var> {
+    let (y, ld) = v[0].rqs(
+        &v[1],
+        &v[2],
+        &v[3],
+        &jetgen::ops::rqs::RqsConfig::new(bins, 2.0),
+        inverse,
+    )?;
+    Var::concat(&[&y, &ld], 0)
+}
+
 #[test]
 fn every_op_matches_cpu_twin() {
     let Some(gpu) = cuda_or_skip("every_op_matches_cpu_twin") else {
@@ -266,6 +278,13 @@ fn extreme_values_match() {
         );
     }
     // a line of all -inf: logsumexp = -inf, no NaN
+    let nan = Tensor::from_slice(
+        &[1.0, f32::NAN, f32::INFINITY, 2.0, f32::NEG_INFINITY],
+        &[5],
+        gpu,
+    )
+    .unwrap();
+    assert_eq!(nan.count_non_finite().unwrap(), 3);
     let t = Tensor::full(&[2, 5], f32::NEG_INFINITY, gpu).unwrap();
     let lse = jetgen::ops::reduce::logsumexp_axis(&t, 1, false)
         .unwrap()

@@ -286,11 +286,15 @@ fn rqs_forward_and_inverse() {
     let uh = input(&mut rng, &[2, 4, 5], false);
     let ud = input(&mut rng, &[2, 4, 4], false);
     for inverse in [false, true] {
-        gradcheck(&format!("rqs out inverse={inverse}"), &[x.clone(), uw.clone(), uh.clone(), ud.clone()], |v| {
-            Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.0)
-        });
-        gradcheck(&format!("rqs logdet inverse={inverse}"), &[x.clone(), uw.clone(), uh.clone(), ud.clone()], |v| {
-            Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.1)
-        });
+        gradcheck(
+            &format!("rqs out inverse={inverse}"),
+            &[x.clone(), uw.clone(), uh.clone(), ud.clone()],
+            |v| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.0),
+        );
+        gradcheck(
+            &format!("rqs logdet inverse={inverse}"),
+            &[x.clone(), uw.clone(), uh.clone(), ud.clone()],
+            |v| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.1),
+        );
     }
 }

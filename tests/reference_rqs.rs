@@ -10,44 +10,99 @@ use jetgen::ops::rqs::{rqs, rqs_backward, RqsConfig};
 use jetgen::{DType, Tensor};
 
 fn load(tb: &str, name: &str) -> Tensor {
-    npy_tensor_f64(&vectors_dir().join("rqs").join(tb).join(format!("{name}.npy")))
+    npy_tensor_f64(
+        &vectors_dir()
+            .join("rqs")
+            .join(tb)
+            .join(format!("{name}.npy")),
+    )
 }
 
 /// Per-element tolerance for the f32 path: rounding the input and the knots to f32 moves x
 /// by about ε·(|x| + B); an output with derivative `sens` w.r.t. x can move `sens` times as
 /// much. Where the spline is nearly flat or steep this, not the implementation, dominates.
 fn conditioned(base: f64, sens: &[f64], x: &[f64], bound: f64) -> Vec<f64> {
-    sens.iter().zip(x).map(|(s, x)| base + 4.0 * s.abs() * (x.abs() + bound) * f32::EPSILON as f64).collect()
+    sens.iter()
+        .zip(x)
+        .map(|(s, x)| base + 4.0 * s.abs() * (x.abs() + bound) * f32::EPSILON as f64)
+        .collect()
 }
 
 fn assert_within(got: &[f64], want: &[f64], tol: &[f64], rtol: f64, what: &str) {
     for i in 0..got.len() {
         let t = tol[i] + rtol * want[i].abs();
-        assert!((got[i] - want[i]).abs() <= t, "{what}[{i}]: {} vs reference {} (tol {t:e})", got[i], want[i]);
+        assert!(
+            (got[i] - want[i]).abs() <= t,
+            "{what}[{i}]: {} vs reference {} (tol {t:e})",
+            got[i],
+            want[i]
+        );
     }
 }
 
 fn check(tb: &str, bound: f64, dtype: DType, atol: f64, rtol: f64) {
     let cfg = RqsConfig::new(8, bound);
-    let (uw, uh, ud) = (load(tb, "uw").to_dtype(dtype).unwrap(), load(tb, "uh").to_dtype(dtype).unwrap(), load(tb, "ud").to_dtype(dtype).unwrap());
+    let (uw, uh, ud) = (
+        load(tb, "uw").to_dtype(dtype).unwrap(),
+        load(tb, "uh").to_dtype(dtype).unwrap(),
+        load(tb, "ud").to_dtype(dtype).unwrap(),
+    );
     for (dir, inverse) in [("fwd", false), ("inv", true)] {
         let x = load(tb, &format!("x_{dir}")).to_dtype(dtype).unwrap();
         let what = |s: &str| format!("{tb} {dir} {dtype:?} {s}");
         let (y, ld) = rqs(&x, &uw, &uh, &ud, &cfg, inverse).unwrap();
-        let want = |s: &str| npy(&vectors_dir().join("rqs").join(tb).join(format!("{dir}_{s}.npy"))).0;
+        let want = |s: &str| {
+            npy(&vectors_dir()
+                .join("rqs")
+                .join(tb)
+                .join(format!("{dir}_{s}.npy")))
+            .0
+        };
         assert_close(&y.to_vec_f64().unwrap(), &want("y"), atol, rtol, &what("y"));
-        assert_close(&ld.to_vec_f64().unwrap(), &want("logabsdet"), atol, rtol, &what("logabsdet"));
+        assert_close(
+            &ld.to_vec_f64().unwrap(),
+            &want("logabsdet"),
+            atol,
+            rtol,
+            &what("logabsdet"),
+        );
         let n = x.numel();
         let ones = match dtype {
             DType::F64 => Tensor::from_f64(&vec![1.0; 2 * n], &[2, n]).unwrap(),
-            DType::F32 => Tensor::from_slice(&vec![1.0; 2 * n], &[2, n], jetgen::Device::Cpu).unwrap(),
+            DType::F32 => {
+                Tensor::from_slice(&vec![1.0; 2 * n], &[2, n], jetgen::Device::Cpu).unwrap()
+            }
         };
         let [gx, gw, gh, gd] = rqs_backward(&x, &uw, &uh, &ud, &cfg, inverse, &ones).unwrap();
         // parameter gradients are O(1) sums of many terms: compare against the gradient scale
-        assert_close(&gx.to_vec_f64().unwrap(), &want("grad_x"), atol, rtol, &what("grad_x"));
-        assert_close(&gw.to_vec_f64().unwrap(), &want("grad_uw"), atol, rtol, &what("grad_uw"));
-        assert_close(&gh.to_vec_f64().unwrap(), &want("grad_uh"), atol, rtol, &what("grad_uh"));
-        assert_close(&gd.to_vec_f64().unwrap(), &want("grad_ud"), atol, rtol, &what("grad_ud"));
+        assert_close(
+            &gx.to_vec_f64().unwrap(),
+            &want("grad_x"),
+            atol,
+            rtol,
+            &what("grad_x"),
+        );
+        assert_close(
+            &gw.to_vec_f64().unwrap(),
+            &want("grad_uw"),
+            atol,
+            rtol,
+            &what("grad_uw"),
+        );
+        assert_close(
+            &gh.to_vec_f64().unwrap(),
+            &want("grad_uh"),
+            atol,
+            rtol,
+            &what("grad_uh"),
+        );
+        assert_close(
+            &gd.to_vec_f64().unwrap(),
+            &want("grad_ud"),
+            atol,
+            rtol,
+            &what("grad_ud"),
+        );
     }
 }
 
@@ -56,7 +111,6 @@ fn matches_nflows_f64() {
     check("tb3", 3.0, DType::F64, 1e-10, 1e-9);
     check("tb1", 1.0, DType::F64, 1e-10, 1e-9);
 }
-
 
 /// inverse(forward(x)) = x in f32 to 1e-5, except where the spline is so flat that f32
 /// rounding of y alone moves x by more: there |Δx| ≤ 4ε(|y| + B)/f′(x), and in every case the
@@ -70,20 +124,48 @@ fn inverse_of_forward_is_identity_f32() {
         let x = f("x_fwd");
         let (y, ld) = rqs(&x, &uw, &uh, &ud, &cfg, false).unwrap();
         let (back, ld_inv) = rqs(&y, &uw, &uh, &ud, &cfg, true).unwrap();
-        let (xv, yv, bv, lv) = (x.to_vec_f64().unwrap(), y.to_vec_f64().unwrap(), back.to_vec_f64().unwrap(), ld.to_vec_f64().unwrap());
+        let (xv, yv, bv, lv) = (
+            x.to_vec_f64().unwrap(),
+            y.to_vec_f64().unwrap(),
+            back.to_vec_f64().unwrap(),
+            ld.to_vec_f64().unwrap(),
+        );
         let (y2, ld2) = rqs(&back, &uw, &uh, &ud, &cfg, false).unwrap();
         let y2 = y2.to_vec_f64().unwrap();
         let mut ill_conditioned = 0;
         for i in 0..xv.len() {
             let tol = 1e-5f64.max(4.0 * f32::EPSILON as f64 * (yv[i].abs() + bound) / lv[i].exp());
             ill_conditioned += (tol > 1e-5) as usize;
-            assert!((bv[i] - xv[i]).abs() <= tol, "{tb} x[{i}] = {}: round trip {} (f' = {:e}, tol {tol:e})", xv[i], bv[i], lv[i].exp());
-            assert!((y2[i] - yv[i]).abs() <= 1e-5, "{tb} y[{i}]: {} vs {}", y2[i], yv[i]);
+            assert!(
+                (bv[i] - xv[i]).abs() <= tol,
+                "{tb} x[{i}] = {}: round trip {} (f' = {:e}, tol {tol:e})",
+                xv[i],
+                bv[i],
+                lv[i].exp()
+            );
+            assert!(
+                (y2[i] - yv[i]).abs() <= 1e-5,
+                "{tb} y[{i}]: {} vs {}",
+                y2[i],
+                yv[i]
+            );
         }
         eprintln!("{tb}: {ill_conditioned} of {} points have f' small enough that f32 rounding of y exceeds 1e-5 in x", xv.len());
         // the inverse's log-det is minus the forward log-det at the point it returned
-        let sum: Vec<f64> = ld2.to_vec_f64().unwrap().iter().zip(ld_inv.to_vec_f64().unwrap()).map(|(a, b)| a + b).collect();
-        assert_close(&sum, &vec![0.0; sum.len()], 1e-4, 0.0, "logdet(x') + inverse logdet");
+        let sum: Vec<f64> = ld2
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .zip(ld_inv.to_vec_f64().unwrap())
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_close(
+            &sum,
+            &vec![0.0; sum.len()],
+            1e-4,
+            0.0,
+            "logdet(x') + inverse logdet",
+        );
     }
 }
 
@@ -96,7 +178,13 @@ fn matches_nflows_f32_within_conditioning() {
         let f = |n: &str| load(tb, n).to_dtype(DType::F32).unwrap();
         let (uw, uh, ud) = (f("uw"), f("uh"), f("ud"));
         for (dir, inverse) in [("fwd", false), ("inv", true)] {
-            let want = |s: &str| npy(&vectors_dir().join("rqs").join(tb).join(format!("{dir}_{s}.npy"))).0;
+            let want = |s: &str| {
+                npy(&vectors_dir()
+                    .join("rqs")
+                    .join(tb)
+                    .join(format!("{dir}_{s}.npy")))
+                .0
+            };
             let x = f(&format!("x_{dir}"));
             let xv = x.to_vec_f64().unwrap();
             let (y, ld) = rqs(&x, &uw, &uh, &ud, &cfg, inverse).unwrap();
@@ -105,8 +193,20 @@ fn matches_nflows_f32_within_conditioning() {
             let dout: Vec<f64> = ld_ref.iter().map(|l| l.exp()).collect();
             let dld: Vec<f64> = gx_ref.iter().zip(&dout).map(|(g, d)| g - d).collect();
             let what = |s: &str| format!("{tb} {dir} f32 {s}");
-            assert_within(&y.to_vec_f64().unwrap(), &want("y"), &conditioned(1e-5, &dout, &xv, bound), 1e-5, &what("y"));
-            assert_within(&ld.to_vec_f64().unwrap(), &ld_ref, &conditioned(1e-5, &dld, &xv, bound), 1e-5, &what("logabsdet"));
+            assert_within(
+                &y.to_vec_f64().unwrap(),
+                &want("y"),
+                &conditioned(1e-5, &dout, &xv, bound),
+                1e-5,
+                &what("y"),
+            );
+            assert_within(
+                &ld.to_vec_f64().unwrap(),
+                &ld_ref,
+                &conditioned(1e-5, &dld, &xv, bound),
+                1e-5,
+                &what("logabsdet"),
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod activation;
 mod batchnorm;
+pub mod coupling;
 mod ctx;
 mod linear;
 pub mod optim;
@@ -11,6 +12,7 @@ pub mod store;
 
 pub use activation::{glu, Activation};
 pub use batchnorm::BatchNorm1d;
+pub use coupling::{alternating_mask, CouplingKind, CouplingTransform};
 pub use ctx::Ctx;
 pub use linear::{Linear, Mlp};
 pub use optim::{clip_grad_norm, Adam, AdamConfig};

@@ -328,6 +328,23 @@ pub fn onehot_scatter(
     })
 }
 
+/// Count NaN/inf among the first `n` elements of a device buffer (one 4-byte read-back).
+pub(crate) fn cuda_count_non_finite(buf: &crate::tensor::CudaBuffer, n: usize) -> Result<usize> {
+    let be = &buf.backend;
+    let mut count = be.alloc_zeros::<u32>(1)?;
+    if n > 0 {
+        let f = be.function("reduce", "count_nonfinite")?;
+        let nn = n_u32("count_non_finite", n)?;
+        let mut b = be.stream.launch_builder(&f);
+        b.arg(&nn).arg(&buf.slice).arg(&mut count);
+        // SAFETY: the buffer holds n elements, count one.
+        be.check_launch("count_nonfinite", unsafe {
+            b.launch(crate::device::cuda::grid_for(n.min(1 << 20)))
+        })?;
+    }
+    Ok(be.dtoh(&count, 1)?[0] as usize)
+}
+
 // ------------------------------------------------------------------ tape ops
 
 impl Var {

@@ -48,19 +48,36 @@ pub struct RqsConfig {
 impl RqsConfig {
     /// K bins on [−B, B] with nflows' default minima.
     pub fn new(bins: usize, tail_bound: f64) -> Self {
-        RqsConfig { bins, tail_bound, min_bin_width: 1e-3, min_bin_height: 1e-3, min_derivative: 1e-3 }
+        RqsConfig {
+            bins,
+            tail_bound,
+            min_bin_width: 1e-3,
+            min_bin_height: 1e-3,
+            min_derivative: 1e-3,
+        }
     }
 
     fn validate(&self) -> Result<()> {
         let k = self.bins as f64;
         if self.bins < 2 || self.bins > 64 {
-            return Err(Error::invalid(format!("RQS needs 2..=64 bins, got {}", self.bins)));
+            return Err(Error::invalid(format!(
+                "RQS needs 2..=64 bins, got {}",
+                self.bins
+            )));
         }
         if !(self.tail_bound > 0.0) || !self.tail_bound.is_finite() {
-            return Err(Error::invalid(format!("RQS tail bound must be positive, got {}", self.tail_bound)));
+            return Err(Error::invalid(format!(
+                "RQS tail bound must be positive, got {}",
+                self.tail_bound
+            )));
         }
-        if self.min_bin_width * k >= 1.0 || self.min_bin_height * k >= 1.0 || self.min_derivative < 0.0 {
-            return Err(Error::invalid("RQS minimal bin width/height too large for the number of bins"));
+        if self.min_bin_width * k >= 1.0
+            || self.min_bin_height * k >= 1.0
+            || self.min_derivative < 0.0
+        {
+            return Err(Error::invalid(
+                "RQS minimal bin width/height too large for the number of bins",
+            ));
         }
         Ok(())
     }
@@ -95,15 +112,33 @@ fn sigmoid<T: Real>(x: T) -> T {
 
 /// Find the bin of `value` among the x-knots (forward) or y-knots (inverse), building both
 /// knot sequences on the fly. `value` must already be clamped into [−B, B].
-fn locate<T: Real>(value: T, uw: &[T], uh: &[T], ud: &[T], cfg: &RqsConfig, inverse: bool) -> Bin<T> {
+fn locate<T: Real>(
+    value: T,
+    uw: &[T],
+    uh: &[T],
+    ud: &[T],
+    cfg: &RqsConfig,
+    inverse: bool,
+) -> Bin<T> {
     let k = cfg.bins;
     let f = T::from_f64;
     let (b, two_b) = (f(cfg.tail_bound), f(2.0 * cfg.tail_bound));
     let (mw, sw) = softmax_stats(uw);
     let (mh, sh) = softmax_stats(uh);
-    let (scale_w, scale_h) = (f(1.0 - cfg.min_bin_width * k as f64), f(1.0 - cfg.min_bin_height * k as f64));
+    let (scale_w, scale_h) = (
+        f(1.0 - cfg.min_bin_width * k as f64),
+        f(1.0 - cfg.min_bin_height * k as f64),
+    );
     let (min_w, min_h) = (f(cfg.min_bin_width), f(cfg.min_bin_height));
-    let knot = |cum: T, i: usize| if i == 0 { -b } else if i == k { b } else { two_b * cum - b };
+    let knot = |cum: T, i: usize| {
+        if i == 0 {
+            -b
+        } else if i == k {
+            b
+        } else {
+            two_b * cum - b
+        }
+    };
     let (mut cum_w, mut cum_h) = (T::zero(), T::zero());
     let (mut left_x, mut left_y) = (-b, -b);
     let mut found = None;
@@ -122,9 +157,25 @@ fn locate<T: Real>(value: T, uw: &[T], uh: &[T], ud: &[T], cfg: &RqsConfig, inve
     }
     let (index, x0, width, y0, height) = found.expect("loop always returns at the last bin");
     let md = f(cfg.min_derivative);
-    let d0 = if index == 0 { T::one() } else { md + softplus(ud[index - 1]) };
-    let d1 = if index + 1 == k { T::one() } else { md + softplus(ud[index]) };
-    Bin { index, x0, width, y0, height, d0, d1 }
+    let d0 = if index == 0 {
+        T::one()
+    } else {
+        md + softplus(ud[index - 1])
+    };
+    let d1 = if index + 1 == k {
+        T::one()
+    } else {
+        md + softplus(ud[index])
+    };
+    Bin {
+        index,
+        x0,
+        width,
+        y0,
+        height,
+        d0,
+        d1,
+    }
 }
 
 /// Forward spline inside a bin: (y, log dy/dx).
@@ -205,7 +256,15 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
 
 /// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
 /// softmax row (adds into `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
-fn knots_to_logits<T: Real>(u: &[T], b: usize, g_left: T, g_right: T, cfg: &RqsConfig, min: f64, grad: &mut [T]) {
+fn knots_to_logits<T: Real>(
+    u: &[T],
+    b: usize,
+    g_left: T,
+    g_right: T,
+    cfg: &RqsConfig,
+    min: f64,
+    grad: &mut [T],
+) {
     let k = cfg.bins;
     let two_b = T::from_f64(2.0 * cfg.tail_bound);
     let scale = T::from_f64(1.0 - min * k as f64);
@@ -232,12 +291,29 @@ fn knots_to_logits<T: Real>(u: &[T], b: usize, g_left: T, g_right: T, cfg: &RqsC
 }
 
 /// One element: (output, logdet) of the forward or inverse spline.
-pub fn rqs_scalar<T: Real>(value: T, uw: &[T], uh: &[T], ud: &[T], cfg: &RqsConfig, inverse: bool) -> (T, T) {
+pub fn rqs_scalar<T: Real>(
+    value: T,
+    uw: &[T],
+    uh: &[T],
+    ud: &[T],
+    cfg: &RqsConfig,
+    inverse: bool,
+) -> (T, T) {
     let b = T::from_f64(cfg.tail_bound);
     let inside = value >= -b && value <= b;
-    let clamped = if value < -b { -b } else if value > b { b } else { value };
+    let clamped = if value < -b {
+        -b
+    } else if value > b {
+        b
+    } else {
+        value
+    };
     let bin = locate(clamped, uw, uh, ud, cfg, inverse);
-    let (out, ld) = if inverse { inverse_in_bin(clamped, &bin) } else { forward_in_bin(clamped, &bin) };
+    let (out, ld) = if inverse {
+        inverse_in_bin(clamped, &bin)
+    } else {
+        forward_in_bin(clamped, &bin)
+    };
     if inside {
         (out, ld)
     } else {
@@ -261,7 +337,10 @@ pub fn rqs_scalar_grad<T: Real>(
     guh: &mut [T],
     gud: &mut [T],
 ) -> T {
-    guw.iter_mut().chain(guh.iter_mut()).chain(gud.iter_mut()).for_each(|g| *g = T::zero());
+    guw.iter_mut()
+        .chain(guh.iter_mut())
+        .chain(gud.iter_mut())
+        .for_each(|g| *g = T::zero());
     let b = T::from_f64(cfg.tail_bound);
     if !(value >= -b && value <= b) {
         return gy; // identity: dx = g, parameters untouched
@@ -292,9 +371,20 @@ pub fn rqs_scalar_grad<T: Real>(
 fn check_shapes(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig) -> Result<()> {
     cfg.validate()?;
     let with = |extra: usize| [x.shape(), &[extra]].concat();
-    for (name, t, want) in [("widths", uw, with(cfg.bins)), ("heights", uh, with(cfg.bins)), ("derivatives", ud, with(cfg.bins - 1))] {
+    for (name, t, want) in [
+        ("widths", uw, with(cfg.bins)),
+        ("heights", uh, with(cfg.bins)),
+        ("derivatives", ud, with(cfg.bins - 1)),
+    ] {
         if t.shape() != want.as_slice() {
-            return Err(Error::shape("rqs", format!("{name} must be {want:?} for inputs {:?}, got {:?}", x.shape(), t.shape())));
+            return Err(Error::shape(
+                "rqs",
+                format!(
+                    "{name} must be {want:?} for inputs {:?}, got {:?}",
+                    x.shape(),
+                    t.shape()
+                ),
+            ));
         }
         x.same_place("rqs", t)?;
     }
@@ -303,7 +393,14 @@ fn check_shapes(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConf
 
 /// Apply the spline (or its inverse) elementwise: returns `(out, logdet)`, both of x's shape.
 /// NaN/inf inputs or parameters are an error ([`Error::NonFinite`]).
-pub fn rqs(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool) -> Result<(Tensor, Tensor)> {
+pub fn rqs(
+    x: &Tensor,
+    uw: &Tensor,
+    uh: &Tensor,
+    ud: &Tensor,
+    cfg: &RqsConfig,
+    inverse: bool,
+) -> Result<(Tensor, Tensor)> {
     let stacked = rqs_stacked(x, uw, uh, ud, cfg, inverse)?;
     let n = x.numel();
     let flat = stacked.reshape(&[2, n])?;
@@ -314,9 +411,21 @@ pub fn rqs(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, i
 }
 
 /// `[2, ...x.shape]`: output stacked over log-det (the tape op's single value).
-fn rqs_stacked(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool) -> Result<Tensor> {
+fn rqs_stacked(
+    x: &Tensor,
+    uw: &Tensor,
+    uh: &Tensor,
+    ud: &Tensor,
+    cfg: &RqsConfig,
+    inverse: bool,
+) -> Result<Tensor> {
     check_shapes(x, uw, uh, ud, cfg)?;
-    for (name, t) in [("rqs inputs", x), ("rqs widths", uw), ("rqs heights", uh), ("rqs derivatives", ud)] {
+    for (name, t) in [
+        ("rqs inputs", x),
+        ("rqs widths", uw),
+        ("rqs heights", uh),
+        ("rqs derivatives", ud),
+    ] {
         t.check_finite(name)?;
     }
     let n = x.numel();
@@ -327,10 +436,25 @@ fn rqs_stacked(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfi
         let mut out = be.alloc::<f32>(2 * n)?;
         let f = be.function("rqs", "rqs_forward")?;
         let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
-        let (tb, mw, mh, md) = (cfg.tail_bound as f32, cfg.min_bin_width as f32, cfg.min_bin_height as f32, cfg.min_derivative as f32);
+        let (tb, mw, mh, md) = (
+            cfg.tail_bound as f32,
+            cfg.min_bin_width as f32,
+            cfg.min_bin_height as f32,
+            cfg.min_derivative as f32,
+        );
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn).arg(&kk).arg(&inv).arg(&tb).arg(&mw).arg(&mh).arg(&md);
-        b.arg(&buf.slice).arg(&uw.cuda()?.slice).arg(&uh.cuda()?.slice).arg(&ud.cuda()?.slice).arg(&mut out);
+        b.arg(&nn)
+            .arg(&kk)
+            .arg(&inv)
+            .arg(&tb)
+            .arg(&mw)
+            .arg(&mh)
+            .arg(&md);
+        b.arg(&buf.slice)
+            .arg(&uw.cuda()?.slice)
+            .arg(&uh.cuda()?.slice)
+            .arg(&ud.cuda()?.slice)
+            .arg(&mut out);
         // SAFETY: shapes checked above: x n, uw/uh n·K, ud n·(K−1), out 2n.
         be.check_launch("rqs_forward", unsafe { b.launch(grid_for(n)) })?;
         return Ok(Tensor::from_cuda(out, be.clone(), &shape));
@@ -348,7 +472,15 @@ fn rqs_stacked(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfi
 }
 
 /// Gradients of L w.r.t. (x, uw, uh, ud) given `g = ∂L/∂[out; logdet]` of shape `[2, ...]`.
-pub fn rqs_backward(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig, inverse: bool, g: &Tensor) -> Result<[Tensor; 4]> {
+pub fn rqs_backward(
+    x: &Tensor,
+    uw: &Tensor,
+    uh: &Tensor,
+    ud: &Tensor,
+    cfg: &RqsConfig,
+    inverse: bool,
+    g: &Tensor,
+) -> Result<[Tensor; 4]> {
     let n = x.numel();
     let k = cfg.bins;
     if let Storage::Cuda(buf) = x.storage() {
@@ -359,10 +491,25 @@ pub fn rqs_backward(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &Rqs
         let mut gd = be.alloc::<f32>(n * (k - 1))?;
         let f = be.function("rqs", "rqs_backward")?;
         let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
-        let (tb, mw, mh, md) = (cfg.tail_bound as f32, cfg.min_bin_width as f32, cfg.min_bin_height as f32, cfg.min_derivative as f32);
+        let (tb, mw, mh, md) = (
+            cfg.tail_bound as f32,
+            cfg.min_bin_width as f32,
+            cfg.min_bin_height as f32,
+            cfg.min_derivative as f32,
+        );
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn).arg(&kk).arg(&inv).arg(&tb).arg(&mw).arg(&mh).arg(&md);
-        b.arg(&buf.slice).arg(&uw.cuda()?.slice).arg(&uh.cuda()?.slice).arg(&ud.cuda()?.slice).arg(&g.cuda()?.slice);
+        b.arg(&nn)
+            .arg(&kk)
+            .arg(&inv)
+            .arg(&tb)
+            .arg(&mw)
+            .arg(&mh)
+            .arg(&md);
+        b.arg(&buf.slice)
+            .arg(&uw.cuda()?.slice)
+            .arg(&uh.cuda()?.slice)
+            .arg(&ud.cuda()?.slice)
+            .arg(&g.cuda()?.slice);
         b.arg(&mut gx).arg(&mut gw).arg(&mut gh).arg(&mut gd);
         // SAFETY: as in the forward; g holds 2n elements.
         be.check_launch("rqs_backward", unsafe { b.launch(grid_for(n)) })?;
@@ -402,17 +549,46 @@ pub fn rqs_backward(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &Rqs
 impl Var {
     /// The spline (or its inverse) of `self` with per-element parameters: returns
     /// `(out, logdet)` as variables; gradients flow to `self`, `uw`, `uh`, `ud`.
-    pub fn rqs(&self, uw: &Var, uh: &Var, ud: &Var, cfg: &RqsConfig, inverse: bool) -> Result<(Var, Var)> {
-        let stacked = rqs_stacked(self.value(), uw.value(), uh.value(), ud.value(), cfg, inverse)?;
-        let both = self.tape().push(Op::Rqs { config: *cfg, inverse }, &[self, uw, uh, ud], stacked)?;
+    pub fn rqs(
+        &self,
+        uw: &Var,
+        uh: &Var,
+        ud: &Var,
+        cfg: &RqsConfig,
+        inverse: bool,
+    ) -> Result<(Var, Var)> {
+        let stacked = rqs_stacked(
+            self.value(),
+            uw.value(),
+            uh.value(),
+            ud.value(),
+            cfg,
+            inverse,
+        )?;
+        let both = self.tape().push(
+            Op::Rqs {
+                config: *cfg,
+                inverse,
+            },
+            &[self, uw, uh, ud],
+            stacked,
+        )?;
         let n = self.value().numel();
         let flat = both.reshape(&[2, n])?;
-        Ok((flat.narrow(0, 0, 1)?.reshape(self.shape())?, flat.narrow(0, 1, 1)?.reshape(self.shape())?))
+        Ok((
+            flat.narrow(0, 0, 1)?.reshape(self.shape())?,
+            flat.narrow(0, 1, 1)?.reshape(self.shape())?,
+        ))
     }
 }
 
 /// Backward of [`Op::Rqs`].
-pub(crate) fn backward_rqs(x: &[&Tensor], cfg: &RqsConfig, inverse: bool, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn backward_rqs(
+    x: &[&Tensor],
+    cfg: &RqsConfig,
+    inverse: bool,
+    g: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let grads = rqs_backward(x[0], x[1], x[2], x[3], cfg, inverse, g)?;
     Ok(grads.into_iter().map(Some).collect())
 }
