@@ -74,6 +74,11 @@ pub enum Op {
         axis: usize,
         indices: Indices,
     },
+    /// Batched Chamfer distance (inputs x, y); the forward's neighbours are kept.
+    Chamfer {
+        output: Box<crate::ops::chamfer::ChamferOutput>,
+        reduction: crate::ops::chamfer::PointReduction,
+    },
     /// Rational-quadratic spline (inputs x, uw, uh, ud; value = [out; logdet]).
     Rqs {
         config: crate::ops::rqs::RqsConfig,
@@ -336,6 +341,9 @@ fn backward_op(
         Op::Concat { axis } => movement::backward_concat(x, *axis, g),
         Op::IndexSelect { axis, indices } => {
             crate::ops::index::backward_index_select(x[0].shape(), *axis, indices, g)
+        }
+        Op::Chamfer { output, reduction } => {
+            crate::ops::chamfer::backward_chamfer(x, output, *reduction, g)
         }
         Op::Rqs { config, inverse } => crate::ops::rqs::backward_rqs(x, config, *inverse, g),
         Op::Gather { axis, indices } => {

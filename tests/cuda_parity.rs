@@ -195,6 +195,36 @@ fn cases() -> Vec<Case> {
         case("dropout", &[&[37, 31]], false, |v| {
             v[0].dropout(0.25, true, &mut Rng::new(3))
         }),
+        case(
+            "rqs K=8",
+            &[&[37, 5], &[37, 5, 8], &[37, 5, 8], &[37, 5, 7]],
+            false,
+            |v| rqs_case(v, 8, false),
+        ),
+        case(
+            "rqs inverse K=8",
+            &[&[37, 5], &[37, 5, 8], &[37, 5, 8], &[37, 5, 7]],
+            false,
+            |v| rqs_case(v, 8, true),
+        ),
+        case(
+            "rqs K=5",
+            &[&[67], &[67, 5], &[67, 5], &[67, 4]],
+            false,
+            |v| rqs_case(v, 5, false),
+        ),
+        case(
+            "rqs K=7 (run-time K)",
+            &[&[67], &[67, 7], &[67, 7], &[67, 6]],
+            false,
+            |v| rqs_case(v, 7, true),
+        ),
+        case(
+            "rqs K=16",
+            &[&[3, 41], &[3, 41, 16], &[3, 41, 16], &[3, 41, 15]],
+            false,
+            |v| rqs_case(v, 16, false),
+        ),
     ]
 }
 
@@ -424,4 +454,90 @@ fn mlp_training_steps_match_cpu() {
         1e-4,
         "MLP parameters after 3 steps",
     );
+}
+
+/// Chamfer on CUDA vs CPU: values, neighbour indices and gradients, with masks (including an
+/// empty cloud and single points), odd sizes, clouds larger than one shared-memory tile.
+#[test]
+fn chamfer_matches_cpu() {
+    use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
+    let Some(gpu) = cuda_or_skip("chamfer_matches_cpu") else {
+        return;
+    };
+    jetgen::device::cuda::set_poison_allocations(true);
+    for (b, n, m, d) in [
+        (5, 37, 150, 3),
+        (3, 300, 513, 2),
+        (4, 1, 7, 8),
+        (2, 30, 30, 1),
+    ] {
+        let mut rng = Rng::new((b * n + m) as u64);
+        let x = rng.normal(&[b, n, d], 0.0, 1.0, Device::Cpu).unwrap();
+        let y = rng.normal(&[b, m, d], 0.0, 1.0, Device::Cpu).unwrap();
+        let mut mxv: Vec<f32> = (0..b * n)
+            .map(|_| (rng.below(4) != 0) as u8 as f32)
+            .collect();
+        mxv[..n].iter_mut().for_each(|v| *v = 0.0); // pair 0: empty x cloud
+        let myv: Vec<f32> = (0..b * m).map(|k| (k % 3 != 1) as u8 as f32).collect();
+        let mx = Tensor::from_slice(&mxv, &[b, n], Device::Cpu).unwrap();
+        let my = Tensor::from_slice(&myv, &[b, m], Device::Cpu).unwrap();
+        let g = rng.uniform(&[b], 0.5, 1.5, Device::Cpu).unwrap();
+        for red in [PointReduction::Sum, PointReduction::Mean] {
+            for masked in [false, true] {
+                let (mxc, myc) = if masked {
+                    (Some(&mx), Some(&my))
+                } else {
+                    (None, None)
+                };
+                let cpu = chamfer(&x, &y, mxc, myc, red).unwrap();
+                let (gxc, gyc) = chamfer_backward(&x, &y, &cpu, red, &g).unwrap();
+                let (xg, yg, gg) = (
+                    x.to_device(gpu).unwrap(),
+                    y.to_device(gpu).unwrap(),
+                    g.to_device(gpu).unwrap(),
+                );
+                let (mxg, myg) = (mx.to_device(gpu).unwrap(), my.to_device(gpu).unwrap());
+                let (mxd, myd) = if masked {
+                    (Some(&mxg), Some(&myg))
+                } else {
+                    (None, None)
+                };
+                let dev = chamfer(&xg, &yg, mxd, myd, red).unwrap();
+                let (gxd, gyd) = chamfer_backward(&xg, &yg, &dev, red, &gg).unwrap();
+                let what = format!("chamfer b{b} n{n} m{m} d{d} {red:?} masked={masked}");
+                assert_close(
+                    &dev.distance.to_vec_f64().unwrap(),
+                    &cpu.distance.to_vec_f64().unwrap(),
+                    1e-4,
+                    1e-5,
+                    &what,
+                );
+                assert_eq!(
+                    dev.nn_xy.to_vec().unwrap(),
+                    cpu.nn_xy.to_vec().unwrap(),
+                    "{what} nn_xy"
+                );
+                assert_eq!(
+                    dev.nn_yx.to_vec().unwrap(),
+                    cpu.nn_yx.to_vec().unwrap(),
+                    "{what} nn_yx"
+                );
+                assert_close(
+                    &gxd.to_vec_f64().unwrap(),
+                    &gxc.to_vec_f64().unwrap(),
+                    1e-5,
+                    1e-4,
+                    &format!("{what} grad x"),
+                );
+                assert_close(
+                    &gyd.to_vec_f64().unwrap(),
+                    &gyc.to_vec_f64().unwrap(),
+                    1e-5,
+                    1e-4,
+                    &format!("{what} grad y"),
+                );
+            }
+        }
+    }
+    jetgen::device::cuda::set_poison_allocations(false);
 }

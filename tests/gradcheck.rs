@@ -298,3 +298,21 @@ fn rqs_forward_and_inverse() {
         );
     }
 }
+
+#[test]
+fn chamfer_both_reductions_with_masks() {
+    use jetgen::ops::chamfer::{BatchReduction, PointReduction};
+    let mut rng = Rng::new(12);
+    let x = input(&mut rng, &[2, 5, 3], false);
+    let y = input(&mut rng, &[2, 4, 3], false);
+    let mx = Tensor::from_f64(&[1., 0., 1., 1., 1., 1., 1., 1., 1., 1.], &[2, 5]).unwrap();
+    let my = Tensor::from_f64(&[1., 1., 0., 1., 1., 1., 1., 1.], &[2, 4]).unwrap();
+    for red in [PointReduction::Sum, PointReduction::Mean] {
+        gradcheck("chamfer", &[x.clone(), y.clone()], |v| {
+            v[0].chamfer(&v[1], Some(&mx), Some(&my), red, BatchReduction::None)
+        });
+        gradcheck("chamfer mean batch", &[x.clone(), y.clone()], |v| {
+            v[0].chamfer(&v[1], None, None, red, BatchReduction::Mean)
+        });
+    }
+}

@@ -2,6 +2,7 @@
 //! its CPU implementation (generic over f32/f64, parallel with rayon), its CUDA dispatch,
 //! and — in the `impl Var` block — the tape op with its backward next to its forward.
 
+pub mod chamfer;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
