@@ -79,6 +79,11 @@ pub enum Op {
         output: Box<crate::ops::chamfer::ChamferOutput>,
         reduction: crate::ops::chamfer::PointReduction,
     },
+    /// Entropic OT / Sinkhorn divergence (inputs x, y, a, b); potentials kept for backward.
+    Sinkhorn {
+        output: Box<crate::ops::sinkhorn::SinkhornOutput>,
+        config: crate::ops::sinkhorn::SinkhornConfig,
+    },
     /// Rational-quadratic spline (inputs x, uw, uh, ud; value = [out; logdet]).
     Rqs {
         config: crate::ops::rqs::RqsConfig,
@@ -344,6 +349,9 @@ fn backward_op(
         }
         Op::Chamfer { output, reduction } => {
             crate::ops::chamfer::backward_chamfer(x, output, *reduction, g)
+        }
+        Op::Sinkhorn { output, config } => {
+            crate::ops::sinkhorn::backward_sinkhorn(x, output, config, g)
         }
         Op::Rqs { config, inverse } => crate::ops::rqs::backward_rqs(x, config, *inverse, g),
         Op::Gather { axis, indices } => {

@@ -541,3 +541,119 @@ fn chamfer_matches_cpu() {
     }
     jetgen::device::cuda::set_poison_allocations(false);
 }
+
+/// Sinkhorn on CUDA vs the CPU twin (f32): 100 fixed iterations and a tolerance solve with
+/// ε-scaling, debiased, padded points (zero weights), an empty pair, N ≠ M, all three costs;
+/// values, potentials and gradients.
+#[test]
+fn sinkhorn_matches_cpu() {
+    use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, Cost, SinkhornConfig};
+    let Some(gpu) = cuda_or_skip("sinkhorn_matches_cpu") else {
+        return;
+    };
+    jetgen::device::cuda::set_poison_allocations(true);
+    for (bs, n, m, d) in [(5, 30, 30, 3), (3, 37, 150, 2), (2, 1, 9, 4)] {
+        let mut rng = Rng::new((n * m) as u64);
+        let x = rng.uniform(&[bs, n, d], 0.0, 1.0, Device::Cpu).unwrap();
+        let y = rng.uniform(&[bs, m, d], 0.0, 1.0, Device::Cpu).unwrap();
+        let weights = |rng: &mut Rng, k: usize, pad_every: usize, empty_first: bool| {
+            let mut w: Vec<f32> = (0..bs * k)
+                .map(|_| {
+                    rng.uniform(&[1], 0.5, 1.5, Device::Cpu)
+                        .unwrap()
+                        .to_vec()
+                        .unwrap()[0]
+                })
+                .collect();
+            for (i, v) in w.iter_mut().enumerate() {
+                if (pad_every > 0 && i % pad_every == 1 && k > 1) || (empty_first && i < k) {
+                    *v = 0.0;
+                }
+            }
+            for row in w.chunks_mut(k) {
+                let s: f32 = row.iter().sum();
+                if s > 0.0 {
+                    row.iter_mut().for_each(|v| *v /= s);
+                }
+            }
+            Tensor::from_slice(&w, &[bs, k], Device::Cpu).unwrap()
+        };
+        let a = weights(&mut rng, n, 5, bs > 2);
+        let b = weights(&mut rng, m, 4, bs > 2);
+        let g = rng.uniform(&[bs], 0.5, 1.5, Device::Cpu).unwrap();
+        for cost in [
+            Cost::SquaredEuclidean,
+            Cost::Euclidean,
+            Cost::HalfSquaredEuclidean,
+        ] {
+            for cfg in [
+                SinkhornConfig {
+                    cost,
+                    ..SinkhornConfig::new(0.05, 100)
+                },
+                SinkhornConfig {
+                    cost,
+                    tolerance: Some(1e-4),
+                    scaling: Some(0.8),
+                    ..SinkhornConfig::new(0.02, 2000)
+                },
+            ] {
+                let cpu = sinkhorn(&x, &y, &a, &b, &cfg).unwrap();
+                let dev_in: Vec<Tensor> = [&x, &y, &a, &b, &g]
+                    .iter()
+                    .map(|t| t.to_device(gpu).unwrap())
+                    .collect();
+                let dev = sinkhorn(&dev_in[0], &dev_in[1], &dev_in[2], &dev_in[3], &cfg).unwrap();
+                let what = format!(
+                    "sinkhorn b{bs} n{n} m{m} d{d} {cost:?} tol={:?}",
+                    cfg.tolerance
+                );
+                for (name, c, gv) in [
+                    ("ot", &cpu.ot, &dev.ot),
+                    (
+                        "divergence",
+                        cpu.divergence.as_ref().unwrap(),
+                        dev.divergence.as_ref().unwrap(),
+                    ),
+                    ("transport cost", &cpu.transport_cost, &dev.transport_cost),
+                    ("f", &cpu.f, &dev.f),
+                    ("g", &cpu.g, &dev.g),
+                    (
+                        "f_aa",
+                        cpu.f_aa.as_ref().unwrap(),
+                        dev.f_aa.as_ref().unwrap(),
+                    ),
+                ] {
+                    assert_close(
+                        &gv.to_vec_f64().unwrap(),
+                        &c.to_vec_f64().unwrap(),
+                        1e-4,
+                        1e-3,
+                        &format!("{what} {name}"),
+                    );
+                }
+                if cfg.tolerance.is_none() {
+                    assert_eq!(dev.iterations, cpu.iterations, "{what} iterations");
+                }
+                for debiased in [false, true] {
+                    let gc = sinkhorn_backward(&x, &y, &a, &b, &cpu, &cfg, debiased, &g).unwrap();
+                    let gd = sinkhorn_backward(
+                        &dev_in[0], &dev_in[1], &dev_in[2], &dev_in[3], &dev, &cfg, debiased,
+                        &dev_in[4],
+                    )
+                    .unwrap();
+                    for (k, (c, gv)) in gc.iter().zip(&gd).enumerate() {
+                        assert_close(
+                            &gv.to_vec_f64().unwrap(),
+                            &c.to_vec_f64().unwrap(),
+                            1e-4,
+                            1e-3,
+                            &format!("{what} debiased={debiased} grad {k}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    jetgen::device::cuda::set_poison_allocations(false);
+}

@@ -10,6 +10,7 @@ pub mod movement;
 pub mod random;
 pub mod reduce;
 pub mod rqs;
+pub mod sinkhorn;
 
 use cudarc::driver::DeviceRepr;
 
