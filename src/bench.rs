@@ -178,3 +178,194 @@ impl Tensor {
         }
     }
 }
+
+/// One row of `jetgen bench kernels --json`: the machine-readable schema from the kernels
+/// issue (fields that do not apply are `None` → JSON null).
+#[derive(Clone, Debug, Default)]
+pub struct KernelRow {
+    pub op: &'static str,
+    pub device: String,
+    pub batch: Option<usize>,
+    pub n: Option<usize>,
+    pub m: Option<usize>,
+    pub d: Option<usize>,
+    pub bins: Option<usize>,
+    pub iters: Option<usize>,
+    pub eps: Option<f64>,
+    pub pass: &'static str,
+    /// Extra detail: `debias=true`, `inverse`, ...
+    pub variant: Option<String>,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub runs: usize,
+}
+
+impl KernelRow {
+    /// The row as a JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "op": self.op, "device": self.device, "batch": self.batch, "n": self.n, "m": self.m,
+            "d": self.d, "bins": self.bins, "iters": self.iters, "eps": self.eps, "pass": self.pass,
+            "variant": self.variant, "median_s": self.median_s, "min_s": self.min_s,
+            "max_s": self.max_s, "runs": self.runs, "threads": rayon::current_num_threads(),
+        })
+    }
+}
+
+/// Time `f` for at least `min_time_s` (and 5 runs, at most 200) after 2 warm-ups, like the
+/// peer script; returns (median, min, max, runs) in seconds.
+pub fn time_adaptive(
+    min_time_s: f64,
+    mut f: impl FnMut() -> Result<()> + Send,
+) -> Result<(f64, f64, f64, usize)> {
+    crate::on_thread_pool(move || {
+        f()?;
+        f()?;
+        let start = Instant::now();
+        let mut ts = Vec::new();
+        while ts.len() < 200 && (ts.len() < 5 || start.elapsed().as_secs_f64() < min_time_s) {
+            let t = Instant::now();
+            f()?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        ts.sort_by(|a, b| a.total_cmp(b));
+        Ok((ts[ts.len() / 2], ts[0], ts[ts.len() - 1], ts.len()))
+    })
+}
+
+/// The custom-kernel suite on `device`: Chamfer, Sinkhorn and RQS, forward and
+/// forward+backward, at the sizes of ../shared/peers/bench_kernels.py.
+pub fn kernel_suite(
+    device: Device,
+    min_time_s: f64,
+    mut progress: impl FnMut(&KernelRow),
+) -> Result<Vec<KernelRow>> {
+    use crate::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
+    use crate::ops::rqs::{rqs, rqs_backward, RqsConfig};
+    use crate::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
+    let dev = device.to_string();
+    let mut rows = Vec::new();
+    let mut rng = Rng::new(7);
+    let mut push = |row: KernelRow, rows: &mut Vec<KernelRow>| {
+        progress(&row);
+        rows.push(row);
+    };
+    for (b, n) in [(256, 30), (4096, 30), (256, 150), (4096, 150)] {
+        let x = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
+        let y = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
+        let g = Tensor::full(&[b], 1.0, device)?;
+        for backward in [false, true] {
+            let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+                let out = chamfer(&x, &y, None, None, PointReduction::Sum)?;
+                if backward {
+                    let (gx, _) = chamfer_backward(&x, &y, &out, PointReduction::Sum, &g)?;
+                    gx.first_value()?;
+                } else {
+                    out.distance.first_value()?;
+                }
+                Ok(())
+            })?;
+            let pass = if backward { "fwd+bwd" } else { "fwd" };
+            let row = KernelRow {
+                op: "chamfer",
+                device: dev.clone(),
+                batch: Some(b),
+                n: Some(n),
+                m: Some(n),
+                d: Some(3),
+                pass,
+                median_s,
+                min_s,
+                max_s,
+                runs,
+                ..Default::default()
+            };
+            push(row, &mut rows);
+        }
+    }
+    {
+        let (b, n) = (256, 30);
+        let x = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
+        let y = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
+        let w = Tensor::full(&[b, n], 1.0 / n as f32, device)?;
+        let g = Tensor::full(&[b], 1.0, device)?;
+        for debias in [false, true] {
+            let cfg = SinkhornConfig {
+                debias,
+                ..SinkhornConfig::new(0.01, 100)
+            };
+            for backward in [false, true] {
+                let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+                    let out = sinkhorn(&x, &y, &w, &w, &cfg)?;
+                    if backward {
+                        let [gx, ..] = sinkhorn_backward(&x, &y, &w, &w, &out, &cfg, debias, &g)?;
+                        gx.first_value()?;
+                    } else {
+                        out.ot.first_value()?;
+                    }
+                    Ok(())
+                })?;
+                let pass = if backward { "fwd+bwd" } else { "fwd" };
+                let row = KernelRow {
+                    op: "sinkhorn",
+                    device: dev.clone(),
+                    batch: Some(b),
+                    n: Some(n),
+                    m: Some(n),
+                    d: Some(3),
+                    iters: Some(100),
+                    eps: Some(0.01),
+                    pass,
+                    variant: Some(format!("debias={debias}")),
+                    median_s,
+                    min_s,
+                    max_s,
+                    runs,
+                    ..Default::default()
+                };
+                push(row, &mut rows);
+            }
+        }
+    }
+    {
+        let (rows_, cols, k) = (1024, 90, 8);
+        let cfg = RqsConfig::new(k, 3.0);
+        let x = rng.normal(&[rows_, cols], 0.0, 1.5, device)?;
+        let uw = rng.normal(&[rows_, cols, k], 0.0, 1.0, device)?;
+        let uh = rng.normal(&[rows_, cols, k], 0.0, 1.0, device)?;
+        let ud = rng.normal(&[rows_, cols, k - 1], 0.0, 1.0, device)?;
+        let g = Tensor::full(&[2, rows_, cols], 1.0, device)?;
+        for inverse in [false, true] {
+            for backward in [false, true] {
+                let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+                    let (y, _) = rqs(&x, &uw, &uh, &ud, &cfg, inverse)?;
+                    if backward {
+                        let [gx, ..] = rqs_backward(&x, &uw, &uh, &ud, &cfg, inverse, &g)?;
+                        gx.first_value()?;
+                    } else {
+                        y.first_value()?;
+                    }
+                    Ok(())
+                })?;
+                let pass = if backward { "fwd+bwd" } else { "fwd" };
+                let row = KernelRow {
+                    op: "rqs",
+                    device: dev.clone(),
+                    batch: Some(rows_),
+                    n: Some(cols),
+                    bins: Some(k),
+                    pass,
+                    variant: Some(if inverse { "inverse" } else { "forward" }.into()),
+                    median_s,
+                    min_s,
+                    max_s,
+                    runs,
+                    ..Default::default()
+                };
+                push(row, &mut rows);
+            }
+        }
+    }
+    Ok(rows)
+}

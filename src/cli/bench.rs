@@ -1,44 +1,101 @@
-//! `jetgen bench`: the engine benchmark suite as a table (and JSON for the GPU bundle).
+//! `jetgen bench [engine|kernels|all]`: benchmark suites as tables, and JSON for machines.
 
 use std::path::PathBuf;
 
-use crate::bench::engine_suite;
+use crate::bench::{engine_suite, kernel_suite};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
-/// Run the suite on `device` and print a table; write JSON rows to `json` if given.
-pub fn run(device: &str, iters: usize, json: Option<PathBuf>) -> Result<()> {
+/// Run `suite` on `device` with `threads` CPU threads (0 = rayon's default); print tables and
+/// write the rows as a JSON list to `json` if given.
+pub fn run(
+    suite: &str,
+    device: &str,
+    iters: usize,
+    threads: usize,
+    min_time: f64,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    if threads > 0 {
+        // matrixmultiply reads this once, at its first use.
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot build a thread pool: {e}")))?;
+    pool.install(|| run_in_pool(suite, device, iters, min_time, json))
+}
+
+fn run_in_pool(
+    suite: &str,
+    device: &str,
+    iters: usize,
+    min_time: f64,
+    json: Option<PathBuf>,
+) -> Result<()> {
     let device = Device::parse(device)?;
     device.ensure_available()?;
+    let threads = rayon::current_num_threads();
     println!(
-        "jetgen {} bench on {device} ({} rayon threads), median of {iters} runs",
-        crate::VERSION,
-        rayon::current_num_threads()
+        "jetgen {} bench {suite} on {device} ({threads} CPU threads)",
+        crate::VERSION
     );
-    let rows = engine_suite(device, iters)?;
-    println!(
-        "{:<46} {:>10} {:>21} {:>9}",
-        "benchmark", "median ms", "p25-p75 ms", "GFLOP/s"
-    );
-    for r in &rows {
-        let gf = r
-            .gflops
-            .map(|g| format!("{g:.1}"))
-            .unwrap_or_else(|| "-".into());
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    if suite == "engine" || suite == "all" {
+        let rows = engine_suite(device, iters)?;
         println!(
-            "{:<46} {:>10.3} {:>10.3}-{:<10.3} {:>9}",
-            r.name, r.median_ms, r.p25_ms, r.p75_ms, gf
+            "{:<46} {:>10} {:>21} {:>9}",
+            "benchmark (median of runs)", "median ms", "p25-p75 ms", "GFLOP/s"
         );
+        for r in &rows {
+            let gf = r
+                .gflops
+                .map(|g| format!("{g:.1}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<46} {:>10.3} {:>10.3}-{:<10.3} {:>9}",
+                r.name, r.median_ms, r.p25_ms, r.p75_ms, gf
+            );
+            items.push(
+                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
+                "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "gflops": r.gflops, "threads": threads}),
+            );
+        }
+    }
+    if suite == "kernels" || suite == "all" {
+        println!(
+            "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11} {:>11} {:>5}",
+            "op",
+            "B",
+            "N",
+            "M",
+            "D",
+            "K",
+            "iters",
+            "pass",
+            "variant",
+            "median ms",
+            "min ms",
+            "runs"
+        );
+        let rows =
+            kernel_suite(device, min_time, |r| {
+                let o = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11.4} {:>11.4} {:>5}",
+                r.op, o(r.batch), o(r.n), o(r.m), o(r.d), o(r.bins), o(r.iters), r.pass,
+                r.variant.clone().unwrap_or_default(), r.median_s * 1e3, r.min_s * 1e3, r.runs
+            );
+            })?;
+        items.extend(rows.iter().map(|r| r.to_json()));
+    }
+    if !matches!(suite, "engine" | "kernels" | "all") {
+        return Err(Error::invalid(format!(
+            "unknown bench suite '{suite}' (engine, kernels, all)"
+        )));
     }
     if let Some(path) = json {
-        let items: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
-                    "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "gflops": r.gflops,
-                    "threads": rayon::current_num_threads()})
-            })
-            .collect();
         let text =
             serde_json::to_string_pretty(&items).map_err(|e| Error::invalid(e.to_string()))?;
         crate::nn::store::write_atomic(&path, text.as_bytes())?;

@@ -20,8 +20,18 @@ pub struct Cli {
 pub enum Command {
     /// Version, the device `auto` picks and why, CPU threads, kernel build mode.
     Info,
-    /// Engine benchmarks (GEMM, MLP training step) as a table; `--json` for machines.
+    /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
+    /// Sinkhorn, RQS), or `all`; `--json` writes the rows for machines.
     Bench {
+        /// engine, kernels or all
+        #[arg(default_value = "engine")]
+        suite: String,
+        /// CPU threads (0 = all cores)
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Minimum seconds per kernel case (at least 5 runs, at most 200).
+        #[arg(long, default_value_t = 1.0)]
+        min_time: f64,
         /// auto, cpu, cuda or cuda:N
         #[arg(long, default_value = "auto")]
         device: String,
@@ -40,10 +50,13 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Bench {
+            suite,
             device,
             iters,
             json,
-        } => bench::run(&device, iters.max(1), json),
+            threads,
+            min_time,
+        } => bench::run(&suite, &device, iters.max(1), threads, min_time, json),
     };
     match result {
         Ok(()) => 0,

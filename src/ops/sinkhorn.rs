@@ -228,14 +228,20 @@ fn check(
     Ok((bs, n, m, d))
 }
 
-/// One transport problem on the CPU: rows of `q` with log weights `la`, columns of `r` with `lb`.
-struct Problem<'a, T> {
-    q: &'a [T],
-    r: &'a [T],
+/// One transport problem on the CPU: rows (log weights `la`) against columns (log weights
+/// `lb`), with the cost matrix computed once: `c` is N × M_pad and `ct` (its transpose)
+/// M × N_pad, rows padded with zeros to a multiple of 8 so the vector loops never fall back
+/// to a scalar remainder.
+struct Problem<T> {
     la: Vec<T>,
     lb: Vec<T>,
-    d: usize,
-    cost: Cost,
+    c: Vec<T>,
+    ct: Vec<T>,
+}
+
+/// `k` rounded up to a multiple of 8 (one AVX2 vector of f32).
+fn padded(k: usize) -> usize {
+    k.div_ceil(8) * 8
 }
 
 fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
@@ -250,64 +256,95 @@ fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
         .collect()
 }
 
-impl<T: Real> Problem<'_, T> {
+impl<T: Real> Problem<T> {
+    fn new(q: &[T], r: &[T], la: Vec<T>, lb: Vec<T>, d: usize, cost: Cost) -> Self {
+        let (n, m) = (la.len(), lb.len());
+        let (np, mp) = (padded(n), padded(m));
+        let mut c = vec![T::zero(); n * mp];
+        let mut ct = vec![T::zero(); m * np];
+        for i in 0..n {
+            for j in 0..m {
+                let v = cost.eval(&q[i * d..(i + 1) * d], &r[j * d..(j + 1) * d]);
+                c[i * mp + j] = v;
+                ct[j * np + i] = v;
+            }
+        }
+        Problem { la, lb, c, ct }
+    }
     fn n(&self) -> usize {
         self.la.len()
     }
     fn m(&self) -> usize {
         self.lb.len()
     }
-    fn c(&self, i: usize, j: usize) -> T {
-        self.cost.eval(
-            &self.q[i * self.d..(i + 1) * self.d],
-            &self.r[j * self.d..(j + 1) * self.d],
-        )
-    }
 
-    /// out_i = −ε log Σ_j exp(lb_j + (g_j − C_ij)/ε) for valid rows i (0 for padded rows), by an
-    /// online log-sum-exp (running max, rescaled sum). `transposed` swaps the roles of q and r.
-    fn soft_min(&self, g: &[T], eps: T, transposed: bool, out: &mut [T]) {
-        let (rows, cols) = if transposed {
-            (self.m(), self.n())
+    /// out_i = −ε log Σ_j exp(lb_j + (g_j − C_ij)/ε) for valid rows i (0 for padded rows),
+    /// a stabilised log-sum-exp: Σ_j e^{v_ij − s_i} with the shift s_i = −prev_i/ε taken from
+    /// the previous value of the same potential (close to the answer once iterations settle),
+    /// and for any row whose sum leaves [1e-17, 1e17] — early iterations, large jumps — the
+    /// exact two-pass form (max first, then Σ e^{v − max}). Either way no term overflows and
+    /// none that matters in f32 underflows. Rows are short (30–150 points), so the loops sweep
+    /// all rows at once for one column at a time (vector operations across rows, padded to
+    /// 8, no horizontal reductions). Padded columns are skipped; `transposed` swaps rows and
+    /// columns; `scratch` holds at least 2·padded(rows) elements.
+    #[allow(clippy::too_many_arguments)]
+    fn soft_min(
+        &self,
+        g: &[T],
+        eps: T,
+        transposed: bool,
+        prev: &[T],
+        out: &mut [T],
+        scratch: &mut [T],
+    ) {
+        // column-major cost for the row update: column j of C is row j of Cᵀ
+        let (rows, cols, by_col, row_w, col_w) = if transposed {
+            (self.m(), self.n(), &self.c, &self.lb, &self.la)
         } else {
-            (self.n(), self.m())
+            (self.n(), self.m(), &self.ct, &self.la, &self.lb)
         };
-        let (row_w, col_w) = if transposed {
-            (&self.lb, &self.la)
-        } else {
-            (&self.la, &self.lb)
-        };
+        let inv_eps = T::one() / eps;
+        let ninf = T::from_f64(f64::NEG_INFINITY);
+        let stride = padded(rows);
+        let (shift, sum) = scratch.split_at_mut(stride);
+        let sum = &mut sum[..stride];
+        for i in 0..stride {
+            shift[i] = if i < rows {
+                -prev[i] * inv_eps
+            } else {
+                T::zero()
+            };
+        }
+        sum.fill(T::zero());
+        for j in (0..cols).filter(|&j| col_w[j] != ninf) {
+            let base = col_w[j] + g[j] * inv_eps;
+            let c = &by_col[j * stride..(j + 1) * stride];
+            for i in 0..stride {
+                sum[i] += (base - c[i] * inv_eps - shift[i]).exp_fast();
+            }
+        }
+        let (lo, hi) = (T::from_f64(1e-17), T::from_f64(1e17));
         for i in 0..rows {
-            if row_w[i] == T::from_f64(f64::NEG_INFINITY) {
-                out[i] = T::zero();
-                continue;
-            }
-            let mut mx = T::from_f64(f64::NEG_INFINITY);
-            let mut sum = T::zero();
-            for j in 0..cols {
-                if col_w[j] == T::from_f64(f64::NEG_INFINITY) {
-                    continue;
-                }
-                let c = if transposed {
-                    self.c(j, i)
-                } else {
-                    self.c(i, j)
-                };
-                let v = col_w[j] + (g[j] - c) / eps;
-                if v > mx {
-                    sum = sum * (mx - v).exp() + T::one();
-                    mx = v;
-                } else {
-                    sum += (v - mx).exp();
-                }
-            }
-            out[i] = -eps * (mx + sum.ln());
+            out[i] = if row_w[i] == ninf {
+                T::zero()
+            } else if sum[i] > lo && sum[i] < hi {
+                -eps * (shift[i] + sum[i].ln_fast())
+            } else {
+                // exact two-pass log-sum-exp for this row
+                let v = |j: usize| col_w[j] + (g[j] - by_col[j * stride + i]) * inv_eps;
+                let valid = || (0..cols).filter(|&j| col_w[j] != ninf);
+                let mx = valid().map(v).fold(ninf, |m, x| if x > m { x } else { m });
+                let total = valid()
+                    .map(|j| (v(j) - mx).exp_fast())
+                    .fold(T::zero(), |acc, x| acc + x);
+                -eps * (mx + total.ln_fast())
+            };
         }
     }
 
     /// Row-marginal L1 error Σ_i a_i |exp((f_i − f̃_i)/ε) − 1|, f̃ = the next f update.
-    fn marginal_error(&self, f: &[T], g: &[T], eps: T, scratch: &mut [T]) -> f64 {
-        self.soft_min(g, eps, false, scratch);
+    fn marginal_error(&self, f: &[T], g: &[T], eps: T, scratch: &mut [T], v: &mut [T]) -> f64 {
+        self.soft_min(g, eps, false, f, scratch, v);
         (0..self.n())
             .filter(|&i| self.la[i] > T::from_f64(f64::NEG_INFINITY))
             .map(|i| {
@@ -356,17 +393,18 @@ fn solve<T: Real>(
     let (n, m) = (p.n(), p.m());
     let (mut f, mut g) = (vec![T::zero(); n], vec![T::zero(); m]);
     let mut scratch = vec![T::zero(); n.max(m)];
+    let mut v = vec![T::zero(); 2 * padded(n.max(m))];
     let half = T::from_f64(0.5);
-    let step = |f: &mut Vec<T>, g: &mut Vec<T>, scratch: &mut Vec<T>, eps: T| {
+    let mut step = |f: &mut Vec<T>, g: &mut Vec<T>, scratch: &mut Vec<T>, eps: T| {
         if symmetric {
-            p.soft_min(f, eps, false, &mut scratch[..n]);
+            p.soft_min(f, eps, false, f, &mut scratch[..n], &mut v);
             for i in 0..n {
                 f[i] = half * (f[i] + scratch[i]);
             }
         } else {
-            p.soft_min(g, eps, false, &mut scratch[..n]);
+            p.soft_min(g, eps, false, f, &mut scratch[..n], &mut v);
             f.copy_from_slice(&scratch[..n]);
-            p.soft_min(f, eps, true, &mut scratch[..m]);
+            p.soft_min(f, eps, true, g, &mut scratch[..m], &mut v);
             g.copy_from_slice(&scratch[..m]);
         }
     };
@@ -382,7 +420,8 @@ fn solve<T: Real>(
         if let Some(tol) = cfg.tolerance {
             if (it + 1) % 10 == 0 {
                 let gg = if symmetric { f.clone() } else { g.clone() };
-                err = p.marginal_error(&f, &gg, eps, &mut scratch[..n]);
+                let mut v = vec![T::zero(); 2 * padded(n.max(m))];
+                err = p.marginal_error(&f, &gg, eps, &mut scratch[..n], &mut v);
                 if err < tol {
                     break;
                 }
@@ -393,33 +432,27 @@ fn solve<T: Real>(
         g = f.clone();
     }
     if err.is_nan() {
-        err = p.marginal_error(&f, &g, eps, &mut scratch[..n]);
+        let mut v = vec![T::zero(); 2 * padded(n.max(m))];
+        err = p.marginal_error(&f, &g, eps, &mut scratch[..n], &mut v);
     }
     (f, g, iters, err)
 }
 
 /// Dual value ⟨a, f⟩ + ⟨b, g⟩ and transport cost ⟨P, C⟩ of a solved pair.
 fn values<T: Real>(p: &Problem<T>, f: &[T], g: &[T], eps: T) -> (f64, f64) {
+    let ninf = T::from_f64(f64::NEG_INFINITY);
+    let (n, m) = (p.n(), p.m());
     let mut dual = 0f64;
     let mut primal = 0f64;
-    for i in 0..p.n() {
-        if p.la[i] == T::from_f64(f64::NEG_INFINITY) {
-            continue;
-        }
+    for i in (0..n).filter(|&i| p.la[i] != ninf) {
         dual += p.la[i].exp().to_f64() * f[i].to_f64();
-        for j in 0..p.m() {
-            if p.lb[j] == T::from_f64(f64::NEG_INFINITY) {
-                continue;
-            }
-            let c = p.c(i, j);
-            let plan = (p.la[i] + p.lb[j] + (f[i] + g[j] - c) / eps).exp();
-            primal += (plan * c).to_f64();
+        for j in (0..m).filter(|&j| p.lb[j] != ninf) {
+            let c = p.c[i * padded(m) + j];
+            primal += ((p.la[i] + p.lb[j] + (f[i] + g[j] - c) / eps).exp() * c).to_f64();
         }
     }
-    for j in 0..p.m() {
-        if p.lb[j] > T::from_f64(f64::NEG_INFINITY) {
-            dual += p.lb[j].exp().to_f64() * g[j].to_f64();
-        }
+    for j in (0..m).filter(|&j| p.lb[j] != ninf) {
+        dual += p.lb[j].exp().to_f64() * g[j].to_f64();
     }
     (dual, primal)
 }
@@ -448,13 +481,13 @@ pub fn sinkhorn(
                 return PairResult { f: vec![T::zero(); n], g: vec![T::zero(); m], faa: vec![T::zero(); n], gbb: vec![T::zero(); m], vals: [0.0; 5], iters: 0 };
             }
             let schedule = epsilon_schedule(cfg, diameter(xq, yr, d));
-            let ab = Problem { q: xq, r: yr, la: la.clone(), lb: lb.clone(), d, cost: cfg.cost };
+            let ab = Problem::new(xq, yr, la.clone(), lb.clone(), d, cfg.cost);
             let (f, g, iters, err) = solve(&ab, cfg, &schedule, false);
             let (ot, primal) = values(&ab, &f, &g, eps);
             let (mut faa, mut gbb, mut ot_aa, mut ot_bb) = (vec![T::zero(); n], vec![T::zero(); m], 0.0, 0.0);
             if cfg.debias {
-                let aa = Problem { q: xq, r: xq, la: la.clone(), lb: la, d, cost: cfg.cost };
-                let bb = Problem { q: yr, r: yr, la: lb.clone(), lb, d, cost: cfg.cost };
+                let aa = Problem::new(xq, xq, la.clone(), la, d, cfg.cost);
+                let bb = Problem::new(yr, yr, lb.clone(), lb, d, cfg.cost);
                 let (f1, _, _, _) = solve(&aa, cfg, &schedule, true);
                 let (g1, _, _, _) = solve(&bb, cfg, &schedule, true);
                 ot_aa = values(&aa, &f1, &f1, eps).0;
@@ -558,7 +591,7 @@ fn plan_gradient<T: Real>(
                 continue;
             }
             let rj = &r[j * d..(j + 1) * d];
-            let plan = (lwq[i] + lwr[j] + (fq[i] + gr[j] - cost.eval(qi, rj)) / eps).exp();
+            let plan = (lwq[i] + lwr[j] + (fq[i] + gr[j] - cost.eval(qi, rj)) / eps).exp_fast();
             for k in 0..d {
                 out[i * d + k] += scale * plan * cost.grad(qi, rj, k);
             }
