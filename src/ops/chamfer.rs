@@ -144,8 +144,7 @@ pub fn chamfer(
             let yp = &ys[p * m * d..(p + 1) * m * d];
             let vx: Vec<bool> = (0..n).map(|i| valid(&mx, p * n + i)).collect();
             let vy: Vec<bool> = (0..m).map(|j| valid(&my, p * m + j)).collect();
-            let (sum_x, nn_xy) = nearest(xp, yp, &vx, &vy, d);
-            let (sum_y, nn_yx) = nearest(yp, xp, &vy, &vx, d);
+            let (sum_x, nn_xy, sum_y, nn_yx) = nearest_both(xp, yp, &vx, &vy, d);
             let (cx, cy) = (vx.iter().filter(|&&v| v).count() as f64, vy.iter().filter(|&&v| v).count() as f64);
             let value = if cx == 0.0 || cy == 0.0 { 0.0 } else if mean { sum_x / cx + sum_y / cy } else { sum_x + sum_y };
             (T::from_f64(value), nn_xy, nn_yx, cx, cy)
@@ -158,36 +157,65 @@ pub fn chamfer(
     })
 }
 
-/// For each valid query point: min over valid reference points of the squared distance
-/// (summed in f64) and its index (first on ties).
-fn nearest<T: Real>(q: &[T], r: &[T], vq: &[bool], vr: &[bool], d: usize) -> (f64, Vec<u32>) {
-    let mut total = 0f64;
-    let idx = (0..vq.len())
-        .map(|i| {
-            if !vq[i] {
-                return NO_NEIGHBOUR;
-            }
-            let qi = &q[i * d..(i + 1) * d];
-            let mut best = (f64::INFINITY, NO_NEIGHBOUR);
-            for (j, rj) in r.chunks_exact(d).enumerate() {
-                if !vr[j] {
-                    continue;
-                }
-                let dist: T = qi
-                    .iter()
-                    .zip(rj)
-                    .fold(T::zero(), |acc, (&a, &b)| acc + (a - b) * (a - b));
-                if dist.to_f64() < best.0 {
-                    best = (dist.to_f64(), j as u32);
-                }
-            }
-            if best.1 != NO_NEIGHBOUR {
-                total += best.0;
-            }
-            best.1
-        })
+/// Both nearest-neighbour directions of one pair in a single sweep over the y points: for
+/// each valid y_j, the distances to all x_i form one vector (x stored coordinate-major, so
+/// the loop over i vectorises); it updates every x_i's best match and yields y_j's best
+/// match. Returns (Σ_i min_j d_ij, nn_xy, Σ_j min_i d_ij, nn_yx), sums in f64; the first
+/// index wins ties; masked points get [`NO_NEIGHBOUR`].
+fn nearest_both<T: Real>(
+    xp: &[T],
+    yp: &[T],
+    vx: &[bool],
+    vy: &[bool],
+    d: usize,
+) -> (f64, Vec<u32>, f64, Vec<u32>) {
+    let (n, m) = (vx.len(), vy.len());
+    let inf = T::from_f64(f64::INFINITY);
+    // x coordinate-major: xs[k][i]; masked x points are pushed to +∞ distance by `penalty`
+    let xs: Vec<Vec<T>> = (0..d)
+        .map(|k| (0..n).map(|i| xp[i * d + k]).collect())
         .collect();
-    (total, idx)
+    let penalty: Vec<T> = vx
+        .iter()
+        .map(|&v| if v { T::zero() } else { inf })
+        .collect();
+    let mut best_x = vec![inf; n];
+    let mut nn_xy = vec![NO_NEIGHBOUR; n];
+    let mut nn_yx = vec![NO_NEIGHBOUR; m];
+    let mut sum_y = 0f64;
+    let mut dist = vec![T::zero(); n];
+    for j in (0..m).filter(|&j| vy[j]) {
+        dist.copy_from_slice(&penalty);
+        for (k, col) in xs.iter().enumerate() {
+            let yk = yp[j * d + k];
+            for (di, &xk) in dist.iter_mut().zip(col) {
+                *di += (xk - yk) * (xk - yk);
+            }
+        }
+        let mut best = (inf, NO_NEIGHBOUR);
+        for i in 0..n {
+            if dist[i] < best_x[i] {
+                best_x[i] = dist[i];
+                nn_xy[i] = j as u32;
+            }
+            if dist[i] < best.0 {
+                best = (dist[i], i as u32);
+            }
+        }
+        if best.1 != NO_NEIGHBOUR {
+            nn_yx[j] = best.1;
+            sum_y += best.0.to_f64();
+        }
+    }
+    let mut sum_x = 0f64;
+    for i in 0..n {
+        if !vx[i] {
+            nn_xy[i] = NO_NEIGHBOUR;
+        } else if nn_xy[i] != NO_NEIGHBOUR {
+            sum_x += best_x[i].to_f64();
+        }
+    }
+    (sum_x, nn_xy, sum_y, nn_yx)
 }
 
 /// Gradients (∂L/∂x, ∂L/∂y) of L = Σ_b g_b C_b given the forward's neighbours and counts.
