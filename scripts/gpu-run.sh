@@ -3,7 +3,8 @@
 #     bash gpu-bundle/run.sh RESULTS_DIR
 # 1. environment report; 2. every test executable with REQUIRE_GPU=1 (CUDA parity suite
 # included); 3. compute-sanitizer memcheck and racecheck over the parity suite;
-# 4. `jetgen bench` on CUDA and CPU (JSON); 5. the PyTorch peer on the same GPU.
+# 4. `jetgen bench` (engine and kernels) on CUDA and CPU (JSON); 5. the PyTorch peer on the
+# same GPU.
 set -u
 B="$(cd "$(dirname "$0")" && pwd)"
 R="${1:?usage: run.sh RESULTS_DIR}"
@@ -57,6 +58,8 @@ fi
 unset JETGEN_CUDA_SYNC
 "$B/bin/jetgen" bench --device cuda --iters 100 --json "$R/bench_cuda.json" > "$R/bench_cuda.txt" 2>&1
 echo "bench cuda: rc=$?" >> "$S"
+"$B/bin/jetgen" bench kernels --device cuda --min-time 0.5 --json "$R/kernels_cuda.json" > "$R/kernels_cuda.txt" 2>&1
+echo "bench kernels cuda: rc=$?" >> "$S"
 "$B/bin/jetgen" bench --device cpu --iters 50 --json "$R/bench_cpu.json" > "$R/bench_cpu.txt" 2>&1
 echo "bench cpu: rc=$?" >> "$S"
 python3 "$B/peers/torch_engine.py" --device cuda --iters 100 --json "$R/torch_cuda.json" > "$R/torch_cuda.txt" 2>&1

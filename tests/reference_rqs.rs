@@ -210,3 +210,48 @@ fn matches_nflows_f32_within_conditioning() {
         }
     }
 }
+
+/// Bad input is an error, not a silent NaN: non-finite inputs or parameters, wrong shapes,
+/// impossible configurations.
+#[test]
+fn bad_inputs_are_errors() {
+    let cfg = RqsConfig::new(4, 2.0);
+    let x = Tensor::from_f64(&[0.1, f64::NAN], &[2]).unwrap();
+    let uw = Tensor::from_f64(&[0.0; 8], &[2, 4]).unwrap();
+    let ud = Tensor::from_f64(&[0.0; 6], &[2, 3]).unwrap();
+    let err = rqs(&x, &uw, &uw, &ud, &cfg, false).unwrap_err();
+    assert!(err.to_string().contains("NaN"), "{err}");
+    let ok_x = Tensor::from_f64(&[0.1, 0.2], &[2]).unwrap();
+    assert!(
+        rqs(&ok_x, &uw, &uw, &uw, &cfg, false).is_err(),
+        "ud must have K-1 entries"
+    );
+    assert!(rqs(&ok_x, &uw, &uw, &ud, &RqsConfig::new(1, 2.0), false).is_err());
+    assert!(rqs(
+        &ok_x,
+        &uw,
+        &uw,
+        &ud,
+        &RqsConfig {
+            min_bin_width: 0.5,
+            ..cfg
+        },
+        false
+    )
+    .is_err());
+    assert!(rqs(&ok_x, &uw, &uw, &ud, &RqsConfig::new(4, -1.0), false).is_err());
+    // extreme parameters stay finite and invertible
+    let big = Tensor::from_f64(&[30.0, -30.0, 0.0, 5.0, -20.0, 20.0, 1.0, 0.0], &[2, 4]).unwrap();
+    let bigd = Tensor::from_f64(&[-30.0, 30.0, 0.0, 15.0, -15.0, 2.0], &[2, 3]).unwrap();
+    let xs = Tensor::from_f64(&[-1.99, 1.7], &[2]).unwrap();
+    let (y, ld) = rqs(&xs, &big, &big, &bigd, &cfg, false).unwrap();
+    let (back, _) = rqs(&y, &big, &big, &bigd, &cfg, true).unwrap();
+    assert!(ld.to_vec_f64().unwrap().iter().all(|v| v.is_finite()));
+    assert_close(
+        &back.to_vec_f64().unwrap(),
+        &xs.to_vec_f64().unwrap(),
+        1e-9,
+        1e-9,
+        "extreme round trip",
+    );
+}
