@@ -391,6 +391,53 @@ fn check_shapes(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConf
     Ok(())
 }
 
+/// The scalar launch arguments both RQS kernels start with (see kernels/rqs.cu).
+struct RqsScalars {
+    n: u32,
+    bins: u32,
+    inverse: i32,
+    tail_bound: f32,
+    min_w: f32,
+    min_h: f32,
+    min_d: f32,
+}
+
+impl RqsScalars {
+    fn new(n: usize, cfg: &RqsConfig, inverse: bool) -> Result<Self> {
+        Ok(RqsScalars {
+            n: n_u32("rqs", n)?,
+            bins: cfg.bins as u32,
+            inverse: inverse as i32,
+            tail_bound: cfg.tail_bound as f32,
+            min_w: cfg.min_bin_width as f32,
+            min_h: cfg.min_bin_height as f32,
+            min_d: cfg.min_derivative as f32,
+        })
+    }
+    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
+        b.arg(&self.n)
+            .arg(&self.bins)
+            .arg(&self.inverse)
+            .arg(&self.tail_bound);
+        b.arg(&self.min_w).arg(&self.min_h).arg(&self.min_d);
+    }
+}
+
+/// Push the device pointers of x, uw, uh, ud.
+fn push_inputs<'a>(
+    b: &mut cudarc::driver::LaunchArgs<'a>,
+    x: &'a Tensor,
+    uw: &'a Tensor,
+    uh: &'a Tensor,
+    ud: &'a Tensor,
+) -> Result<()> {
+    b.arg(&x.cuda()?.slice)
+        .arg(&uw.cuda()?.slice)
+        .arg(&uh.cuda()?.slice)
+        .arg(&ud.cuda()?.slice);
+    Ok(())
+}
+
 /// Apply the spline (or its inverse) elementwise: returns `(out, logdet)`, both of x's shape.
 /// NaN/inf inputs or parameters are an error ([`Error::NonFinite`]).
 pub fn rqs(
@@ -435,26 +482,11 @@ fn rqs_stacked(
         let be = &buf.backend;
         let mut out = be.alloc::<f32>(2 * n)?;
         let f = be.function("rqs", "rqs_forward")?;
-        let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
-        let (tb, mw, mh, md) = (
-            cfg.tail_bound as f32,
-            cfg.min_bin_width as f32,
-            cfg.min_bin_height as f32,
-            cfg.min_derivative as f32,
-        );
+        let scalars = RqsScalars::new(n, cfg, inverse)?;
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn)
-            .arg(&kk)
-            .arg(&inv)
-            .arg(&tb)
-            .arg(&mw)
-            .arg(&mh)
-            .arg(&md);
-        b.arg(&buf.slice)
-            .arg(&uw.cuda()?.slice)
-            .arg(&uh.cuda()?.slice)
-            .arg(&ud.cuda()?.slice)
-            .arg(&mut out);
+        scalars.push(&mut b);
+        push_inputs(&mut b, x, uw, uh, ud)?;
+        b.arg(&mut out);
         // SAFETY: shapes checked above: x n, uw/uh n·K, ud n·(K−1), out 2n.
         be.check_launch("rqs_forward", unsafe { b.launch(grid_for(n)) })?;
         return Ok(Tensor::from_cuda(out, be.clone(), &shape));
@@ -490,27 +522,15 @@ pub fn rqs_backward(
         let mut gh = be.alloc::<f32>(n * k)?;
         let mut gd = be.alloc::<f32>(n * (k - 1))?;
         let f = be.function("rqs", "rqs_backward")?;
-        let (nn, kk, inv) = (n_u32("rqs", n)?, k as u32, inverse as i32);
-        let (tb, mw, mh, md) = (
-            cfg.tail_bound as f32,
-            cfg.min_bin_width as f32,
-            cfg.min_bin_height as f32,
-            cfg.min_derivative as f32,
-        );
+        let scalars = RqsScalars::new(n, cfg, inverse)?;
         let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn)
-            .arg(&kk)
-            .arg(&inv)
-            .arg(&tb)
-            .arg(&mw)
-            .arg(&mh)
-            .arg(&md);
-        b.arg(&buf.slice)
-            .arg(&uw.cuda()?.slice)
-            .arg(&uh.cuda()?.slice)
-            .arg(&ud.cuda()?.slice)
-            .arg(&g.cuda()?.slice);
-        b.arg(&mut gx).arg(&mut gw).arg(&mut gh).arg(&mut gd);
+        scalars.push(&mut b);
+        push_inputs(&mut b, x, uw, uh, ud)?;
+        b.arg(&g.cuda()?.slice)
+            .arg(&mut gx)
+            .arg(&mut gw)
+            .arg(&mut gh)
+            .arg(&mut gd);
         // SAFETY: as in the forward; g holds 2n elements.
         be.check_launch("rqs_backward", unsafe { b.launch(grid_for(n)) })?;
         let be = be.clone();
