@@ -11,10 +11,13 @@
 pub mod autograd;
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod metrics;
 pub mod nn;
 pub mod ops;
+pub mod physics;
 pub mod real;
 pub mod rng;
 pub mod shape;
