@@ -48,6 +48,7 @@ rm -f "$BUNDLE/benches/jetgen" # the lib target's (empty) bench harness
 strip "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/benches/*
 
 cp -r tests/vectors "$BUNDLE/vectors"
+cp -r data/sample "$BUNDLE/sample"
 cp benches/peers/*.py "$BUNDLE/peers/"
 cp scripts/gpu-run.sh "$BUNDLE/run.sh"
 chmod +x "$BUNDLE/run.sh"

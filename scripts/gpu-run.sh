@@ -34,7 +34,7 @@ except Exception:
 PY
 )
 [ -n "$PYLIBS" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$PYLIBS"
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" REQUIRE_GPU=1 JETGEN_VECTORS="$B/vectors" JETGEN_CUDA_SYNC=1
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" REQUIRE_GPU=1 JETGEN_VECTORS="$B/vectors" JETGEN_SAMPLE_DIR="$B/sample" JETGEN_CUDA_SYNC=1
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$R/env.txt"
 
 "$B/bin/jetgen" info > "$R/info.txt" 2>&1; echo "info: rc=$?" >> "$S"

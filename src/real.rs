@@ -149,6 +149,7 @@ pub fn ln_f32(x: f32) -> f32 {
 /// (truncation < 6e-9 relative, so the result is within 2 ulp of the true value). Inputs
 /// below −87.3 give exactly 0 (also −∞), above 88.7 give +∞; NaN gives NaN.
 #[inline(always)]
+#[allow(clippy::eq_op)] // `x - x` is deliberate: it is NaN exactly when x is NaN
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;

@@ -1,6 +1,7 @@
 //! The `jetgen` command line: a thin shell over the library.
 
 mod bench;
+mod eval;
 mod info;
 
 use std::path::PathBuf;
@@ -20,6 +21,24 @@ pub struct Cli {
 pub enum Command {
     /// Version, the device `auto` picks and why, CPU threads, kernel build mode.
     Info,
+    /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M and W1P
+    /// with jetnet's bootstrap.
+    Eval {
+        /// Real jets (default: the built-in gluon sample)
+        #[arg(long, default_value = "data/sample/g.hdf5")]
+        real: PathBuf,
+        /// Generated jets
+        #[arg(long = "gen")]
+        generated: PathBuf,
+        /// jetnet (5 × 50,000) or mpgan (5 × 10,000)
+        #[arg(long, default_value = "jetnet")]
+        protocol: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS), or `all`; `--json` writes the rows for machines.
     Bench {
@@ -49,6 +68,13 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),
+        Command::Eval {
+            real,
+            generated,
+            protocol,
+            seed,
+            json,
+        } => eval::run(real, generated, &protocol, seed, json),
         Command::Bench {
             suite,
             device,
