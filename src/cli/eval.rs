@@ -1,12 +1,12 @@
 //! `jetgen eval`: compare generated jets with real ones using the JetNet metrics implemented
-//! so far (W1M, W1P; the EFP-, EMD- and ParticleNet-based metrics arrive with the rest of
-//! the metrics issue).
+//! so far (W1M, W1P, W1EFP; FPD/KPD, COV/MMD and FPND arrive with the rest of the metrics
+//! issue).
 
 use std::path::PathBuf;
 
 use crate::data::JetNetData;
 use crate::error::{Error, Result};
-use crate::metrics::{w1m, w1p, Bootstrap};
+use crate::metrics::{w1efp, w1m, w1p, Bootstrap};
 
 /// Read both files, run the metrics, print a table (papers' units: W1 × 10³) and optionally
 /// write JSON.
@@ -72,12 +72,22 @@ pub fn run(
         p_mean * 1e3,
         p_err * 1e3
     );
+    let e = w1efp(&real_data, &gen_data, &b)?;
+    let e_mean = e.iter().map(|r| r.mean).sum::<f64>() / e.len() as f64;
+    let e_err = e.iter().map(|r| r.std * r.std).sum::<f64>().sqrt() / e.len() as f64;
+    println!(
+        "{:<22} {:>7.3} ± {:.3}   (×10⁵, mean of the 5 EFPs)",
+        "W1EFP",
+        e_mean * 1e5,
+        e_err * 1e5
+    );
     if let Some(path) = json {
         let value = serde_json::json!({
             "real": real.display().to_string(), "gen": gen.display().to_string(), "protocol": protocol, "seed": seed,
             "batches": b.batches, "batch_size": b.batch_size,
             "w1m": {"mean": m.mean, "std": m.std},
             "w1p": p.iter().map(|r| serde_json::json!({"mean": r.mean, "std": r.std})).collect::<Vec<_>>(),
+            "w1efp": e.iter().map(|r| serde_json::json!({"mean": r.mean, "std": r.std})).collect::<Vec<_>>(),
         });
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| Error::invalid(e.to_string()))?;
