@@ -289,3 +289,32 @@ fn efps_match_energyflow_and_brute_force() {
     let diff = w1efp(&g, &t, &b).unwrap();
     assert!((0..5).all(|k| diff[k].mean > same[k].mean));
 }
+
+/// Relative jet masses against energyflow's 4-vector sum of the same constituents.
+#[test]
+fn relative_mass_matches_energyflow() {
+    let dir = std::env::var_os("JETGEN_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"));
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("efp/relative_mass_sample40.json")).unwrap(),
+    )
+    .unwrap();
+    for class in ["g", "t"] {
+        let d = JetNetData::read(&sample(&format!("{class}.hdf5"))).unwrap();
+        let ours = relative_masses(&d);
+        for (i, w) in reference["masses"][class]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let w = w.as_f64().unwrap();
+            assert!(
+                (ours[i] - w).abs() < 1e-9 * w.max(1e-3),
+                "{class} jet {i}: {} vs {w}",
+                ours[i]
+            );
+        }
+    }
+}
