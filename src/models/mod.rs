@@ -1,0 +1,7 @@
+//! Generative models built from the engine's layers: normalising flows so far.
+
+pub mod flow;
+pub mod flow_data;
+pub mod train_flow;
+
+pub use flow::{Flow, FlowConfig};
