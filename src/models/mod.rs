@@ -2,6 +2,7 @@
 
 pub mod flow;
 pub mod flow_data;
+pub mod pchip;
 pub mod train_flow;
 
 pub use flow::{Flow, FlowConfig};
