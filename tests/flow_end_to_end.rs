@@ -57,10 +57,10 @@ fn training_reduces_nll_and_writes_a_complete_run() {
     let gen = JetNetData::read(&out.join("generated.hdf5")).unwrap();
     assert_eq!((gen.n_jets, gen.n_particles), (200, 30));
     // the checkpoint reloads and samples identically for a seed
-    let (f1, s1, p1) = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
-    let (f2, s2, p2) = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
-    let a = generate(&f1, &s1, p1, 50, 7, Device::Cpu).unwrap();
-    let b = generate(&f2, &s2, p2, 50, 7, Device::Cpu).unwrap();
+    let m1 = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
+    let m2 = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
+    let a = generate(&m1, 50, 7, Device::Cpu).unwrap();
+    let b = generate(&m2, 50, 7, Device::Cpu).unwrap();
     assert_eq!(a, b);
     // a file that is not a flow checkpoint is refused
     let err = load_checkpoint(&sample_dir().join("g.hdf5"), Device::Cpu)
@@ -168,4 +168,41 @@ fn density_integrates_to_one_in_2d() {
         .unwrap();
     let total: f64 = lp.iter().map(|l| l.exp()).sum::<f64>() * h * h;
     assert!((total - 1.0).abs() < 2e-3, "∫ p = {total}");
+}
+
+/// The conditional flow (mass and multiplicity) trains, and its generated jets respect the
+/// sampled multiplicities.
+#[test]
+fn conditional_flow_trains_and_respects_multiplicity() {
+    use jetgen::models::conditions::Variant;
+    let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
+    let out = std::env::temp_dir().join(format!("jetgen-cnf-e2e-{}", std::process::id()));
+    let flow = FlowConfig {
+        layers: 2,
+        hidden: 32,
+        blocks: 1,
+        ..FlowConfig::default_for(90)
+    };
+    let cfg = TrainConfig {
+        steps: 30,
+        batch: 64,
+        val_every: 15,
+        generate: 300,
+        variant: Variant::CnfMn,
+        ..Default::default()
+    };
+    let report = train_flow(&data, flow, &cfg, &out, |_| ()).unwrap();
+    assert!(report.best_val_nll < report.first_train_nll);
+    let model = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(model.variant, Variant::CnfMn);
+    assert_eq!(model.flow.config.context, 2);
+    let gen = generate(&model, 300, 1, Device::Cpu).unwrap();
+    let max_n = jetgen::physics::multiplicities(&data)
+        .into_iter()
+        .max()
+        .unwrap();
+    assert!(jetgen::physics::multiplicities(&gen)
+        .into_iter()
+        .all(|n| n <= max_n));
+    std::fs::remove_dir_all(&out).ok();
 }

@@ -34,6 +34,9 @@ pub enum Command {
         /// rqs or affine coupling layers
         #[arg(long, default_value = "rqs")]
         coupling: String,
+        /// vnf (unconditional), cnf-m (jet mass) or cnf-mn (mass and multiplicity)
+        #[arg(long, default_value = "vnf")]
+        variant: String,
         #[arg(long, default_value_t = 6)]
         layers: usize,
         #[arg(long, default_value_t = 8)]
@@ -125,6 +128,7 @@ pub fn main() -> i32 {
             model,
             data,
             coupling,
+            variant,
             layers,
             bins,
             hidden,
@@ -145,6 +149,7 @@ pub fn main() -> i32 {
                 train::run_train(train::TrainArgs {
                     data,
                     coupling,
+                    variant,
                     layers,
                     bins,
                     hidden,

@@ -27,6 +27,7 @@ pub struct TrainArgs {
     pub device: String,
     pub seed: u64,
     pub out: PathBuf,
+    pub variant: String,
 }
 
 /// Train the default (or configured) flow, printing progress and the final metric table.
@@ -50,7 +51,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         blocks: a.blocks,
         ..FlowConfig::default_for(data.n_particles * 3)
     };
+    let variant = crate::models::conditions::Variant::parse(&a.variant)?;
     let cfg = TrainConfig {
+        variant,
         steps: a.steps,
         batch: a.batch,
         lr: a.lr,
@@ -59,8 +62,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         ..Default::default()
     };
     println!(
-        "training a {}-layer {} coupling flow on {} ({} jets × {} particles → {} dims) on {device}, {} steps of {} jets",
-        flow.layers, a.coupling, a.data.display(), data.n_jets, data.n_particles, flow.features, cfg.steps, cfg.batch
+        "training a {} {}-layer {} coupling flow on {} ({} jets × {} particles → {} dims) on {device}, {} steps of {} jets",
+        variant.name(), flow.layers, a.coupling, a.data.display(), data.n_jets, data.n_particles, flow.features, cfg.steps, cfg.batch
     );
     let report = crate::on_thread_pool(|| {
         train_flow(&data, flow, &cfg, &a.out, |s| {
@@ -120,14 +123,16 @@ pub fn run_sample(model: PathBuf, n: usize, seed: u64, out: PathBuf, device: &st
     } else {
         model
     };
-    let (flow, std, n_particles) = load_checkpoint(&ckpt, device)?;
+    let model = load_checkpoint(&ckpt, device)?;
     if n == 0 {
         return Err(Error::invalid("--n must be at least 1"));
     }
-    let jets = crate::on_thread_pool(|| generate(&flow, &std, n_particles, n, seed, device))?;
+    let jets = crate::on_thread_pool(|| generate(&model, n, seed, device))?;
     jets.write_hdf5(&out)?;
     println!(
-        "wrote {n} jets ({n_particles} particles each) to {}",
+        "wrote {n} jets ({} particles each, {} flow) to {}",
+        model.n_particles,
+        model.variant.name(),
         out.display()
     );
     Ok(())

@@ -21,7 +21,9 @@ impl Pchip {
     pub fn new(x: Vec<f64>, y: Vec<f64>) -> Result<Pchip> {
         let n = x.len();
         if n < 2 || y.len() != n || x.windows(2).any(|w| !(w[1] > w[0])) {
-            return Err(Error::invalid("PCHIP needs ≥ 2 points with strictly increasing x"));
+            return Err(Error::invalid(
+                "PCHIP needs ≥ 2 points with strictly increasing x",
+            ));
         }
         let h: Vec<f64> = x.windows(2).map(|w| w[1] - w[0]).collect();
         let delta: Vec<f64> = (0..n - 1).map(|k| (y[k + 1] - y[k]) / h[k]).collect();
@@ -90,7 +92,9 @@ impl InverseCdf {
     /// Build from a non-empty sample of finite values.
     pub fn new(sample: &[f64]) -> Result<InverseCdf> {
         if sample.is_empty() || sample.iter().any(|v| !v.is_finite()) {
-            return Err(Error::invalid("inverse CDF needs a non-empty sample of finite values"));
+            return Err(Error::invalid(
+                "inverse CDF needs a non-empty sample of finite values",
+            ));
         }
         let mut v = sample.to_vec();
         v.sort_by(|a, b| a.total_cmp(b));
@@ -105,7 +109,9 @@ impl InverseCdf {
         }
         let m = v.len();
         let u: Vec<f64> = (0..m).map(|i| (i as f64 + 0.5) / m as f64).collect();
-        Ok(InverseCdf { curve: Pchip::new(u, v)? })
+        Ok(InverseCdf {
+            curve: Pchip::new(u, v)?,
+        })
     }
     /// The value at cumulative probability `u`.
     pub fn quantile(&self, u: f64) -> f64 {
@@ -139,7 +145,9 @@ mod tests {
 
     #[test]
     fn inverse_cdf_reproduces_the_distribution() {
-        let sample: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 1000.0).collect(); // ~U[0,1)
+        let sample: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
+            .collect(); // ~U[0,1)
         let inv = InverseCdf::new(&sample).unwrap();
         assert!((inv.quantile(0.5) - 0.5).abs() < 0.01);
         assert!((inv.quantile(0.9) - 0.9).abs() < 0.01);

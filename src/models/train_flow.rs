@@ -16,6 +16,7 @@ use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::metrics::{w1efp, w1m, w1p, Bootstrap, W1Result};
+use crate::models::conditions::{ConditionSampler, Conditions, Variant};
 use crate::models::flow::{Flow, FlowConfig};
 use crate::models::flow_data::{from_flow_vectors, to_flow_vectors, Standardizer};
 use crate::nn::{clip_grad_norm, store, Adam, AdamConfig, CouplingKind, Ctx, Module};
@@ -40,6 +41,8 @@ pub struct TrainConfig {
     pub device: Device,
     /// Jets to generate for the final evaluation (at most the validation size).
     pub generate: usize,
+    /// Unconditional or conditioned on mass (and multiplicity).
+    pub variant: Variant,
 }
 
 impl Default for TrainConfig {
@@ -55,6 +58,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: Device::Cpu,
             generate: 2000,
+            variant: Variant::Vnf,
         }
     }
 }
@@ -117,39 +121,61 @@ pub fn config_from_json(v: &serde_json::Value) -> Result<FlowConfig> {
     })
 }
 
-/// Save flow weights, standardisation and configuration in one safetensors file.
-pub fn save_checkpoint(
-    path: &Path,
-    flow: &Flow,
-    std: &Standardizer,
-    n_particles: usize,
-) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = flow
+/// A trained flow with everything generation needs.
+pub struct TrainedFlow {
+    pub flow: Flow,
+    pub standardizer: Standardizer,
+    pub n_particles: usize,
+    pub variant: Variant,
+    /// Condition standardisation [mean_m, std_m, mean_n, std_n].
+    pub scale: [f64; 4],
+    /// Training conditions (for drawing new ones); empty for the unconditional flow.
+    pub conditions: Conditions,
+}
+
+impl std::fmt::Debug for TrainedFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TrainedFlow({:?}, {}, {} particles)",
+            self.flow,
+            self.variant.name(),
+            self.n_particles
+        )
+    }
+}
+
+/// Save flow weights, standardisation, conditions and configuration in one safetensors file.
+pub fn save_checkpoint(path: &Path, m: &TrainedFlow) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = m
+        .flow
         .params()
         .iter()
         .map(|p| (p.name(), p.value()))
         .collect();
-    tensors.push((
-        "standardizer.mean".into(),
-        Tensor::from_slice(&std.mean, &[std.mean.len()], Device::Cpu)?,
-    ));
-    tensors.push((
-        "standardizer.std".into(),
-        Tensor::from_slice(&std.std, &[std.std.len()], Device::Cpu)?,
-    ));
+    let t = |v: &[f32]| Tensor::from_slice(v, &[v.len()], Device::Cpu);
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    tensors.push(("standardizer.mean".into(), t(&m.standardizer.mean)?));
+    tensors.push(("standardizer.std".into(), t(&m.standardizer.std)?));
+    tensors.push(("conditions.scale".into(), t(&f(&m.scale))?));
+    if m.variant != Variant::Vnf {
+        tensors.push(("conditions.mass".into(), t(&f(&m.conditions.mass))?));
+        tensors.push(("conditions.n".into(), t(&f(&m.conditions.n))?));
+    }
     let mut meta = HashMap::new();
     meta.insert("jetgen_model".into(), "flow".into());
     meta.insert("jetgen_version".into(), crate::VERSION.into());
     meta.insert(
         "flow_config".into(),
-        config_to_json(&flow.config).to_string(),
+        config_to_json(&m.flow.config).to_string(),
     );
-    meta.insert("n_particles".into(), n_particles.to_string());
+    meta.insert("variant".into(), m.variant.name().into());
+    meta.insert("n_particles".into(), m.n_particles.to_string());
     store::save_tensors(path, &tensors, &meta)
 }
 
-/// Load a flow checkpoint onto `device`: (flow, standardisation, particles per jet).
-pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Flow, Standardizer, usize)> {
+/// Load a flow checkpoint onto `device`.
+pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFlow> {
     let (mut tensors, meta) = store::load_tensors(path)?;
     if meta.get("jetgen_model").map(String::as_str) != Some("flow") {
         return Err(Error::file(
@@ -163,10 +189,17 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Flow, Standardize
     let cfg_json: serde_json::Value = serde_json::from_str(cfg_text)
         .map_err(|e| Error::file(path, format!("bad flow_config: {e}")))?;
     let config = config_from_json(&cfg_json)?;
+    let variant = Variant::parse(meta.get("variant").map(String::as_str).unwrap_or("vnf"))?;
     let n_particles: usize = meta
         .get("n_particles")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::file(path, "checkpoint has no n_particles"))?;
+    if config.context != variant.context_dim() {
+        return Err(Error::file(
+            path,
+            "flow context size does not match its variant",
+        ));
+    }
     let flow = Flow::new(config, &mut Rng::new(0), device)?;
     for p in flow.params() {
         let t = tensors
@@ -185,18 +218,35 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Flow, Standardize
         }
         p.set_value(t.to_device(device)?);
     }
-    let take = |tensors: &mut HashMap<String, Tensor>, k: &str| -> Result<Vec<f32>> {
+    let mut take = |k: &str| -> Result<Vec<f32>> {
         tensors
             .remove(k)
             .ok_or_else(|| Error::file(path, format!("missing tensor '{k}'")))?
             .to_vec()
     };
-    let std = Standardizer {
-        mean: take(&mut tensors, "standardizer.mean")?,
-        std: take(&mut tensors, "standardizer.std")?,
+    let standardizer = Standardizer {
+        mean: take("standardizer.mean")?,
+        std: take("standardizer.std")?,
     };
-    if std.mean.len() != config.features
-        || std.std.len() != config.features
+    let sc = take("conditions.scale")?;
+    if sc.len() != 4 {
+        return Err(Error::file(path, "conditions.scale must have 4 values"));
+    }
+    let scale = [sc[0] as f64, sc[1] as f64, sc[2] as f64, sc[3] as f64];
+    let conditions = if variant == Variant::Vnf {
+        Conditions {
+            mass: vec![],
+            n: vec![],
+        }
+    } else {
+        let back = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        Conditions {
+            mass: back(take("conditions.mass")?),
+            n: back(take("conditions.n")?),
+        }
+    };
+    if standardizer.mean.len() != config.features
+        || standardizer.std.len() != config.features
         || n_particles * 3 != config.features
     {
         return Err(Error::file(
@@ -204,37 +254,72 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<(Flow, Standardize
             "standardisation does not match the flow's dimension",
         ));
     }
-    Ok((flow, std, n_particles))
+    Ok(TrainedFlow {
+        flow,
+        standardizer,
+        n_particles,
+        variant,
+        scale,
+        conditions,
+    })
 }
 
-/// Generate `n` jets (seeded) from a flow, in batches, as JetNet-layout data.
-pub fn generate(
-    flow: &Flow,
-    std: &Standardizer,
-    n_particles: usize,
-    n: usize,
-    seed: u64,
-    device: Device,
-) -> Result<JetNetData> {
-    let d = flow.config.features;
+/// Generate `n` jets (seeded) as JetNet-layout data. Conditional flows draw their
+/// conditions from the training distribution; with the multiplicity known, particles beyond
+/// it are dropped.
+pub fn generate(m: &TrainedFlow, n: usize, seed: u64, device: Device) -> Result<JetNetData> {
+    let d = m.flow.config.features;
     let mut rng = Rng::new(seed);
+    let sampler = if m.variant == Variant::Vnf {
+        None
+    } else {
+        Some(ConditionSampler::new(&m.conditions)?)
+    };
     let mut out: Vec<f32> = Vec::with_capacity(n * d);
+    let mut counts: Vec<usize> = Vec::with_capacity(n);
     let mut done = 0;
     while done < n {
         let b = (n - done).min(1000);
         let ctx = Ctx::new(false, seed);
         let z = ctx.tape.constant(rng.normal(&[b, d], 0.0, 1.0, device)?);
-        let (x, _) = flow.sample_from_noise(&ctx, &z, None)?;
+        let context = match &sampler {
+            Some(s) => {
+                let c = s.sample(&mut rng, b);
+                counts.extend(c.n.iter().map(|&k| k as usize));
+                let rows = c.context(m.variant, &m.scale);
+                Some(ctx.tape.constant(Tensor::from_slice(
+                    &rows,
+                    &[b, m.variant.context_dim()],
+                    device,
+                )?))
+            }
+            None => {
+                counts.extend(std::iter::repeat_n(m.n_particles, b));
+                None
+            }
+        };
+        let (x, _) = m.flow.sample_from_noise(&ctx, &z, context.as_ref())?;
         out.extend(x.value().to_vec()?);
         done += b;
     }
-    std.invert(&mut out);
-    from_flow_vectors(&out, n_particles, 1e-4)
+    m.standardizer.invert(&mut out);
+    if m.variant == Variant::CnfMn {
+        // keep each jet's n highest-pT particles
+        for (jet, &keep) in out.chunks_exact_mut(d).zip(&counts) {
+            let mut order: Vec<usize> = (0..m.n_particles).collect();
+            order.sort_by(|&a, &b| jet[3 * b + 2].total_cmp(&jet[3 * a + 2]));
+            for &j in &order[keep.min(m.n_particles)..] {
+                jet[3 * j..3 * j + 3].fill(0.0);
+            }
+        }
+    }
+    from_flow_vectors(&out, m.n_particles, 1e-4)
 }
 
 /// Mean NLL of `rows` (standardised, `[n, d]`) in eval mode, in chunks.
-fn nll_of(flow: &Flow, rows: &[f32], d: usize, device: Device) -> Result<f64> {
+fn nll_of(flow: &Flow, rows: &[f32], context: &[f32], d: usize, device: Device) -> Result<f64> {
     let n = rows.len() / d;
+    let c = flow.config.context;
     let mut total = 0f64;
     for start in (0..n).step_by(500) {
         let len = (n - start).min(500);
@@ -244,7 +329,16 @@ fn nll_of(flow: &Flow, rows: &[f32], d: usize, device: Device) -> Result<f64> {
             &[len, d],
             device,
         )?);
-        let lp = flow.log_prob(&ctx, &x, None)?.sum_all()?;
+        let cond = if c > 0 {
+            Some(ctx.tape.constant(Tensor::from_slice(
+                &context[start * c..(start + len) * c],
+                &[len, c],
+                device,
+            )?))
+        } else {
+            None
+        };
+        let lp = flow.log_prob(&ctx, &x, cond.as_ref())?.sum_all()?;
         total -= lp.value().item()?;
     }
     Ok(total / n as f64)
@@ -285,9 +379,18 @@ pub fn train_flow(
     let standardizer = Standardizer::fit(&train, d)?;
     standardizer.apply(&mut train);
     standardizer.apply(&mut val);
+    let flow_config = FlowConfig {
+        context: cfg.variant.context_dim(),
+        ..flow_config
+    };
+    let c = flow_config.context;
+    let train_cond = Conditions::of(data, train_idx);
+    let scale = train_cond.scale();
+    let train_ctx = train_cond.context(cfg.variant, &scale);
+    let val_ctx = Conditions::of(data, val_idx).context(cfg.variant, &scale);
 
     let config_json = serde_json::json!({
-        "model": "flow", "variant": "vnf", "flow": config_to_json(&flow_config),
+        "model": "flow", "variant": cfg.variant.name(), "flow": config_to_json(&flow_config),
         "train": {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "clip": cfg.clip,
                   "val_every": cfg.val_every, "patience": cfg.patience, "seed": cfg.seed, "device": cfg.device.to_string()},
         "data": {"jets": data.n_jets, "particles": data.n_particles, "train": n_train, "validation": val_idx.len(), "split": "70/30 seeded"},
@@ -300,7 +403,15 @@ pub fn train_flow(
             .as_bytes(),
     )?;
 
-    let flow = Flow::new(flow_config, &mut rng.fork(), cfg.device)?;
+    let model = TrainedFlow {
+        flow: Flow::new(flow_config, &mut rng.fork(), cfg.device)?,
+        standardizer,
+        n_particles: data.n_particles,
+        variant: cfg.variant,
+        scale,
+        conditions: train_cond,
+    };
+    let flow = &model.flow;
     let mut opt = Adam::new(
         flow.params(),
         AdamConfig {
@@ -322,18 +433,29 @@ pub fn train_flow(
     let mut window = (0f64, 0usize, Instant::now());
     let params = flow.params();
     for step in 1..=cfg.steps {
-        let rows: Vec<f32> = (0..cfg.batch)
-            .flat_map(|_| {
-                let i = rng.below(n_train);
-                train[i * d..(i + 1) * d].to_vec()
-            })
+        let picks: Vec<usize> = (0..cfg.batch).map(|_| rng.below(n_train)).collect();
+        let rows: Vec<f32> = picks
+            .iter()
+            .flat_map(|&i| train[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let cond_rows: Vec<f32> = picks
+            .iter()
+            .flat_map(|&i| train_ctx[i * c..(i + 1) * c].iter().copied())
             .collect();
         opt.zero_grad();
         let ctx = Ctx::new(true, cfg.seed.wrapping_add(step as u64));
         let x = ctx
             .tape
             .constant(Tensor::from_slice(&rows, &[cfg.batch, d], cfg.device)?);
-        let loss = flow.log_prob(&ctx, &x, None)?.mean_all()?.neg()?;
+        let cond = if c > 0 {
+            Some(
+                ctx.tape
+                    .constant(Tensor::from_slice(&cond_rows, &[cfg.batch, c], cfg.device)?),
+            )
+        } else {
+            None
+        };
+        let loss = flow.log_prob(&ctx, &x, cond.as_ref())?.mean_all()?.neg()?;
         let loss_value = loss.value().item()?;
         loss.backward()?;
         let norm = clip_grad_norm(&params, cfg.clip)?;
@@ -359,7 +481,7 @@ pub fn train_flow(
         window.1 += 1;
         let validate = step % cfg.val_every == 0 || step == cfg.steps;
         let val_nll = if validate {
-            Some(nll_of(&flow, &val, d, cfg.device)?)
+            Some(nll_of(flow, &val, &val_ctx, d, cfg.device)?)
         } else {
             None
         };
@@ -387,7 +509,7 @@ pub fn train_flow(
             if v < best {
                 best = v;
                 since_best = 0;
-                save_checkpoint(&ckpt, &flow, &standardizer, data.n_particles)?;
+                save_checkpoint(&ckpt, &model)?;
             } else {
                 since_best += 1;
                 if since_best >= cfg.patience {
@@ -403,16 +525,9 @@ pub fn train_flow(
         ));
     }
     // evaluate the best checkpoint on jets generated from it
-    let (best_flow, std, n_particles) = load_checkpoint(&ckpt, cfg.device)?;
+    let best_model = load_checkpoint(&ckpt, cfg.device)?;
     let n_gen = cfg.generate.min(val_idx.len()).max(1);
-    let generated = generate(
-        &best_flow,
-        &std,
-        n_particles,
-        n_gen,
-        cfg.seed ^ 0x5EED,
-        cfg.device,
-    )?;
+    let generated = generate(&best_model, n_gen, cfg.seed ^ 0x5EED, cfg.device)?;
     generated.write_hdf5(&out.join("generated.hdf5"))?;
     let real = subset(data, val_idx)?;
     let b = Bootstrap {
