@@ -24,6 +24,16 @@ __device__ __forceinline__ unsigned int jg_offset(const Strided3& l, int k, unsi
     return off;
 }
 
+// sin/cos without the Payne-Hanek slow path of sinf/cosf (which uses local memory): reduce by
+// 2π in two parts (Cody-Waite), then the hardware approximation on [-π, π]. Absolute error
+// ≲ 1e-6 for |x| < 1e4; large arguments lose accuracy (physics angles never are).
+__device__ __forceinline__ float jg_reduce_2pi(float x) {
+    float k = rintf(x * 0.159154943091895336f);
+    return fmaf(-k, 1.74845553e-7f, fmaf(-k, 6.28318548202514648f, x));
+}
+__device__ __forceinline__ float jg_sin(float x) { return __sinf(jg_reduce_2pi(x)); }
+__device__ __forceinline__ float jg_cos(float x) { return __cosf(jg_reduce_2pi(x)); }
+
 #define JG_GRID_STRIDE(i, n) \
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
 

@@ -27,6 +27,10 @@ __device__ __forceinline__ float unary_apply(int op, float x, float p0, float p1
     case 14: return x + p0;
     case 15: return x * p0;
     case 16: return 1.f / x;
+    case 17: return jg_sin(x);
+    case 18: return jg_cos(x);
+    case 19: return sinhf(x);
+    case 20: return coshf(x);
     default: return __int_as_float(0x7fc00000);
     }
 }
@@ -51,6 +55,10 @@ __device__ __forceinline__ float unary_grad(int op, float x, float y, float g, f
     case 14: return g;
     case 15: return g * p0;
     case 16: return -g * y * y;
+    case 17: return g * jg_cos(x);
+    case 18: return -g * jg_sin(x);
+    case 19: return g * coshf(x);
+    case 20: return g * sinhf(x);
     default: return __int_as_float(0x7fc00000);
     }
 }

@@ -27,6 +27,10 @@ pub trait Real:
     fn abs(self) -> Self;
     fn powf(self, p: Self) -> Self;
     fn ln_1p(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
+    fn sinh(self) -> Self;
+    fn cosh(self) -> Self;
     fn is_finite(self) -> bool;
     /// `max` that propagates NaN from `self` (like torch.max).
     fn max_nan(self, other: Self) -> Self;
@@ -94,6 +98,22 @@ macro_rules! impl_real {
             #[inline]
             fn ln_1p(self) -> Self {
                 <$t>::ln_1p(self)
+            }
+            #[inline]
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            #[inline]
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            #[inline]
+            fn sinh(self) -> Self {
+                <$t>::sinh(self)
+            }
+            #[inline]
+            fn cosh(self) -> Self {
+                <$t>::cosh(self)
             }
             #[inline]
             fn is_finite(self) -> bool {

@@ -97,6 +97,10 @@ fn unary_ops() {
     unary_case("add_scalar", false, |x| x.add_scalar(1.5));
     unary_case("mul_scalar", false, |x| x.mul_scalar(-2.0));
     unary_case("recip", true, |x| x.recip());
+    unary_case("sin", false, |x| x.sin());
+    unary_case("cos", false, |x| x.cos());
+    unary_case("sinh", false, |x| x.sinh());
+    unary_case("cosh", false, |x| x.cosh());
 }
 
 #[test]

@@ -52,6 +52,14 @@ pub enum UnaryOp {
     MulScalar(f64),
     /// 1/x
     Recip,
+    /// sin x
+    Sin,
+    /// cos x
+    Cos,
+    /// sinh x
+    Sinh,
+    /// cosh x
+    Cosh,
 }
 
 impl UnaryOp {
@@ -75,6 +83,10 @@ impl UnaryOp {
             AddScalar(c) => (14, c, 0.),
             MulScalar(c) => (15, c, 0.),
             Recip => (16, 0., 0.),
+            Sin => (17, 0., 0.),
+            Cos => (18, 0., 0.),
+            Sinh => (19, 0., 0.),
+            Cosh => (20, 0., 0.),
         };
         (code, p0 as f32, p1 as f32)
     }
@@ -129,6 +141,10 @@ impl UnaryOp {
             AddScalar(c) => x + p(c),
             MulScalar(c) => x * p(c),
             Recip => one / x,
+            Sin => x.sin(),
+            Cos => x.cos(),
+            Sinh => x.sinh(),
+            Cosh => x.cosh(),
         }
     }
 
@@ -189,6 +205,10 @@ impl UnaryOp {
             AddScalar(_) => g,
             MulScalar(c) => g * p(c),
             Recip => -g * y * y,
+            Sin => g * x.cos(),
+            Cos => -g * x.sin(),
+            Sinh => g * x.cosh(),
+            Cosh => g * x.sinh(),
         }
     }
 }
@@ -276,6 +296,22 @@ macro_rules! specialize_unary {
             }
             Recip => {
                 let $op = Recip;
+                $body
+            }
+            Sin => {
+                let $op = Sin;
+                $body
+            }
+            Cos => {
+                let $op = Cos;
+                $body
+            }
+            Sinh => {
+                let $op = Sinh;
+                $body
+            }
+            Cosh => {
+                let $op = Cosh;
                 $body
             }
         }
@@ -665,6 +701,22 @@ impl Var {
     /// c·x
     pub fn mul_scalar(&self, c: f64) -> Result<Var> {
         self.unary_op(UnaryOp::MulScalar(c))
+    }
+    /// sin x
+    pub fn sin(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Sin)
+    }
+    /// cos x
+    pub fn cos(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Cos)
+    }
+    /// sinh x
+    pub fn sinh(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Sinh)
+    }
+    /// cosh x
+    pub fn cosh(&self) -> Result<Var> {
+        self.unary_op(UnaryOp::Cosh)
     }
     /// 1/x
     pub fn recip(&self) -> Result<Var> {
