@@ -34,9 +34,13 @@ pub enum Command {
         /// rqs or affine coupling layers
         #[arg(long, default_value = "rqs")]
         coupling: String,
-        /// vnf (unconditional), cnf-m (jet mass) or cnf-mn (mass and multiplicity)
+        /// vnf (unconditional), cnf-m (jet mass), cnf-mn (mass and multiplicity), ccnf-m / ccnf-mn
+        /// (the same with the mass constraint)
         #[arg(long, default_value = "vnf")]
         variant: String,
+        /// λ of the CCNF mass constraint (loss = NLL per jet + λ·MSE of the relative mass)
+        #[arg(long, default_value_t = 1000.0)]
+        mass_lambda: f64,
         #[arg(long, default_value_t = 6)]
         layers: usize,
         #[arg(long, default_value_t = 8)]
@@ -129,6 +133,7 @@ pub fn main() -> i32 {
             data,
             coupling,
             variant,
+            mass_lambda,
             layers,
             bins,
             hidden,
@@ -150,6 +155,7 @@ pub fn main() -> i32 {
                     data,
                     coupling,
                     variant,
+                    mass_lambda,
                     layers,
                     bins,
                     hidden,

@@ -28,6 +28,7 @@ pub struct TrainArgs {
     pub seed: u64,
     pub out: PathBuf,
     pub variant: String,
+    pub mass_lambda: f64,
 }
 
 /// Train the default (or configured) flow, printing progress and the final metric table.
@@ -54,6 +55,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     let variant = crate::models::conditions::Variant::parse(&a.variant)?;
     let cfg = TrainConfig {
         variant,
+        mass_lambda: a.mass_lambda,
         steps: a.steps,
         batch: a.batch,
         lr: a.lr,

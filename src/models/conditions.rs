@@ -11,7 +11,7 @@ use crate::models::pchip::InverseCdf;
 use crate::physics::jet_p4;
 use crate::rng::Rng;
 
-/// Which conditions a flow sees.
+/// Which conditions a flow sees, and whether it trains with the mass constraint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     /// Unconditional ("vanilla") flow.
@@ -20,17 +20,23 @@ pub enum Variant {
     CnfM,
     /// Conditioned on the jet mass and the multiplicity.
     CnfMn,
+    /// CNF(m) trained with the mass constraint λ·MSE(m(x_gen), m).
+    CcnfM,
+    /// CNF(m, n) trained with the mass constraint.
+    CcnfMn,
 }
 
 impl Variant {
-    /// Parse `vnf`, `cnf-m`, `cnf-mn`.
+    /// Parse `vnf`, `cnf-m`, `cnf-mn`, `ccnf-m`, `ccnf-mn`.
     pub fn parse(s: &str) -> Result<Variant> {
         match s {
             "vnf" => Ok(Variant::Vnf),
             "cnf-m" => Ok(Variant::CnfM),
             "cnf-mn" => Ok(Variant::CnfMn),
+            "ccnf-m" => Ok(Variant::CcnfM),
+            "ccnf-mn" => Ok(Variant::CcnfMn),
             _ => Err(Error::invalid(format!(
-                "unknown flow variant '{s}' (vnf, cnf-m, cnf-mn)"
+                "unknown flow variant '{s}' (vnf, cnf-m, cnf-mn, ccnf-m, ccnf-mn)"
             ))),
         }
     }
@@ -40,15 +46,25 @@ impl Variant {
             Variant::Vnf => "vnf",
             Variant::CnfM => "cnf-m",
             Variant::CnfMn => "cnf-mn",
+            Variant::CcnfM => "ccnf-m",
+            Variant::CcnfMn => "ccnf-mn",
         }
     }
     /// Number of context features.
     pub fn context_dim(self) -> usize {
         match self {
             Variant::Vnf => 0,
-            Variant::CnfM => 1,
-            Variant::CnfMn => 2,
+            Variant::CnfM | Variant::CcnfM => 1,
+            Variant::CnfMn | Variant::CcnfMn => 2,
         }
+    }
+    /// True for the mass-constrained variants.
+    pub fn constrained(self) -> bool {
+        matches!(self, Variant::CcnfM | Variant::CcnfMn)
+    }
+    /// True when generated jets know their multiplicity.
+    pub fn has_multiplicity(self) -> bool {
+        matches!(self, Variant::CnfMn | Variant::CcnfMn)
     }
 }
 
@@ -94,10 +110,10 @@ impl Conditions {
             .flat_map(|i| {
                 let m = ((self.mass[i] - scale[0]) / scale[1]) as f32;
                 let n = ((self.n[i] - scale[2]) / scale[3]) as f32;
-                match variant {
-                    Variant::Vnf => vec![],
-                    Variant::CnfM => vec![m],
-                    Variant::CnfMn => vec![m, n],
+                match variant.context_dim() {
+                    0 => vec![],
+                    1 => vec![m],
+                    _ => vec![m, n],
                 }
             })
             .collect()

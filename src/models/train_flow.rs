@@ -43,6 +43,11 @@ pub struct TrainConfig {
     pub generate: usize,
     /// Unconditional or conditioned on mass (and multiplicity).
     pub variant: Variant,
+    /// λ of the mass constraint λ·MSE(m(x_gen), m_cond) for the CCNF variants (our loss is the
+    /// NLL per jet, not per dimension, so this is ~90× the DESY code's λ).
+    pub mass_lambda: f64,
+    /// Steps before the mass constraint switches on.
+    pub mass_delay: usize,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +64,8 @@ impl Default for TrainConfig {
             device: Device::Cpu,
             generate: 2000,
             variant: Variant::Vnf,
+            mass_lambda: 1000.0,
+            mass_delay: 0,
         }
     }
 }
@@ -303,7 +310,7 @@ pub fn generate(m: &TrainedFlow, n: usize, seed: u64, device: Device) -> Result<
         done += b;
     }
     m.standardizer.invert(&mut out);
-    if m.variant == Variant::CnfMn {
+    if m.variant.has_multiplicity() {
         // keep each jet's n highest-pT particles
         for (jet, &keep) in out.chunks_exact_mut(d).zip(&counts) {
             let mut order: Vec<usize> = (0..m.n_particles).collect();
@@ -314,6 +321,50 @@ pub fn generate(m: &TrainedFlow, n: usize, seed: u64, device: Device) -> Result<
         }
     }
     from_flow_vectors(&out, m.n_particles, 1e-4)
+}
+
+/// The CCNF mass constraint MSE(m(x_gen), m_cond): one jet generated per condition of the
+/// batch through the flow's inverse (so gradients reach every layer), de-standardised, its
+/// relative mass computed from massless constituents (p clamped to ±100 as in the DESY
+/// code) and compared with the conditioning mass.
+fn mass_constraint(
+    ctx: &Ctx,
+    m: &TrainedFlow,
+    cond: Option<&crate::autograd::Var>,
+    target: &[f32],
+    rng: &mut Rng,
+    device: Device,
+) -> Result<crate::autograd::Var> {
+    let (b, d, p) = (target.len(), m.flow.config.features, m.n_particles);
+    let z = ctx.tape.constant(rng.normal(&[b, d], 0.0, 1.0, device)?);
+    let (x, _) = m.flow.sample_from_noise(ctx, &z, cond)?;
+    let std = ctx
+        .tape
+        .constant(Tensor::from_slice(&m.standardizer.std, &[1, d], device)?);
+    let mean = ctx
+        .tape
+        .constant(Tensor::from_slice(&m.standardizer.mean, &[1, d], device)?);
+    let parts = x.mul(&std)?.add(&mean)?.reshape(&[b, p, 3])?;
+    let (eta, phi, pt) = (
+        parts.narrow(2, 0, 1)?,
+        parts.narrow(2, 1, 1)?,
+        parts.narrow(2, 2, 1)?,
+    );
+    let sum = |v: crate::autograd::Var| -> Result<crate::autograd::Var> {
+        v.clamp(-100.0, 100.0)?.sum(&[1, 2], false)
+    };
+    let px = sum(pt.mul(&phi.cos()?)?)?;
+    let py = sum(pt.mul(&phi.sin()?)?)?;
+    let pz = sum(pt.mul(&eta.sinh()?)?)?;
+    let e = sum(pt.mul(&eta.cosh()?)?)?;
+    let m2 = e
+        .square()?
+        .sub(&px.square()?)?
+        .sub(&py.square()?)?
+        .sub(&pz.square()?)?;
+    let mass = m2.relu()?.add_scalar(1e-12)?.sqrt()?;
+    let goal = ctx.tape.constant(Tensor::from_slice(target, &[b], device)?);
+    mass.sub(&goal)?.square()?.mean_all()
 }
 
 /// Mean NLL of `rows` (standardised, `[n, d]`) in eval mode, in chunks.
@@ -455,8 +506,20 @@ pub fn train_flow(
         } else {
             None
         };
-        let loss = flow.log_prob(&ctx, &x, cond.as_ref())?.mean_all()?.neg()?;
+        let nll = flow.log_prob(&ctx, &x, cond.as_ref())?.mean_all()?.neg()?;
+        let nll_value = nll.value().item()?;
+        let loss = if cfg.variant.constrained() && step > cfg.mass_delay {
+            let target: Vec<f32> = picks
+                .iter()
+                .map(|&i| model.conditions.mass[i] as f32)
+                .collect();
+            let mse = mass_constraint(&ctx, &model, cond.as_ref(), &target, &mut rng, cfg.device)?;
+            nll.add(&mse.mul_scalar(cfg.mass_lambda)?)?
+        } else {
+            nll
+        };
         let loss_value = loss.value().item()?;
+        let _ = nll_value;
         loss.backward()?;
         let norm = clip_grad_norm(&params, cfg.clip)?;
         if !loss_value.is_finite() || !norm.is_finite() {
