@@ -95,11 +95,16 @@ struct Bin<T> {
     d1: T,
 }
 
-/// max and Σ exp(u − max) of a row (softmax normaliser).
-fn softmax_stats<T: Real>(u: &[T]) -> (T, T) {
+/// softmax(u) of one row into `p[..K]` (K ≤ 64): each exponential is computed once and
+/// shared by the bin search and the backward.
+fn softmax_into<T: Real>(u: &[T], p: &mut [T; 64]) {
     let m = u.iter().fold(u[0], |a, &b| if b > a { b } else { a });
-    let s = u.iter().fold(T::zero(), |acc, &v| acc + (v - m).exp());
-    (m, s)
+    let mut s = T::zero();
+    for (pi, &v) in p.iter_mut().zip(u) {
+        *pi = (v - m).exp();
+        s += *pi;
+    }
+    p.iter_mut().take(u.len()).for_each(|pi| *pi = *pi / s);
 }
 
 fn softplus<T: Real>(x: T) -> T {
@@ -114,8 +119,8 @@ fn sigmoid<T: Real>(x: T) -> T {
 /// knot sequences on the fly. `value` must already be clamped into [−B, B].
 fn locate<T: Real>(
     value: T,
-    uw: &[T],
-    uh: &[T],
+    pw: &[T],
+    ph: &[T],
     ud: &[T],
     cfg: &RqsConfig,
     inverse: bool,
@@ -123,8 +128,6 @@ fn locate<T: Real>(
     let k = cfg.bins;
     let f = T::from_f64;
     let (b, two_b) = (f(cfg.tail_bound), f(2.0 * cfg.tail_bound));
-    let (mw, sw) = softmax_stats(uw);
-    let (mh, sh) = softmax_stats(uh);
     let (scale_w, scale_h) = (
         f(1.0 - cfg.min_bin_width * k as f64),
         f(1.0 - cfg.min_bin_height * k as f64),
@@ -143,8 +146,8 @@ fn locate<T: Real>(
     let (mut left_x, mut left_y) = (-b, -b);
     let mut found = None;
     for i in 0..k {
-        cum_w += min_w + scale_w * (uw[i] - mw).exp() / sw;
-        cum_h += min_h + scale_h * (uh[i] - mh).exp() / sh;
+        cum_w += min_w + scale_w * pw[i];
+        cum_h += min_h + scale_h * ph[i];
         let (right_x, right_y) = (knot(cum_w, i + 1), knot(cum_h, i + 1));
         // searchsorted semantics: the last knot counts as +1e-6, so value = B is in the last bin
         let right = if inverse { right_y } else { right_x };
@@ -257,7 +260,7 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
 /// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
 /// softmax row (adds into `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
 fn knots_to_logits<T: Real>(
-    u: &[T],
+    p: &[T],
     b: usize,
     g_left: T,
     g_right: T,
@@ -268,7 +271,6 @@ fn knots_to_logits<T: Real>(
     let k = cfg.bins;
     let two_b = T::from_f64(2.0 * cfg.tail_bound);
     let scale = T::from_f64(1.0 - min * k as f64);
-    let (m, s) = softmax_stats(u);
     // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1])
     let g_w = |j: usize| {
         let mut g = T::zero();
@@ -282,11 +284,10 @@ fn knots_to_logits<T: Real>(
     };
     let mut dot = T::zero();
     for j in 0..k {
-        dot += (u[j] - m).exp() / s * g_w(j);
+        dot += p[j] * g_w(j);
     }
     for j in 0..k {
-        let p = (u[j] - m).exp() / s;
-        grad[j] += p * (g_w(j) - dot);
+        grad[j] += p[j] * (g_w(j) - dot);
     }
 }
 
@@ -308,7 +309,10 @@ pub fn rqs_scalar<T: Real>(
     } else {
         value
     };
-    let bin = locate(clamped, uw, uh, ud, cfg, inverse);
+    let (mut pw, mut ph) = ([T::zero(); 64], [T::zero(); 64]);
+    softmax_into(uw, &mut pw);
+    softmax_into(uh, &mut ph);
+    let bin = locate(clamped, &pw, &ph, ud, cfg, inverse);
     let (out, ld) = if inverse {
         inverse_in_bin(clamped, &bin)
     } else {
@@ -345,7 +349,10 @@ pub fn rqs_scalar_grad<T: Real>(
     if !(value >= -b && value <= b) {
         return gy; // identity: dx = g, parameters untouched
     }
-    let bin = locate(value, uw, uh, ud, cfg, inverse);
+    let (mut pw, mut ph) = ([T::zero(); 64], [T::zero(); 64]);
+    softmax_into(uw, &mut pw);
+    softmax_into(uh, &mut ph);
+    let bin = locate(value, &pw, &ph, ud, cfg, inverse);
     let (g_value, adj) = if inverse {
         // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
         let (x, _) = inverse_in_bin(value, &bin);
@@ -357,8 +364,8 @@ pub fn rqs_scalar_grad<T: Real>(
         let adj = forward_adjoint(value, &bin, gy, gl);
         (adj[0], adj)
     };
-    knots_to_logits(uw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
-    knots_to_logits(uh, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
+    knots_to_logits(&pw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
+    knots_to_logits(&ph, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
     if bin.index >= 1 {
         gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
     }
