@@ -163,22 +163,6 @@ pub fn engine_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
     Ok(rows)
 }
 
-impl Tensor {
-    /// The first element, read back to the host (forces completion of queued device work).
-    pub fn first_value(&self) -> Result<f32> {
-        match self.storage() {
-            crate::tensor::Storage::Cuda(b) => {
-                Ok(b.backend.dtoh(&b.slice, 1)?.first().copied().unwrap_or(0.0))
-            }
-            _ => Ok(self
-                .cpu::<f32>()
-                .ok()
-                .and_then(|s| s.first().copied())
-                .unwrap_or(0.0)),
-        }
-    }
-}
-
 /// One row of `jetgen bench kernels --json`: the machine-readable schema from the kernels
 /// issue (fields that do not apply are `None` → JSON null).
 #[derive(Clone, Debug, Default)]

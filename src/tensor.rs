@@ -352,6 +352,19 @@ impl Tensor {
         Ok(())
     }
 
+    /// The first element as f32, read back to the host (forces completion of queued device
+    /// work — benchmarks use it to synchronise). Errors for an empty tensor.
+    pub fn first_value(&self) -> Result<f32> {
+        if self.numel() == 0 {
+            return Err(Error::shape("first_value", "the tensor is empty"));
+        }
+        match &*self.storage {
+            Storage::CpuF32(v) => Ok(v[0]),
+            Storage::CpuF64(v) => Ok(v[0] as f32),
+            Storage::Cuda(b) => Ok(b.backend.dtoh(&b.slice, 1)?[0]),
+        }
+    }
+
     /// Mutable access to the storage, copying it first when shared (copy-on-write).
     pub fn storage_mut(&mut self) -> Result<&mut Storage> {
         if Arc::get_mut(&mut self.storage).is_none() {
