@@ -14,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod ffi;
 pub mod metrics;
 pub mod models;
 pub mod nn;
