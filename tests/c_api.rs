@@ -75,7 +75,36 @@ fn c_program_uses_the_api() {
         String::from_utf8_lossy(&res.stderr)
     );
 
-    // same seed through the Rust API gives the same jets as the C API printed checks rely on
+    // the C++ "simulation" example builds with g++ (C++17) and runs clean
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if Command::new(&cxx).arg("--version").output().is_ok() {
+        let sim = run.join("simulation");
+        let out = Command::new(&cxx)
+            .args(["-std=c++17", "-Wall", "-Werror", "-O1", "-I"])
+            .arg(root.join("include"))
+            .arg(root.join("examples/cpp/simulation.cpp"))
+            .arg(&lib)
+            .args(["-lm", "-lpthread", "-ldl", "-o"])
+            .arg(&sim)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "C++ build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let res = Command::new(&sim).arg(&run).arg("5").output().unwrap();
+        let text = String::from_utf8_lossy(&res.stdout);
+        assert!(
+            res.status.success() && text.contains("0 inconsistent"),
+            "simulation: {text}{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    } else {
+        eprintln!("C++ example skipped: no C++ compiler ({cxx})");
+    }
+
+    // same seed through the Rust API gives the same jets as through the C API
     let model = load_checkpoint(&run.join("checkpoint.safetensors"), Device::Cpu).unwrap();
     let a = generate(&model, 64, 7, Device::Cpu).unwrap();
     let mut parts = vec![0f32; 64 * 30 * 4];
