@@ -75,6 +75,35 @@ fn c_program_uses_the_api() {
         String::from_utf8_lossy(&res.stderr)
     );
 
+    // one pass under AddressSanitizer (with leak detection) when the toolchain supports it
+    let asan = run.join("api_test_asan");
+    let built = Command::new(&cc)
+        .args(["-std=c99", "-g", "-fsanitize=address", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/api_test.c"))
+        .arg(&lib)
+        .args(["-lm", "-lpthread", "-ldl", "-o"])
+        .arg(&asan)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if built {
+        let res = Command::new(&asan)
+            .arg(&run)
+            .env("ASAN_OPTIONS", "detect_leaks=1")
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "AddressSanitizer run failed:\n{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    } else {
+        eprintln!(
+            "AddressSanitizer pass skipped: the C compiler cannot build with -fsanitize=address"
+        );
+    }
+
     // the C++ "simulation" example builds with g++ (C++17) and runs clean
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     if Command::new(&cxx).arg("--version").output().is_ok() {
