@@ -4,20 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use jetgen::bench::{GemmCase, MlpStep};
-use jetgen::Device;
-
-fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    if jetgen::device::cuda::driver_available().is_ok() {
-        d.push(Device::Cuda(0));
-    } else {
-        eprintln!("CUDA benches skipped: no GPU");
-    }
-    d
-}
 
 fn gemm(c: &mut Criterion) {
-    for dev in devices() {
+    for dev in jetgen::bench::bench_devices() {
         let mut g = c.benchmark_group(format!("sgemm/{dev}"));
         for (m, k, n) in [(256, 256, 256), (1024, 256, 256)] {
             let case = GemmCase::new(m, k, n, dev).unwrap();
@@ -31,7 +20,7 @@ fn gemm(c: &mut Criterion) {
 }
 
 fn mlp_step(c: &mut Criterion) {
-    for dev in devices() {
+    for dev in jetgen::bench::bench_devices() {
         let mut step = MlpStep::new(&[90, 256, 256, 90], 256, dev).unwrap();
         c.bench_function(&format!("mlp_step/{dev}/90-256-256-90_b256"), |b| {
             b.iter(|| step.step().unwrap())

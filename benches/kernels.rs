@@ -8,20 +8,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
 use jetgen::ops::rqs::{rqs, rqs_backward, RqsConfig};
 use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
-use jetgen::{Device, Rng, Tensor};
-
-fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    if jetgen::device::cuda::driver_available().is_ok() {
-        d.push(Device::Cuda(0));
-    } else {
-        eprintln!("CUDA benches skipped: no GPU");
-    }
-    d
-}
+use jetgen::{Rng, Tensor};
 
 fn bench_chamfer(c: &mut Criterion) {
-    for dev in devices() {
+    for dev in jetgen::bench::bench_devices() {
         let mut g = c.benchmark_group(format!("chamfer_fwd_bwd/{dev}"));
         for (b, n) in [(256, 30), (4096, 30), (256, 150)] {
             let mut rng = Rng::new(1);
@@ -44,7 +34,7 @@ fn bench_chamfer(c: &mut Criterion) {
 }
 
 fn bench_sinkhorn(c: &mut Criterion) {
-    for dev in devices() {
+    for dev in jetgen::bench::bench_devices() {
         let mut rng = Rng::new(2);
         let x = rng.uniform(&[256, 30, 3], 0.0, 1.0, dev).unwrap();
         let y = rng.uniform(&[256, 30, 3], 0.0, 1.0, dev).unwrap();
@@ -71,7 +61,7 @@ fn bench_sinkhorn(c: &mut Criterion) {
 }
 
 fn bench_rqs(c: &mut Criterion) {
-    for dev in devices() {
+    for dev in jetgen::bench::bench_devices() {
         let mut rng = Rng::new(3);
         let cfg = RqsConfig::new(8, 3.0);
         let x = rng.normal(&[1024, 90], 0.0, 1.5, dev).unwrap();

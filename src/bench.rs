@@ -10,6 +10,17 @@ use crate::ops::matmul::matmul;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
+/// The devices to benchmark: the CPU, and CUDA device 0 when a GPU is usable (printing why
+/// not otherwise).
+pub fn bench_devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    match crate::device::cuda::driver_available() {
+        Ok(_) => d.push(Device::Cuda(0)),
+        Err(e) => eprintln!("CUDA benches skipped: {e}"),
+    }
+    d
+}
+
 /// `C[m, n] = A[m, k] · B[k, n]` inputs for a GEMM benchmark.
 pub struct GemmCase {
     pub a: Tensor,

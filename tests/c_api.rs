@@ -3,6 +3,8 @@
 //! generated jets equal the Rust API's for the same seed. Skips (printing why) when no C
 //! compiler is found.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,9 +34,7 @@ fn c_program_uses_the_api() {
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = std::env::var_os("JETGEN_SAMPLE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("data/sample"));
+    let sample = common::sample_dir();
     let data = JetNetData::read(&sample.join("g.hdf5")).unwrap();
     let run = std::env::temp_dir().join(format!("jetgen-capi-{}", std::process::id()));
     let flow = FlowConfig {

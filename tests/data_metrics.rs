@@ -2,6 +2,8 @@
 //! from HDF5 and .npy, round-trips through our writer, bad files give errors naming the
 //! file; kinematics against closed forms; W1 against scipy's documented values.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use jetgen::data::JetNetData;
@@ -9,9 +11,7 @@ use jetgen::metrics::{w1m, w1p, wasserstein_1d, wasserstein_1d_weighted, Bootstr
 use jetgen::physics::{from_cartesian, jet_p4, multiplicities, relative_masses, to_cartesian, P4};
 
 fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/sample")
-        .join(name)
+    common::sample_dir().join(name)
 }
 
 fn tmp(name: &str) -> PathBuf {

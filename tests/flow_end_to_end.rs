@@ -2,7 +2,9 @@
 //! directory is complete, the checkpoint reloads to identical samples, sampling is
 //! consistent with log_prob, inverse(forward(x)) = x, and a 1-D flow's density integrates to 1.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::sample_dir;
 
 use jetgen::data::JetNetData;
 use jetgen::models::flow::{Flow, FlowConfig};
@@ -10,12 +12,6 @@ use jetgen::models::train_flow::{generate, load_checkpoint, train_flow, TrainCon
 use jetgen::nn::{CouplingKind, Ctx, Module};
 use jetgen::ops::rqs::RqsConfig;
 use jetgen::{Device, Rng, Tensor};
-
-fn sample_dir() -> PathBuf {
-    std::env::var_os("JETGEN_SAMPLE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample"))
-}
 
 #[test]
 fn training_reduces_nll_and_writes_a_complete_run() {

@@ -14,6 +14,15 @@ pub fn vectors_dir() -> PathBuf {
     }
 }
 
+/// The built-in sample (data/sample); `JETGEN_SAMPLE_DIR` overrides it (the GPU bundle runs
+/// test executables away from the checkout).
+pub fn sample_dir() -> PathBuf {
+    match std::env::var_os("JETGEN_SAMPLE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample"),
+    }
+}
+
 /// Read a `.npy` file as f64 values and its shape (f64, f32, i64 and bool arrays).
 pub fn npy(path: &Path) -> (Vec<f64>, Vec<usize>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
