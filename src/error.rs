@@ -40,6 +40,9 @@ pub enum Error {
     /// An argument outside its valid range (negative probability, unknown name, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An iterative solver failed (did not converge, cycled, lost positivity).
+    #[error("numerical failure: {0}")]
+    Numerical(String),
     /// A file could not be read or written.
     #[error("{path}: {msg}")]
     File { path: String, msg: String },

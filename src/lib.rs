@@ -20,6 +20,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod physics;
+pub mod plots;
 pub mod real;
 pub mod rng;
 pub mod shape;

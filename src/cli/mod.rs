@@ -81,8 +81,8 @@ pub enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M and W1P
-    /// with jetnet's bootstrap.
+    /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
+    /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
     Eval {
         /// Real jets (default: the built-in gluon sample)
         #[arg(long, default_value = "data/sample/g.hdf5")]
@@ -98,6 +98,13 @@ pub enum Command {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write PNG histograms (jet mass, pT, multiplicity, particle features; real vs
+        /// generated with ratio panels) into this directory.
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Only the W1 metrics (skip FPD, KPD, COV and MMD).
+        #[arg(long)]
+        quick: bool,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS), or `all`; `--json` writes the rows for machines.
@@ -183,7 +190,17 @@ pub fn main() -> i32 {
             protocol,
             seed,
             json,
-        } => eval::run(real, generated, &protocol, seed, json),
+            plots,
+            quick,
+        } => eval::run(eval::EvalArgs {
+            real,
+            generated,
+            protocol,
+            seed,
+            json,
+            plots,
+            quick,
+        }),
         Command::Bench {
             suite,
             device,

@@ -5,6 +5,8 @@
 //! set, compute W1 of the quantity, report mean ± std (population std, numpy's default) over
 //! rounds. Protocols: jetnet ≥ 2023 = 5 × 50,000; MPGAN-era = 5 × 10,000.
 
+use rayon::prelude::*;
+
 use crate::data::JetNetData;
 use crate::error::{Error, Result};
 use crate::physics::relative_masses;
@@ -27,33 +29,48 @@ pub fn wasserstein_1d_weighted(
     if u.is_empty() || v.is_empty() {
         return f64::INFINITY;
     }
-    let sorted = |x: &[f64], w: Option<&[f64]>| {
-        let mut idx: Vec<usize> = (0..x.len()).collect();
-        idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-        let vals: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
-        let ws: Vec<f64> = idx.iter().map(|&i| w.map_or(1.0, |w| w[i])).collect();
-        let total: f64 = ws.iter().sum();
-        (vals, ws, total)
+    let sorted = |x: &[f64], w: Option<&[f64]>| match w {
+        None => {
+            let mut vals = x.to_vec();
+            vals.sort_unstable_by(f64::total_cmp);
+            (vals, None, x.len() as f64)
+        }
+        Some(w) => {
+            let mut idx: Vec<usize> = (0..x.len()).collect();
+            idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+            let vals: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
+            let ws: Vec<f64> = idx.iter().map(|&i| w[i]).collect();
+            let total: f64 = ws.iter().sum();
+            (vals, Some(ws), total)
+        }
     };
     let (us, uws, ut) = sorted(u, uw);
     let (vs, vws, vt) = sorted(v, vw);
-    let mut all: Vec<f64> = us.iter().chain(&vs).copied().collect();
-    all.sort_by(|a, b| a.total_cmp(b));
-    // CDF of a sample at t = weight of values ≤ t (searchsorted side='right')
+    let weight = |ws: &Option<Vec<f64>>, i: usize| ws.as_ref().map_or(1.0, |w| w[i]);
+    // Walk the merged sorted values; between consecutive values t_k < t_{k+1} the CDFs
+    // (weight of values ≤ t_k, searchsorted side='right') are constant.
     let (mut iu, mut iv) = (0usize, 0usize);
     let (mut cu, mut cv) = (0f64, 0f64);
     let mut total = 0f64;
-    for k in 0..all.len() - 1 {
-        let t = all[k];
+    let next = |iu: usize, iv: usize| match (us.get(iu), vs.get(iv)) {
+        (Some(a), Some(b)) => Some(a.min(*b)),
+        (Some(a), None) => Some(*a),
+        (None, Some(b)) => Some(*b),
+        (None, None) => None,
+    };
+    let mut t = next(0, 0).unwrap_or(0.0);
+    loop {
         while iu < us.len() && us[iu] <= t {
-            cu += uws[iu];
+            cu += weight(&uws, iu);
             iu += 1;
         }
         while iv < vs.len() && vs[iv] <= t {
-            cv += vws[iv];
+            cv += weight(&vws, iv);
             iv += 1;
         }
-        total += (cu / ut - cv / vt).abs() * (all[k + 1] - all[k]);
+        let Some(t_next) = next(iu, iv) else { break };
+        total += (cu / ut - cv / vt).abs() * (t_next - t);
+        t = t_next;
     }
     total
 }
@@ -92,7 +109,7 @@ pub struct W1Result {
     pub std: f64,
 }
 
-fn mean_std(v: &[f64]) -> W1Result {
+pub(crate) fn mean_std(v: &[f64]) -> W1Result {
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
     W1Result {
@@ -152,18 +169,26 @@ pub fn w1p(real: &JetNetData, gen: &JetNetData, b: &Bootstrap) -> Result<[W1Resu
             .map(|p| p[f] as f64)
             .collect()
     };
-    let mut per_feature = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..b.batches {
-        let ir = draws(&mut rng, real.n_jets, b.batch_size);
-        let ig = draws(&mut rng, gen.n_jets, b.batch_size);
-        for (f, out) in per_feature.iter_mut().enumerate() {
-            out.push(wasserstein_1d(&pool(real, &ir, f), &pool(gen, &ig, f)));
-        }
-    }
+    let draws_per_batch: Vec<(Vec<usize>, Vec<usize>)> = (0..b.batches)
+        .map(|_| {
+            let ir = draws(&mut rng, real.n_jets, b.batch_size);
+            let ig = draws(&mut rng, gen.n_jets, b.batch_size);
+            (ir, ig)
+        })
+        .collect();
+    let values: Vec<f64> = (0..b.batches * 3)
+        .into_par_iter()
+        .map(|k| {
+            let ((ir, ig), f) = (&draws_per_batch[k / 3], k % 3);
+            wasserstein_1d(&pool(real, ir, f), &pool(gen, ig, f))
+        })
+        .collect();
+    let per_feature =
+        |f: usize| -> Vec<f64> { values.iter().skip(f).step_by(3).copied().collect() };
     Ok([
-        mean_std(&per_feature[0]),
-        mean_std(&per_feature[1]),
-        mean_std(&per_feature[2]),
+        mean_std(&per_feature(0)),
+        mean_std(&per_feature(1)),
+        mean_std(&per_feature(2)),
     ])
 }
 

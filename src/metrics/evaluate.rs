@@ -1,0 +1,251 @@
+//! The whole JetNet evaluation suite in one call: W1M, W1P, W1EFP, FPD, KPD, COV, MMD between
+//! a real and a generated sample, with the table physicists read and the JSON tools read.
+//!
+//! Values are in jetnet's raw units; [`EvalReport::table`] prints them in the papers' units
+//! (W1M, W1P, FPD, KPD ×10³, W1EFP ×10⁵). For W1P and W1EFP `value` is the mean over the
+//! features (as the papers quote it) and `error` combines the per-feature errors:
+//! √(Σσ²)/k for the jetnet protocol (the error of that mean), ‖σ‖₂ for the MPGAN-era
+//! protocol (what jetnet returned before 2023).
+
+use std::time::Instant;
+
+use crate::data::JetNetData;
+use crate::error::{Error, Result};
+use crate::metrics::{
+    cov_mmd, fpd, fpd_kpd_features, kpd, normalise, w1efp, w1m, w1p, Bootstrap, CovMmdConfig,
+    FpdConfig, KpdConfig, W1Result,
+};
+
+/// Which W1 bootstrap protocol to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// jetnet ≥ 2023: 5 batches × 50,000 jets.
+    Jetnet,
+    /// MPGAN paper (2021): 5 batches × 10,000 jets.
+    Mpgan,
+}
+
+impl Protocol {
+    /// Parses "jetnet" or "mpgan".
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "jetnet" => Ok(Protocol::Jetnet),
+            "mpgan" => Ok(Protocol::Mpgan),
+            _ => Err(Error::invalid(format!(
+                "unknown protocol '{s}' (jetnet = 5 × 50,000, mpgan = 5 × 10,000)"
+            ))),
+        }
+    }
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Jetnet => "jetnet",
+            Protocol::Mpgan => "mpgan",
+        }
+    }
+}
+
+/// What to compute and how.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalConfig {
+    pub protocol: Protocol,
+    /// Seed of every random draw (W1 bootstrap, COV/MMD batches, FPD/KPD batches).
+    pub seed: u64,
+    /// Override the W1 bootstrap batch size (default: the protocol's).
+    pub w1_batch_size: Option<usize>,
+    /// Also compute FPD, KPD, COV and MMD (the slow part); W1 metrics are always computed.
+    pub full: bool,
+}
+
+impl EvalConfig {
+    /// The full suite with a protocol's defaults.
+    pub fn new(protocol: Protocol, seed: u64) -> Self {
+        EvalConfig {
+            protocol,
+            seed,
+            w1_batch_size: None,
+            full: true,
+        }
+    }
+}
+
+/// A value with its error, in jetnet's raw units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metric {
+    pub value: f64,
+    pub error: f64,
+}
+
+impl From<W1Result> for Metric {
+    fn from(r: W1Result) -> Self {
+        Metric {
+            value: r.mean,
+            error: r.std,
+        }
+    }
+}
+
+/// Everything [`evaluate`] computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub protocol: Protocol,
+    pub n_real: usize,
+    pub n_generated: usize,
+    pub w1m: Metric,
+    /// Mean over (η_rel, φ_rel, pT_rel); per feature in `w1p_per_feature`.
+    pub w1p: Metric,
+    pub w1p_per_feature: [Metric; 3],
+    /// Mean over the 5 EFPs; per EFP in `w1efp_per_feature`.
+    pub w1efp: Metric,
+    pub w1efp_per_feature: [Metric; 5],
+    /// FPD, KPD, COV, MMD (None unless `full`). COV/MMD errors are the spread over batches
+    /// (jetnet reports none).
+    pub fpd: Option<Metric>,
+    pub kpd: Option<Metric>,
+    pub cov: Option<Metric>,
+    pub mmd: Option<Metric>,
+    /// Wall-clock seconds per step and in total.
+    pub timings: Vec<(&'static str, f64)>,
+    pub seconds: f64,
+}
+
+fn combine(per: &[Metric], protocol: Protocol) -> Metric {
+    let k = per.len() as f64;
+    let norm = per.iter().map(|m| m.error * m.error).sum::<f64>().sqrt();
+    Metric {
+        value: per.iter().map(|m| m.value).sum::<f64>() / k,
+        error: match protocol {
+            Protocol::Jetnet => norm / k,
+            Protocol::Mpgan => norm,
+        },
+    }
+}
+
+/// Runs the suite; `stage` is called with the name of each step before it starts.
+pub fn evaluate(
+    real: &JetNetData,
+    gen: &JetNetData,
+    cfg: &EvalConfig,
+    stage: &mut dyn FnMut(&str),
+) -> Result<EvalReport> {
+    let start = Instant::now();
+    let mut timings = Vec::new();
+    let timed = |name: &'static str, stage: &mut dyn FnMut(&str)| {
+        stage(name);
+        let t = Instant::now();
+        move |timings: &mut Vec<(&'static str, f64)>| {
+            timings.push((name, t.elapsed().as_secs_f64()))
+        }
+    };
+    let mut b = match cfg.protocol {
+        Protocol::Jetnet => Bootstrap::jetnet(cfg.seed),
+        Protocol::Mpgan => Bootstrap::mpgan(cfg.seed),
+    };
+    if let Some(n) = cfg.w1_batch_size {
+        b.batch_size = n;
+    }
+    let done = timed("W1M", stage);
+    let m = w1m(real, gen, &b)?;
+    done(&mut timings);
+    let done = timed("W1P", stage);
+    let p = w1p(real, gen, &b)?.map(Metric::from);
+    done(&mut timings);
+    let done = timed("W1EFP", stage);
+    let e = w1efp(real, gen, &b)?.map(Metric::from);
+    done(&mut timings);
+    let (mut fpd_v, mut kpd_v, mut cov, mut mmd) = (None, None, None, None);
+    if cfg.full {
+        let done = timed("EFPs d≤4", stage);
+        let (fr, fg) = normalise(&fpd_kpd_features(real)?, &fpd_kpd_features(gen)?)?;
+        done(&mut timings);
+        let done = timed("FPD", stage);
+        fpd_v = Some(fpd(&fr, &fg, &FpdConfig::jetnet(cfg.seed))?.into());
+        done(&mut timings);
+        let done = timed("KPD", stage);
+        kpd_v = Some(kpd(&fr, &fg, &KpdConfig::jetnet(cfg.seed))?.into());
+        done(&mut timings);
+        let done = timed("COV/MMD", stage);
+        let c = cov_mmd(real, gen, &CovMmdConfig::jetnet(cfg.seed))?;
+        done(&mut timings);
+        cov = Some(c.cov.into());
+        mmd = Some(c.mmd.into());
+    }
+    Ok(EvalReport {
+        protocol: cfg.protocol,
+        n_real: real.n_jets,
+        n_generated: gen.n_jets,
+        w1m: m.into(),
+        w1p: combine(&p, cfg.protocol),
+        w1p_per_feature: p,
+        w1efp: combine(&e, cfg.protocol),
+        w1efp_per_feature: e,
+        fpd: fpd_v,
+        kpd: kpd_v,
+        cov,
+        mmd,
+        timings,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn json_metric(m: &Metric) -> serde_json::Value {
+    serde_json::json!({"value": m.value, "error": m.error})
+}
+
+impl EvalReport {
+    /// JSON with keys w1m, w1p, w1efp (+ per_feature), fpd, kpd, cov, mmd (null when not
+    /// computed), n_real, n_generated, protocol, seconds, timings — raw jetnet units.
+    pub fn to_json(&self) -> serde_json::Value {
+        let opt = |m: &Option<Metric>| {
+            m.as_ref()
+                .map(json_metric)
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let with_features = |m: &Metric, per: &[Metric]| {
+            let mut v = json_metric(m);
+            v["per_feature"] = per.iter().map(json_metric).collect();
+            v
+        };
+        serde_json::json!({
+            "w1m": json_metric(&self.w1m),
+            "w1p": with_features(&self.w1p, &self.w1p_per_feature),
+            "w1efp": with_features(&self.w1efp, &self.w1efp_per_feature),
+            "fpd": opt(&self.fpd), "kpd": opt(&self.kpd), "cov": opt(&self.cov), "mmd": opt(&self.mmd),
+            "n_real": self.n_real, "n_generated": self.n_generated,
+            "protocol": self.protocol.name(), "seconds": self.seconds,
+            "timings": self.timings.iter().map(|(k, v)| serde_json::json!({"step": k, "seconds": v})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The metric table in the papers' units.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<22} {:>22}\n", "metric", "value ± error");
+        let mut row = |name: &str, m: &Metric, scale: f64, unit: &str| {
+            s += &format!(
+                "{:<22} {:>10.3} ± {:<9.3} {unit}\n",
+                name,
+                m.value * scale,
+                m.error * scale
+            );
+        };
+        row("W1M", &self.w1m, 1e3, "×10³");
+        for (k, f) in ["η_rel", "φ_rel", "pT_rel"].iter().enumerate() {
+            row(&format!("  W1P {f}"), &self.w1p_per_feature[k], 1e3, "×10³");
+        }
+        row("W1P (mean)", &self.w1p, 1e3, "×10³");
+        row("W1EFP (mean of 5)", &self.w1efp, 1e5, "×10⁵");
+        if let Some(m) = &self.fpd {
+            row("FPD", m, 1e3, "×10³");
+        }
+        if let Some(m) = &self.kpd {
+            row("KPD", m, 1e3, "×10³");
+        }
+        if let Some(m) = &self.cov {
+            row("COV", m, 1.0, "(higher is better)");
+        }
+        if let Some(m) = &self.mmd {
+            row("MMD", m, 1.0, "");
+        }
+        s
+    }
+}
