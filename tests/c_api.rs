@@ -48,6 +48,8 @@ fn c_program_uses_the_api() {
         batch: 32,
         val_every: 10,
         generate: 50,
+        full_eval: false,
+        plots: false,
         ..Default::default()
     };
     train_flow(&data, flow, &cfg, &run, |_| ()).unwrap();

@@ -66,6 +66,22 @@ pub enum Command {
         /// Run directory
         #[arg(long, default_value = "runs/flow")]
         out: PathBuf,
+        /// Passes over the training split (overrides --steps)
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// g, q or t: use <directory of --data>/<class>.hdf5
+        #[arg(long)]
+        class: Option<String>,
+        /// JSON file of settings (option names as keys; a run's config.json works too);
+        /// options given on the command line win
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only W1M/W1P/W1EFP at the end (skip FPD, KPD, COV and MMD)
+        #[arg(long)]
+        quick_eval: bool,
+        /// Coupling masks: alternating (even/odd features) or random (seeded by --seed)
+        #[arg(long, default_value = "alternating")]
+        masks: String,
     },
     /// Generate jets from a trained model into a JetNet-layout HDF5 file.
     Sample {
@@ -80,6 +96,13 @@ pub enum Command {
         out: PathBuf,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Relative jet mass m/pT of every jet (conditional flows; default: drawn from the
+        /// training distribution)
+        #[arg(long)]
+        mass: Option<f64>,
+        /// Number of particles of every jet (cnf-mn / ccnf-mn flows)
+        #[arg(long)]
+        multiplicity: Option<usize>,
     },
     /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
     /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
@@ -135,55 +158,16 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info::run(),
-        Command::Train {
-            model,
-            data,
-            coupling,
-            variant,
-            mass_lambda,
-            layers,
-            bins,
-            hidden,
-            blocks,
-            tail_bound,
-            steps,
-            batch,
-            lr,
-            device,
-            seed,
-            out,
-        } => {
-            if model != "flow" {
-                Err(crate::error::Error::invalid(format!(
-                    "unknown model '{model}' (available: flow)"
-                )))
-            } else {
-                train::run_train(train::TrainArgs {
-                    data,
-                    coupling,
-                    variant,
-                    mass_lambda,
-                    layers,
-                    bins,
-                    hidden,
-                    blocks,
-                    tail_bound,
-                    steps,
-                    batch,
-                    lr,
-                    device,
-                    seed,
-                    out,
-                })
-            }
-        }
+        cmd @ Command::Train { .. } => run_train_command(cmd),
         Command::Sample {
             model,
             n,
             seed,
             out,
             device,
-        } => train::run_sample(model, n, seed, out, &device),
+            mass,
+            multiplicity,
+        } => train::run_sample(model, n, seed, out, &device, mass, multiplicity),
         Command::Eval {
             real,
             generated,
@@ -217,4 +201,76 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// The settings of a `train` command: model name, arguments, config file.
+fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>)> {
+    let Command::Train {
+        model,
+        data,
+        coupling,
+        variant,
+        mass_lambda,
+        layers,
+        bins,
+        hidden,
+        blocks,
+        tail_bound,
+        steps,
+        batch,
+        lr,
+        device,
+        seed,
+        out,
+        epochs,
+        class,
+        config,
+        quick_eval,
+        masks,
+    } = cmd
+    else {
+        return None;
+    };
+    let args = train::TrainArgs {
+        data,
+        coupling,
+        variant,
+        mass_lambda,
+        layers,
+        bins,
+        hidden,
+        blocks,
+        tail_bound,
+        steps,
+        batch,
+        lr,
+        device,
+        seed,
+        out,
+        epochs,
+        class,
+        quick_eval,
+        masks,
+    };
+    Some((model, args, config))
+}
+
+fn run_train_command(cmd: Command) -> crate::error::Result<()> {
+    let Some((model, mut args, config)) = train_args(cmd) else {
+        return Ok(());
+    };
+    if model != "flow" {
+        return Err(crate::error::Error::invalid(format!(
+            "unknown model '{model}' (available: flow)"
+        )));
+    }
+    if let Some(path) = config {
+        let defaults = Cli::try_parse_from(["jetgen", "train"])
+            .ok()
+            .and_then(|c| train_args(c.command))
+            .map(|(_, a, _)| a)
+            .ok_or_else(|| crate::error::Error::invalid("internal: no default train settings"))?;
+        train::apply_config(&mut args, &defaults, &path)?;
+    }
+    train::run_train(args)
 }

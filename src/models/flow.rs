@@ -1,5 +1,6 @@
 //! A coupling normalising flow (nflows' `Flow(CompositeTransform([...]), StandardNormal)`):
-//! layers alternate which half of the features they transform (even, odd, even, ...), each
+//! layers alternate which half of the features they transform (even, odd, even, ...; or a
+//! seeded random half per layer, see [`MaskKind`]), each
 //! conditioned by a ResidualNet on the other half (and an optional context), with a
 //! standard normal base.
 //!
@@ -28,6 +29,42 @@ pub struct FlowConfig {
     pub blocks: usize,
     pub dropout: f32,
     pub batch_norm: bool,
+    /// Which features each layer transforms.
+    pub masks: MaskKind,
+}
+
+/// How coupling layers split the features into transformed and conditioning halves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskKind {
+    /// Even features in even layers, odd features in odd layers (nflows' checkerboard).
+    Alternating,
+    /// Layer k transforms a random half (⌈D/2⌉ features) drawn from `seed` and k; the seed
+    /// is stored with the model, so a checkpoint rebuilds the same masks.
+    Random { seed: u64 },
+}
+
+impl MaskKind {
+    /// The mask of layer `k` (true = transformed, as [`alternating_mask`]'s even entries).
+    pub fn mask(self, features: usize, k: usize) -> Vec<bool> {
+        match self {
+            MaskKind::Alternating => alternating_mask(features, k % 2 == 0),
+            MaskKind::Random { seed } => {
+                let mut rng = Rng::new(crate::rng::mix64(
+                    seed ^ (k as u64).wrapping_mul(0x9E37_79B9),
+                ));
+                // Fisher–Yates shuffle; the first ⌈D/2⌉ positions are transformed
+                let mut order: Vec<usize> = (0..features).collect();
+                for i in (1..features).rev() {
+                    order.swap(i, rng.below(i + 1));
+                }
+                let mut mask = vec![false; features];
+                for &i in &order[..features.div_ceil(2)] {
+                    mask[i] = true;
+                }
+                mask
+            }
+        }
+    }
 }
 
 impl FlowConfig {
@@ -43,6 +80,7 @@ impl FlowConfig {
             blocks: 2,
             dropout: 0.0,
             batch_norm: false,
+            masks: MaskKind::Alternating,
         }
     }
 }
@@ -71,7 +109,7 @@ impl Flow {
             .map(|k| {
                 CouplingTransform::new(
                     &format!("_transform._transforms.{k}"),
-                    alternating_mask(config.features, k % 2 == 0),
+                    config.masks.mask(config.features, k),
                     config.coupling,
                     config.hidden,
                     config.blocks,

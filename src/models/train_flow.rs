@@ -15,9 +15,9 @@ use std::time::Instant;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::metrics::{w1efp, w1m, w1p, Bootstrap, W1Result};
+use crate::metrics::{evaluate, EvalConfig, EvalReport, Protocol};
 use crate::models::conditions::{ConditionSampler, Conditions, Variant};
-use crate::models::flow::{Flow, FlowConfig};
+use crate::models::flow::{Flow, FlowConfig, MaskKind};
 use crate::models::flow_data::{from_flow_vectors, to_flow_vectors, Standardizer};
 use crate::nn::{clip_grad_norm, store, Adam, AdamConfig, CouplingKind, Ctx, Module};
 use crate::ops::rqs::RqsConfig;
@@ -48,6 +48,10 @@ pub struct TrainConfig {
     pub mass_lambda: f64,
     /// Steps before the mass constraint switches on.
     pub mass_delay: usize,
+    /// Final evaluation: the full JetNet suite (FPD, KPD, COV, MMD too) or only the W1s.
+    pub full_eval: bool,
+    /// Write PNG plots (loss curves, real-vs-generated histograms) into `<out>/plots`.
+    pub plots: bool,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +70,8 @@ impl Default for TrainConfig {
             variant: Variant::Vnf,
             mass_lambda: 1000.0,
             mass_delay: 0,
+            full_eval: true,
+            plots: true,
         }
     }
 }
@@ -87,9 +93,10 @@ pub struct TrainReport {
     pub steps_run: usize,
     pub first_train_nll: f64,
     pub best_val_nll: f64,
-    pub w1m: W1Result,
-    pub w1p: [W1Result; 3],
-    pub w1efp: [W1Result; 5],
+    /// Generated vs validation jets (MPGAN-era W1 protocol with ≤ 10,000-jet batches).
+    pub metrics: EvalReport,
+    /// PNG files written (empty without `plots`).
+    pub plots: Vec<PathBuf>,
 }
 
 /// The JSON form of a flow configuration (stored in checkpoints and run directories).
@@ -101,7 +108,11 @@ pub fn config_to_json(c: &FlowConfig) -> serde_json::Value {
         }
     };
     serde_json::json!({"features": c.features, "context": c.context, "layers": c.layers, "coupling": coupling,
-        "hidden": c.hidden, "blocks": c.blocks, "dropout": c.dropout, "batch_norm": c.batch_norm})
+    "hidden": c.hidden, "blocks": c.blocks, "dropout": c.dropout, "batch_norm": c.batch_norm,
+    "masks": match c.masks {
+        MaskKind::Alternating => serde_json::json!("alternating"),
+        MaskKind::Random { seed } => serde_json::json!({"kind": "random", "seed": seed}),
+    }})
 }
 
 /// Parse [`config_to_json`]'s output.
@@ -125,6 +136,15 @@ pub fn config_from_json(v: &serde_json::Value) -> Result<FlowConfig> {
         blocks: u("blocks")?,
         dropout: v["dropout"].as_f64().ok_or_else(bad)? as f32,
         batch_norm: v["batch_norm"].as_bool().ok_or_else(bad)?,
+        // absent in checkpoints written before random masks existed
+        masks: match (&v["masks"], v["masks"]["kind"].as_str()) {
+            (serde_json::Value::Null, _) => MaskKind::Alternating,
+            (m, _) if m.as_str() == Some("alternating") => MaskKind::Alternating,
+            (m, Some("random")) => MaskKind::Random {
+                seed: m["seed"].as_u64().ok_or_else(bad)?,
+            },
+            _ => return Err(bad()),
+        },
     })
 }
 
@@ -275,9 +295,117 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFlow> {
 /// conditions from the training distribution; with the multiplicity known, particles beyond
 /// it are dropped.
 pub fn generate(m: &TrainedFlow, n: usize, seed: u64, device: Device) -> Result<JetNetData> {
+    generate_with(m, n, seed, None, device)
+}
+
+/// [`generate`] with the conditions given per jet instead of drawn: relative masses m/pT
+/// (and multiplicities for the (C)CNF(m, n) variants) of length `n`. Errors for an
+/// unconditional flow, on a length mismatch, on non-finite or negative masses and on
+/// multiplicities outside 0..=n_particles.
+pub fn generate_conditional(
+    m: &TrainedFlow,
+    given: &Conditions,
+    seed: u64,
+    device: Device,
+) -> Result<JetNetData> {
+    if m.variant == Variant::Vnf {
+        return Err(Error::invalid(
+            "this flow is unconditional (vnf): it cannot take a jet mass or multiplicity",
+        ));
+    }
+    let n = given.mass.len();
+    if given.n.len() != n && m.variant.has_multiplicity() {
+        return Err(Error::invalid(format!(
+            "{} masses but {} multiplicities",
+            n,
+            given.n.len()
+        )));
+    }
+    if let Some(x) = given.mass.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+        return Err(Error::invalid(format!(
+            "jet mass must be finite and ≥ 0, got {x}"
+        )));
+    }
+    if m.variant.has_multiplicity() {
+        if let Some(k) = given
+            .n
+            .iter()
+            .find(|k| !(**k >= 0.0 && **k <= m.n_particles as f64))
+        {
+            return Err(Error::invalid(format!(
+                "multiplicity must be in 0..={}, got {k}",
+                m.n_particles
+            )));
+        }
+    }
+    let full = Conditions {
+        mass: given.mass.clone(),
+        n: if m.variant.has_multiplicity() {
+            given.n.clone()
+        } else {
+            vec![m.n_particles as f64; n]
+        },
+    };
+    generate_with(m, n, seed, Some(&full), device)
+}
+
+/// log p(x | conditions) of each jet of `data` under the flow, in the units of the
+/// (η_rel, φ_rel, pT_rel) vectors: the flow's density of the standardised vector minus
+/// Σ_d log σ_d. Conditional flows use each jet's own mass (and multiplicity). Padded
+/// entries are scored as exact zeros (training saw them as |N(0,1)|·1e-7 noise, so a
+/// padded jet's density is only comparable between jets of the same multiplicity).
+pub fn log_prob_jets(m: &TrainedFlow, data: &JetNetData, device: Device) -> Result<Vec<f64>> {
+    if data.n_particles != m.n_particles {
+        return Err(Error::invalid(format!(
+            "jets have {} particles, the model {}",
+            data.n_particles, m.n_particles
+        )));
+    }
+    let d = m.flow.config.features;
+    let idx: Vec<usize> = (0..data.n_jets).collect();
+    let mut rows: Vec<f32> = data
+        .particles
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    m.standardizer.apply(&mut rows);
+    let context = Conditions::of(data, &idx).context(m.variant, &m.scale);
+    let c = m.variant.context_dim();
+    let log_std: f64 = m.standardizer.std.iter().map(|s| (*s as f64).ln()).sum();
+    let mut out = Vec::with_capacity(data.n_jets);
+    for start in (0..data.n_jets).step_by(1000) {
+        let len = (data.n_jets - start).min(1000);
+        let ctx = Ctx::new(false, 0);
+        let x = ctx.tape.constant(Tensor::from_slice(
+            &rows[start * d..(start + len) * d],
+            &[len, d],
+            device,
+        )?);
+        let cond = if c > 0 {
+            Some(ctx.tape.constant(Tensor::from_slice(
+                &context[start * c..(start + len) * c],
+                &[len, c],
+                device,
+            )?))
+        } else {
+            None
+        };
+        let lp = m.flow.log_prob(&ctx, &x, cond.as_ref())?.value().to_vec()?;
+        out.extend(lp.iter().map(|v| *v as f64 - log_std));
+    }
+    Ok(out)
+}
+
+fn generate_with(
+    m: &TrainedFlow,
+    n: usize,
+    seed: u64,
+    given: Option<&Conditions>,
+    device: Device,
+) -> Result<JetNetData> {
     let d = m.flow.config.features;
     let mut rng = Rng::new(seed);
-    let sampler = if m.variant == Variant::Vnf {
+    let sampler = if m.variant == Variant::Vnf || given.is_some() {
         None
     } else {
         Some(ConditionSampler::new(&m.conditions)?)
@@ -289,9 +417,16 @@ pub fn generate(m: &TrainedFlow, n: usize, seed: u64, device: Device) -> Result<
         let b = (n - done).min(1000);
         let ctx = Ctx::new(false, seed);
         let z = ctx.tape.constant(rng.normal(&[b, d], 0.0, 1.0, device)?);
-        let context = match &sampler {
-            Some(s) => {
-                let c = s.sample(&mut rng, b);
+        let drawn = match (&sampler, given) {
+            (Some(s), _) => Some(s.sample(&mut rng, b)),
+            (None, Some(g)) => Some(Conditions {
+                mass: g.mass[done..done + b].to_vec(),
+                n: g.n[done..done + b].to_vec(),
+            }),
+            (None, None) => None,
+        };
+        let context = match drawn {
+            Some(c) => {
                 counts.extend(c.n.iter().map(|&k| k as usize));
                 let rows = c.context(m.variant, &m.scale);
                 Some(ctx.tape.constant(Tensor::from_slice(
@@ -482,6 +617,7 @@ pub fn train_flow(
     let mut first_train = f64::NAN;
     let mut steps_run = 0;
     let mut window = (0f64, 0usize, Instant::now());
+    let (mut history_train, mut history_val) = (Vec::new(), Vec::new());
     let params = flow.params();
     for step in 1..=cfg.steps {
         let picks: Vec<usize> = (0..cfg.batch).map(|_| rng.below(n_train)).collect();
@@ -566,6 +702,10 @@ pub fn train_flow(
                 info.jets_per_s
             )?;
             progress(&info);
+            history_train.push((step as f64, info.train_nll));
+            if let Some(v) = val_nll {
+                history_val.push((step as f64, v));
+            }
             window = (0.0, 0, Instant::now());
         }
         if let Some(v) = val_nll {
@@ -593,36 +733,47 @@ pub fn train_flow(
     let generated = generate(&best_model, n_gen, cfg.seed ^ 0x5EED, cfg.device)?;
     generated.write_hdf5(&out.join("generated.hdf5"))?;
     let real = subset(data, val_idx)?;
-    let b = Bootstrap {
-        batches: 5,
-        batch_size: n_gen.min(10_000),
-        seed: cfg.seed,
+    let eval_cfg = EvalConfig {
+        w1_batch_size: Some(n_gen.min(10_000)),
+        full: cfg.full_eval,
+        ..EvalConfig::new(Protocol::Mpgan, cfg.seed)
     };
-    let (m, p, e) = (
-        w1m(&real, &generated, &b)?,
-        w1p(&real, &generated, &b)?,
-        w1efp(&real, &generated, &b)?,
-    );
-    let r = |x: &W1Result| serde_json::json!({"mean": x.mean, "std": x.std});
-    let metrics = serde_json::json!({
-        "best_val_nll": best, "steps_run": steps_run, "first_train_nll": first_train,
-        "bootstrap": {"batches": b.batches, "batch_size": b.batch_size, "generated": n_gen, "real": "validation split"},
-        "w1m": r(&m), "w1p": p.iter().map(r).collect::<Vec<_>>(), "w1efp": e.iter().map(r).collect::<Vec<_>>(),
-    });
+    let metrics = evaluate(&real, &generated, &eval_cfg, &mut |_| {})?;
+    let mut metrics_json = metrics.to_json();
+    metrics_json["best_val_nll"] = best.into();
+    metrics_json["steps_run"] = steps_run.into();
+    metrics_json["first_train_nll"] = first_train.into();
+    metrics_json["real"] = "validation split".into();
     store::write_atomic(
         &out.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)
+        serde_json::to_string_pretty(&metrics_json)
             .unwrap_or_default()
             .as_bytes(),
     )?;
+    let mut plots = Vec::new();
+    if cfg.plots {
+        let dir = out.join("plots");
+        plots = crate::plots::comparison_plots(&real, &generated, &dir)?;
+        let curve = dir.join("loss.png");
+        crate::plots::line_plot(
+            &curve,
+            "Training",
+            "step",
+            "loss (NLL per jet)",
+            &[
+                ("train", crate::plots::chart::REAL, history_train),
+                ("validation", crate::plots::chart::GEN, history_val),
+            ],
+        )?;
+        plots.push(curve);
+    }
     Ok(TrainReport {
         run_dir: out.to_path_buf(),
         steps_run,
         first_train_nll: first_train,
         best_val_nll: best,
-        w1m: m,
-        w1p: p,
-        w1efp: e,
+        metrics,
+        plots,
     })
 }
 

@@ -160,7 +160,7 @@ impl Axes {
         }
     }
 
-    /// A polyline through (x, y) points.
+    /// A polyline through (x, y) points, with square markers when there are few points.
     pub fn polyline(&self, c: &mut Canvas, pts: &[(f64, f64)], color: Rgb, width: f64) {
         for w in pts.windows(2) {
             c.line(
@@ -171,6 +171,12 @@ impl Axes {
                 width,
                 color,
             );
+        }
+        if pts.len() < 60 {
+            for &(x, y) in pts {
+                let (px, py) = (self.px(x), self.py(y));
+                c.fill_rect(px - 3.0, py - 3.0, px + 4.0, py + 4.0, color, 1.0);
+            }
         }
     }
 }
