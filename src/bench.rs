@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nn::{Activation, Adam, AdamConfig, Ctx, Mlp, Module};
 use crate::ops::matmul::matmul;
 use crate::rng::Rng;
@@ -363,4 +363,123 @@ pub fn kernel_suite(
         }
     }
     Ok(rows)
+}
+
+/// Generation throughput of a 10-layer RQS flow (8 bins, ResidualNet 128 × 2, 30 particles,
+/// freshly initialised — speed does not depend on training) for batches of 10,000 jets,
+/// through the Rust API and through the C API (`jetgen_model_generate` on a checkpoint of
+/// the same model), interleaved. Rows report ms per batch; the C/Rust overhead is the ratio
+/// of the medians.
+pub fn generation_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
+    use crate::models::conditions::{Conditions, Variant};
+    use crate::models::flow::{Flow, FlowConfig};
+    use crate::models::flow_data::Standardizer;
+    use crate::models::train_flow::{generate, save_checkpoint, TrainedFlow};
+    let d = 90;
+    let config = FlowConfig {
+        layers: 10,
+        ..FlowConfig::default_for(d)
+    };
+    let model = TrainedFlow {
+        flow: Flow::new(config, &mut crate::rng::Rng::new(1), device)?,
+        standardizer: Standardizer {
+            mean: vec![0.0; d],
+            std: vec![0.1; d],
+        },
+        n_particles: 30,
+        variant: Variant::Vnf,
+        scale: [0.0, 1.0, 0.0, 1.0],
+        conditions: Conditions {
+            mass: Vec::new(),
+            n: Vec::new(),
+        },
+    };
+    let dir = std::env::temp_dir().join(format!("jetgen-bench-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ckpt = dir.join("checkpoint.safetensors");
+    save_checkpoint(&ckpt, &model)?;
+    let path = std::ffi::CString::new(ckpt.to_string_lossy().as_bytes())
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let code = match device {
+        Device::Cpu => crate::ffi::JETGEN_DEVICE_CPU,
+        Device::Cuda(n) => n as std::ffi::c_int,
+    };
+    let mut handle = std::ptr::null_mut();
+    // SAFETY: valid NUL-terminated path and out pointer.
+    let status = unsafe { crate::ffi::jetgen_model_load(path.as_ptr(), code, &mut handle) };
+    if status != crate::ffi::JetgenStatus::Ok {
+        return Err(Error::invalid(format!(
+            "C API could not load the bench model: {status:?}"
+        )));
+    }
+    let n = 10_000;
+    let (mut parts, mut jets) = (vec![0f32; n * 30 * 4], vec![0f32; n * 4]);
+    let (mut rust_t, mut c_t) = (Vec::new(), Vec::new());
+    // the model is thread-safe (see ffi); pass its address into the pool's closure
+    let addr = handle as usize;
+    let run = || -> Result<()> {
+        let handle = addr as *mut crate::ffi::JetgenModel;
+        for k in 0..iters + 1 {
+            let time_rust = || -> Result<f64> {
+                let t = Instant::now();
+                generate(&model, n, k as u64, device)?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            let mut time_c = || -> Result<f64> {
+                let t = Instant::now();
+                // SAFETY: the buffers hold n·30·4 and n·4 floats; handle is a loaded model.
+                let s = unsafe {
+                    crate::ffi::jetgen_model_generate(
+                        handle,
+                        n,
+                        k as u64,
+                        parts.as_mut_ptr(),
+                        parts.len(),
+                        jets.as_mut_ptr(),
+                        jets.len(),
+                    )
+                };
+                if s != crate::ffi::JetgenStatus::Ok {
+                    return Err(Error::invalid(format!(
+                        "jetgen_model_generate failed: {s:?}"
+                    )));
+                }
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            // alternate which goes first, so neither always runs on a warmer cache
+            let (rust, c) = if k % 2 == 0 {
+                let r = time_rust()?;
+                (r, time_c()?)
+            } else {
+                let c = time_c()?;
+                (time_rust()?, c)
+            };
+            if k > 0 {
+                rust_t.push(rust);
+                c_t.push(c);
+            }
+        }
+        Ok(())
+    };
+    let result = crate::on_thread_pool(run);
+    // SAFETY: handle came from jetgen_model_load and is not used afterwards.
+    unsafe { crate::ffi::jetgen_model_free(handle) };
+    std::fs::remove_dir_all(&dir).ok();
+    result?;
+    rust_t.sort_by(f64::total_cmp);
+    c_t.sort_by(f64::total_cmp);
+    Ok(vec![
+        row(
+            "generate 10k jets, 10-layer RQS flow, Rust API",
+            device,
+            &rust_t,
+            None,
+        ),
+        row(
+            "generate 10k jets, 10-layer RQS flow, C API",
+            device,
+            &c_t,
+            None,
+        ),
+    ])
 }

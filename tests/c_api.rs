@@ -53,6 +53,19 @@ fn c_program_uses_the_api() {
         ..Default::default()
     };
     train_flow(&data, flow, &cfg, &run, |_| ()).unwrap();
+    // a conditional CNF(m, n) for the conditional-generation checks
+    let run_cnf = run.join("cnf_mn");
+    let cfg_cnf = TrainConfig {
+        variant: jetgen::models::conditions::Variant::CnfMn,
+        ..cfg.clone()
+    };
+    train_flow(&data, flow, &cfg_cnf, &run_cnf, |_| ()).unwrap();
+    let not_a_model = common::vectors_dir().join("mlp_adam/init.safetensors");
+    let c_args = [
+        run.as_os_str(),
+        run_cnf.as_os_str(),
+        not_a_model.as_os_str(),
+    ];
 
     let exe = run.join("api_test");
     let out = Command::new(&cc)
@@ -69,13 +82,50 @@ fn c_program_uses_the_api() {
         "C build failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let res = Command::new(&exe).arg(&run).output().unwrap();
+    let res = Command::new(&exe).args(c_args).output().unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(
         res.status.success() && stdout.contains("ok"),
         "C test failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&res.stderr)
     );
+
+    // the same program against the shared library
+    let shared = lib.with_file_name("libjetgen.so");
+    if shared.exists() {
+        let exe_so = run.join("api_test_shared");
+        let out = Command::new(&cc)
+            .args(["-std=c99", "-Wall", "-Werror", "-O1", "-I"])
+            .arg(root.join("include"))
+            .arg(root.join("tests/c/api_test.c"))
+            .arg("-L")
+            .arg(shared.parent().unwrap())
+            .args(["-ljetgen", "-lm", "-lpthread", "-o"])
+            .arg(&exe_so)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "C build against libjetgen.so failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let res = Command::new(&exe_so)
+            .args(c_args)
+            .env("LD_LIBRARY_PATH", shared.parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success() && String::from_utf8_lossy(&res.stdout).contains("ok"),
+            "C test against the shared library failed:\n{}{}",
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
+    } else {
+        eprintln!(
+            "shared-library pass skipped: {} not built",
+            shared.display()
+        );
+    }
 
     // one pass under AddressSanitizer (with leak detection) when the toolchain supports it
     let asan = run.join("api_test_asan");
@@ -91,7 +141,7 @@ fn c_program_uses_the_api() {
         .unwrap_or(false);
     if built {
         let res = Command::new(&asan)
-            .arg(&run)
+            .args(c_args)
             .env("ASAN_OPTIONS", "detect_leaks=1")
             .output()
             .unwrap();
@@ -124,13 +174,15 @@ fn c_program_uses_the_api() {
             "C++ build failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let res = Command::new(&sim).arg(&run).arg("5").output().unwrap();
-        let text = String::from_utf8_lossy(&res.stdout);
-        assert!(
-            res.status.success() && text.contains("0 inconsistent"),
-            "simulation: {text}{}",
-            String::from_utf8_lossy(&res.stderr)
-        );
+        for dir in [&run, &run_cnf] {
+            let res = Command::new(&sim).arg(dir).arg("5").output().unwrap();
+            let text = String::from_utf8_lossy(&res.stdout);
+            assert!(
+                res.status.success() && text.contains("0 inconsistent"),
+                "simulation: {text}{}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+        }
     } else {
         eprintln!("C++ example skipped: no C++ compiler ({cxx})");
     }
@@ -171,4 +223,86 @@ fn c_program_uses_the_api() {
         "C API output equals the Rust API's for the same seed"
     );
     std::fs::remove_dir_all(&run).ok();
+}
+
+/// The header and the Rust exports agree: the same `jetgen_*` functions with the same number
+/// of parameters, and the same status codes (the C program above checks the types compile).
+#[test]
+fn header_matches_rust_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(root.join("include/jetgen.h")).unwrap();
+    let arity = |params: &str| {
+        let p = params.trim();
+        if p.is_empty() || p == "void" {
+            0
+        } else {
+            p.split(',').count()
+        }
+    };
+    // C declarations: `<type> jetgen_name(params);`
+    let mut c_fns = std::collections::BTreeMap::new();
+    // strip comments, then split declarations at ';'
+    let mut flat = String::new();
+    let mut rest = header.as_str();
+    while let Some(start) = rest.find("/*") {
+        flat.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |e| &rest[start + e + 2..]);
+    }
+    flat.push_str(rest);
+    let flat = flat.replace('\n', " ");
+    for code in flat.split(';') {
+        if code.contains("typedef") {
+            continue;
+        }
+        // the identifier just before the first '('
+        let Some(open) = code.find('(') else { continue };
+        let name = code[..open]
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches('*');
+        if name.starts_with("jetgen_") {
+            let close = code.rfind(')').unwrap();
+            c_fns.insert(name.to_string(), arity(&code[open + 1..close]));
+        }
+    }
+    // Rust exports: `extern "C" fn jetgen_name(params)`
+    let mut rust_fns = std::collections::BTreeMap::new();
+    for file in ["src/ffi/mod.rs", "src/ffi/model.rs", "src/ffi/kernels.rs"] {
+        let src = std::fs::read_to_string(root.join(file)).unwrap();
+        for chunk in src.split("extern \"C\" fn ").skip(1) {
+            let open = chunk.find('(').unwrap();
+            let name = chunk[..open].trim().to_string();
+            let mut depth = 0;
+            let mut end = open;
+            for (k, ch) in chunk[open..].char_indices() {
+                match ch {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + k;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let params = chunk[open + 1..end].trim().trim_end_matches(',');
+            rust_fns.insert(name, arity(params));
+        }
+    }
+    assert_eq!(c_fns, rust_fns, "jetgen.h and src/ffi disagree");
+    for (name, code) in [
+        ("JETGEN_OK", 0),
+        ("JETGEN_FILE", 3),
+        ("JETGEN_INTERNAL", 6),
+        ("JETGEN_NUMERICAL", 7),
+    ] {
+        assert!(header.contains(&format!("{name} = {code}")), "{name}");
+    }
+    assert_eq!(jetgen::ffi::JetgenStatus::Numerical as i32, 7);
+    assert_eq!(jetgen::ffi::JetgenStatus::File as i32, 3);
 }

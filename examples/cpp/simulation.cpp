@@ -1,5 +1,6 @@
-// A toy "detector simulation" that embeds jetgen: an event loop asks a trained flow for jets,
-// checks their physical sanity and prints a summary. Build (see README "Embedding in C/C++"):
+// A toy "detector simulation" that embeds jetgen: an event loop asks a trained flow for jets
+// (of a given mass when the flow is mass-conditioned), checks their physical sanity (pT
+// fractions sum to <= ~1, masks consistent) and prints a summary. Build (see README "Embedding in C/C++"):
 //   g++ -std=c++17 -I../../include simulation.cpp ../../target/release/libjetgen.a -lm -lpthread -ldl
 // Run: ./simulation RUN_DIR [events]
 #include <cmath>
@@ -24,8 +25,22 @@ class Generator {
         size_t p = 0;
         jetgen_model_num_particles(model_.get(), &p);
         particles_ = p;
+        jetgen_model_conditions(model_.get(), &with_mass_, &with_n_);
     }
     size_t particles() const { return particles_; }
+    bool mass_conditioned() const { return with_mass_ != 0; }
+    bool multiplicity_conditioned() const { return with_n_ != 0; }
+    // one jet per requested relative mass m/pT (mass-conditioned flows); multiplicities are
+    // passed only to flows conditioned on them
+    void generate_with_mass(const std::vector<float> &mass, const std::vector<float> &mult, uint64_t seed,
+                            std::vector<float> &parts, std::vector<float> &jets) const {
+        parts.resize(mass.size() * particles_ * 4);
+        jets.resize(mass.size() * 4);
+        const float *n = multiplicity_conditioned() ? mult.data() : nullptr;
+        if (jetgen_model_generate_conditional(model_.get(), mass.size(), seed, mass.data(), n, parts.data(),
+                                              parts.size(), jets.data(), jets.size()) != JETGEN_OK)
+            throw std::runtime_error(std::string("jetgen: ") + jetgen_last_error());
+    }
     // n jets: particles [n][P][4] and jets [n][4], deterministic per seed
     void generate(size_t n, uint64_t seed, std::vector<float> &parts, std::vector<float> &jets) const {
         parts.resize(n * particles_ * 4);
@@ -40,6 +55,7 @@ class Generator {
     };
     std::unique_ptr<jetgen_model, Free> model_;
     size_t particles_ = 0;
+    int with_mass_ = 0, with_n_ = 0;
 };
 
 }  // namespace
@@ -58,7 +74,17 @@ int main(int argc, char **argv) {
         size_t bad = 0, total = 0;
         for (int event = 0; event < events; ++event) {
             const size_t n_jets = 2 + event % 3;  // a few jets per event
-            gen.generate(n_jets, 1000 + event, parts, jets);
+            if (gen.mass_conditioned()) {
+                // the "physics process" asks for jets of given masses (and sizes)
+                std::vector<float> mass(n_jets), mult(n_jets);
+                for (size_t j = 0; j < n_jets; ++j) {
+                    mass[j] = 0.04f + 0.02f * static_cast<float>((event + j) % 5);
+                    mult[j] = static_cast<float>(15 + (event + j) % 15);
+                }
+                gen.generate_with_mass(mass, mult, 1000 + event, parts, jets);
+            } else {
+                gen.generate(n_jets, 1000 + event, parts, jets);
+            }
             for (size_t j = 0; j < n_jets; ++j, ++total) {
                 double pt_sum = 0.0;
                 int mult = 0;
@@ -71,13 +97,15 @@ int main(int argc, char **argv) {
                         ++mult;
                     }
                 }
-                if (mult != static_cast<int>(jets[j * 4 + 3]) || !std::isfinite(pt_sum)) ++bad;
+                // pT fractions of the constituents sum to about 1 (generated jets: allow 20 %)
+                if (mult != static_cast<int>(jets[j * 4 + 3]) || !std::isfinite(pt_sum) || pt_sum > 1.2) ++bad;
                 sum_mass += jets[j * 4 + 2];
                 sum_mult += mult;
             }
         }
-        std::printf("jetgen %s: %d events, %zu jets, mean m/pT %.4f, mean multiplicity %.1f, %zu inconsistent\n",
-                    jetgen_version(), events, total, sum_mass / total, sum_mult / total, bad);
+        std::printf("jetgen %s: %d events, %zu jets (%s), mean m/pT %.4f, mean multiplicity %.1f, %zu inconsistent\n",
+                    jetgen_version(), events, total, gen.mass_conditioned() ? "given masses" : "unconditional",
+                    sum_mass / total, sum_mult / total, bad);
         return bad == 0 ? 0 : 1;
     } catch (const std::exception &e) {
         std::fprintf(stderr, "%s\n", e.what());

@@ -1,8 +1,8 @@
-//! `jetgen bench [engine|kernels|all]`: benchmark suites as tables, and JSON for machines.
+//! `jetgen bench [engine|kernels|generate|all]`: benchmark suites as tables, and JSON for machines.
 
 use std::path::PathBuf;
 
-use crate::bench::{engine_suite, kernel_suite};
+use crate::bench::{engine_suite, generation_suite, kernel_suite};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -90,9 +90,33 @@ fn run_in_pool(
             })?;
         items.extend(rows.iter().map(|r| r.to_json()));
     }
-    if !matches!(suite, "engine" | "kernels" | "all") {
+    if suite == "generate" || suite == "all" {
+        let rows = generation_suite(device, iters)?;
+        println!(
+            "{:<52} {:>10} {:>21} {:>12}",
+            "generation (median of runs)", "median ms", "p25-p75 ms", "jets/s"
+        );
+        for r in &rows {
+            let rate = 10_000.0 / (r.median_ms * 1e-3);
+            println!(
+                "{:<52} {:>10.2} {:>10.2}-{:<10.2} {:>12.0}",
+                r.name, r.median_ms, r.p25_ms, r.p75_ms, rate
+            );
+            items.push(
+                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
+                "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "jets_per_s": rate, "threads": threads}),
+            );
+        }
+        if let [rust, c] = rows.as_slice() {
+            println!(
+                "C API overhead: {:+.2} % (median C / median Rust − 1)",
+                (c.median_ms / rust.median_ms - 1.0) * 100.0
+            );
+        }
+    }
+    if !matches!(suite, "engine" | "kernels" | "generate" | "all") {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, all)"
+            "unknown bench suite '{suite}' (engine, kernels, generate, all)"
         )));
     }
     if let Some(path) = json {

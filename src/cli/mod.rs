@@ -130,9 +130,10 @@ pub enum Command {
         quick: bool,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
-    /// Sinkhorn, RQS), or `all`; `--json` writes the rows for machines.
+    /// Sinkhorn, RQS), `generate` (flow generation through the Rust and the C API), or
+    /// `all`; `--json` writes the rows for machines.
     Bench {
-        /// engine, kernels or all
+        /// engine, kernels, generate or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)
