@@ -20,6 +20,7 @@
 //! energyflow's `EFPSet(("d<=", 4))` including composites. Ordered by (d, n, canonical
 //! edge list), which differs from energyflow's order; FPD and KPD do not depend on it.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
@@ -187,9 +188,10 @@ impl JetAngles {
 }
 
 /// A factor of the elimination: unary over one vertex or pairwise (rows = first vertex).
-enum Factor {
-    Unary(usize, Vec<f64>),
-    Pair(usize, usize, Vec<f64>),
+/// The initial factors borrow z and the symmetric Θ^{∘k} (no copies, no transposes).
+enum Factor<'a> {
+    Unary(usize, Cow<'a, [f64]>),
+    Pair(usize, usize, Cow<'a, [f64]>, bool),
 }
 
 /// The EFP of graph `g` for one jet, by variable elimination (see the module docs). Errors
@@ -198,7 +200,7 @@ enum Factor {
 pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
     let m = jet.m;
     let mut factors: Vec<Factor> = (0..g.n_vertices)
-        .map(|v| Factor::Unary(v, jet.z.clone()))
+        .map(|v| Factor::Unary(v, Cow::Borrowed(&jet.z[..])))
         .collect();
     let mut e = 0;
     while e < g.edges.len() {
@@ -211,7 +213,12 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
                 "efp: edge multiplicity {k} needs θ powers up to {k}"
             ))
         })?;
-        factors.push(Factor::Pair(g.edges[e].0, g.edges[e].1, pow.clone()));
+        factors.push(Factor::Pair(
+            g.edges[e].0,
+            g.edges[e].1,
+            Cow::Borrowed(&pow[..]),
+            true,
+        ));
         e += k;
     }
     let mut alive: Vec<usize> = (0..g.n_vertices).collect();
@@ -221,8 +228,8 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
         let neighbours = |v: usize, fs: &[Factor]| -> BTreeSet<usize> {
             fs.iter()
                 .filter_map(|f| match *f {
-                    Factor::Pair(a, b, _) if a == v => Some(b),
-                    Factor::Pair(a, b, _) if b == v => Some(a),
+                    Factor::Pair(a, b, _, _) if a == v => Some(b),
+                    Factor::Pair(a, b, _, _) if b == v => Some(a),
                     _ => None,
                 })
                 .collect()
@@ -236,20 +243,24 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
         alive.swap_remove(pos);
         let mut w = vec![1.0; m];
         // pairwise factors oriented [v][other], merged per neighbour
-        let mut pairs: Vec<(usize, Vec<f64>)> = Vec::new();
+        let mut pairs: Vec<(usize, Cow<[f64]>)> = Vec::new();
         for f in std::mem::take(&mut factors) {
             match f {
                 Factor::Unary(u, vals) if u == v => {
-                    w.iter_mut().zip(&vals).for_each(|(a, b)| *a *= b)
+                    w.iter_mut().zip(vals.iter()).for_each(|(a, b)| *a *= b)
                 }
-                Factor::Pair(a, b, mat) if a == v || b == v => {
-                    let (other, mat) = if a == v {
-                        (b, mat)
+                Factor::Pair(a, b, mat, symmetric) if a == v || b == v => {
+                    let (other, mat) = if a == v || symmetric {
+                        (if a == v { b } else { a }, mat)
                     } else {
-                        (a, transpose(&mat, m))
+                        (a, Cow::Owned(transpose(&mat, m)))
                     };
                     match pairs.iter_mut().find(|(o, _)| *o == other) {
-                        Some((_, acc)) => acc.iter_mut().zip(&mat).for_each(|(x, y)| *x *= y),
+                        Some((_, acc)) => acc
+                            .to_mut()
+                            .iter_mut()
+                            .zip(mat.iter())
+                            .for_each(|(x, y)| *x *= y),
                         None => pairs.push((other, mat)),
                     }
                 }
@@ -266,7 +277,7 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
                         *o += wj * x;
                     }
                 }
-                factors.push(Factor::Unary(*u, out));
+                factors.push(Factor::Unary(*u, Cow::Owned(out)));
             }
             [(u, gm), (x, hm)] => {
                 let mut out = vec![0.0; m * m];
@@ -282,7 +293,7 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
                         }
                     }
                 }
-                factors.push(Factor::Pair(*u, *x, out));
+                factors.push(Factor::Pair(*u, *x, Cow::Owned(out), false));
             }
             _ => {
                 return Err(Error::invalid(format!(
