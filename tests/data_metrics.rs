@@ -318,3 +318,106 @@ fn relative_mass_matches_energyflow() {
         }
     }
 }
+
+/// The Cartesian representation: built from the sample's relative coordinates, written as an
+/// `[N, P, 3]` .npy, read back, converted to JetNet layout: the relative features return.
+#[test]
+fn cartesian_round_trip_splits_and_jet_image() {
+    use jetgen::data::{average_jet_image, split_indices, CartesianJets};
+    let g = JetNetData::read(&sample("g.hdf5")).unwrap();
+    let n = 50;
+    let mut momenta = Vec::new();
+    for i in 0..n {
+        let rows = &g.particles[i * 120..(i + 1) * 120];
+        for (r, p) in rows
+            .chunks_exact(4)
+            .zip(to_cartesian(rows, 500.0, 0.3, 1.0))
+        {
+            let p = if r[3] == 0.0 { [0.0; 3] } else { p };
+            momenta.extend(p.iter().map(|&v| v as f32));
+        }
+    }
+    // a .npy v1.0 file: magic, header dict padded to 64 bytes, little-endian f32 data
+    let path = tmp("cart.npy");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 30, 3), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(momenta.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(&path, &out).unwrap();
+    let cart = CartesianJets::read_npy(&path).unwrap();
+    assert_eq!((cart.n_jets, cart.n_particles), (n, 30));
+    let back = cart.to_jetnet(30).unwrap();
+    // the axis is now the sum of these 30 constituents, not the original jet: compare what
+    // does not depend on it (angles and pT ratios relative to the leading particle)
+    for i in 0..n {
+        let (a0, b0) = (g.particle(i, 0), back.particle(i, 0));
+        for j in 0..30 {
+            let (a, b) = (g.particle(i, j), back.particle(i, j));
+            assert_eq!(a[3], b[3], "mask {i},{j}");
+            if a[3] == 0.0 {
+                assert_eq!(b, [0.0; 4]);
+                continue;
+            }
+            for f in 0..2 {
+                let (da, db) = (a[f] - a0[f], b[f] - b0[f]);
+                assert!(
+                    (da - db).abs() < 2e-4,
+                    "jet {i} particle {j} feature {f}: {da} vs {db}"
+                );
+            }
+            assert!(
+                (a[2] / a0[2] - b[2] / b0[2]).abs() < 1e-4,
+                "pT ratio {i},{j}"
+            );
+        }
+    }
+    // a wrong shape is a clear error
+    let bad = tmp("bad_cart.npy");
+    std::fs::copy(sample("g_jet_features.npy"), &bad).unwrap();
+    let err = CartesianJets::read_npy(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad_cart.npy") && err.contains("[N, P, 3]"),
+        "{err}"
+    );
+
+    // splits: seeded, disjoint, complete, with jetnet's and the papers' fractions
+    let parts = split_indices(1000, &[0.7, 0.15, 0.15], 3).unwrap();
+    assert_eq!(
+        parts.iter().map(Vec::len).collect::<Vec<_>>(),
+        [700, 150, 150]
+    );
+    let mut all: Vec<usize> = parts.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    assert_eq!(parts, split_indices(1000, &[0.7, 0.15, 0.15], 3).unwrap());
+    assert_ne!(
+        parts[0],
+        split_indices(1000, &[0.7, 0.15, 0.15], 4).unwrap()[0]
+    );
+    assert_eq!(split_indices(10, &[0.7, 0.3], 0).unwrap()[1].len(), 3);
+    assert!(split_indices(10, &[0.7, 0.2], 0).is_err());
+
+    // jet image: its total is the mean pT fraction of the particles inside the window
+    let img = average_jet_image(&g, 25, 1.0);
+    assert_eq!(img.len(), 625);
+    let total: f64 = img.iter().sum();
+    let inside: f64 = g
+        .particles
+        .chunks_exact(4)
+        .filter(|p| p[0].abs() < 1.0 && p[1].abs() < 1.0)
+        .map(|p| p[2] as f64)
+        .sum::<f64>()
+        / g.n_jets as f64;
+    assert!(
+        (total - inside).abs() < 1e-9 && total > 0.5,
+        "image total {total} vs {inside}"
+    );
+    // the jet axis (centre) is the brightest region
+    let centre = img[12 * 25 + 12];
+    assert!(img.iter().all(|&v| v <= centre + 1e-12) || centre > 0.05);
+}
