@@ -365,6 +365,91 @@ pub fn kernel_suite(
     Ok(rows)
 }
 
+/// One RQS coupling-flow training step as nflows' peer times it (`bench_kernels.py
+/// flow_step`): D = 90, batch 256, K = 8, tail bound 3, alternating masks, ResidualNet
+/// `hidden × blocks`, zero_grad + (−log p).mean() + backward + Adam(lr 1e-4).
+pub struct FlowStep {
+    pub flow: crate::models::flow::Flow,
+    pub opt: Adam,
+    pub x: Tensor,
+}
+
+impl FlowStep {
+    /// A fresh flow with `layers` coupling layers and its N(0, 1) batch.
+    pub fn new(
+        layers: usize,
+        hidden: usize,
+        blocks: usize,
+        batch: usize,
+        device: Device,
+    ) -> Result<FlowStep> {
+        use crate::models::flow::{Flow, FlowConfig};
+        let mut rng = Rng::new(3);
+        let config = FlowConfig {
+            layers,
+            hidden,
+            blocks,
+            coupling: crate::nn::CouplingKind::Rqs(crate::ops::rqs::RqsConfig::new(8, 3.0)),
+            ..FlowConfig::default_for(90)
+        };
+        let flow = Flow::new(config, &mut rng, device)?;
+        let opt = Adam::new(
+            flow.params(),
+            AdamConfig {
+                lr: 1e-4,
+                ..Default::default()
+            },
+        );
+        let x = rng.normal(&[batch, 90], 0.0, 1.0, device)?;
+        Ok(FlowStep { flow, opt, x })
+    }
+
+    /// One training step; returns the loss.
+    pub fn step(&mut self) -> Result<f64> {
+        self.opt.zero_grad();
+        let ctx = Ctx::new(true, 0);
+        let x = ctx.tape.constant(self.x.clone());
+        let loss = self.flow.log_prob(&ctx, &x, None)?.mean_all()?.neg()?;
+        loss.backward()?;
+        self.opt.step()?;
+        loss.value().item()
+    }
+
+    /// Draw `batch` samples (no gradients).
+    pub fn sample(&self, batch: usize, seed: u64) -> Result<f64> {
+        let ctx = Ctx::new(false, seed);
+        let z =
+            ctx.tape
+                .constant(Rng::new(seed).normal(&[batch, 90], 0.0, 1.0, self.x.device())?);
+        let (x, _) = self.flow.sample_from_noise(&ctx, &z, None)?;
+        x.value().first_value().map(f64::from)
+    }
+}
+
+/// Flow training steps and sampling for nflows' three peer configurations (5×128, 10×256,
+/// 15×256, 2 blocks, batch 256): rows in ms.
+pub fn flow_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for (layers, hidden) in [(5, 128), (10, 256), (15, 256)] {
+        let mut step = FlowStep::new(layers, hidden, 2, 256, device)?;
+        let t = time_ms(2, iters, || step.step().map(|_| ()))?;
+        rows.push(row(
+            &format!("flow train step {layers}x{hidden}x2 b256"),
+            device,
+            &t,
+            None,
+        ));
+        let t = time_ms(1, iters, || step.sample(256, 5).map(|_| ()))?;
+        rows.push(row(
+            &format!("flow sample {layers}x{hidden}x2 b256"),
+            device,
+            &t,
+            None,
+        ));
+    }
+    Ok(rows)
+}
+
 /// Generation throughput of a 10-layer RQS flow (8 bins, ResidualNet 128 × 2, 30 particles,
 /// freshly initialised — speed does not depend on training) for batches of 10,000 jets,
 /// through the Rust API and through the C API (`jetgen_model_generate` on a checkpoint of

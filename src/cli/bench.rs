@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::bench::{engine_suite, generation_suite, kernel_suite};
+use crate::bench::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -91,6 +91,22 @@ fn run_in_pool(
         items.extend(rows.iter().map(|r| r.to_json()));
     }
     if suite == "generate" || suite == "all" {
+        let steps = flow_step_suite(device, iters)?;
+        println!(
+            "{:<52} {:>10} {:>21} {:>12}",
+            "flow (median of runs)", "median ms", "p25-p75 ms", "jets/s"
+        );
+        for r in &steps {
+            let rate = 256.0 / (r.median_ms * 1e-3);
+            println!(
+                "{:<52} {:>10.2} {:>10.2}-{:<10.2} {:>12.0}",
+                r.name, r.median_ms, r.p25_ms, r.p75_ms, rate
+            );
+            items.push(
+                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
+                "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "jets_per_s": rate, "threads": threads}),
+            );
+        }
         let rows = generation_suite(device, iters)?;
         println!(
             "{:<52} {:>10} {:>21} {:>12}",

@@ -82,6 +82,10 @@ pub enum Command {
         /// Coupling masks: alternating (even/odd features) or random (seeded by --seed)
         #[arg(long, default_value = "alternating")]
         masks: String,
+        /// Jets generated for the final evaluation against the validation split (at most
+        /// its size)
+        #[arg(long, default_value_t = 2000)]
+        generate: usize,
     },
     /// Generate jets from a trained model into a JetNet-layout HDF5 file.
     Sample {
@@ -228,6 +232,7 @@ fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>
         config,
         quick_eval,
         masks,
+        generate,
     } = cmd
     else {
         return None;
@@ -252,6 +257,7 @@ fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>
         class,
         quick_eval,
         masks,
+        generate,
     };
     Some((model, args, config))
 }

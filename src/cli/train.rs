@@ -39,6 +39,8 @@ pub struct TrainArgs {
     pub quick_eval: bool,
     /// alternating or random coupling masks.
     pub masks: String,
+    /// Jets generated for the final evaluation.
+    pub generate: usize,
 }
 
 /// Applies a JSON config file (keys = the long option names with '_' for '-', e.g.
@@ -101,6 +103,7 @@ pub fn apply_config(a: &mut TrainArgs, defaults: &TrainArgs, path: &std::path::P
     set!(coupling, string);
     set!(variant, string);
     set!(masks, string);
+    set!(generate, num);
     set!(device, string);
     set!(layers, num);
     set!(bins, num);
@@ -178,6 +181,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             None => a.steps,
         },
         full_eval: !a.quick_eval,
+        generate: a.generate.max(1),
         batch: a.batch,
         lr: a.lr,
         seed: a.seed,
