@@ -91,6 +91,17 @@ fn efp_d4_set_and_values_match_energyflow() {
     assert_eq!(a, b, "the d ≤ 4 graph set differs from energyflow's");
     let g = sample("g");
     let stride = g.n_particles * 4;
+    // the batch path (composites as products of cached components) gives the same values
+    let batch = jetgen::metrics::jet_efp_features(&slice(&g, 0, 10), &theirs).unwrap();
+    for (j, row) in ef["values"].as_array().unwrap().iter().enumerate() {
+        for (k, want) in row.as_array().unwrap().iter().enumerate() {
+            let (got, want) = (batch[j * 36 + k], want.as_f64().unwrap());
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1e-12),
+                "batch jet {j} graph {k}: {got} vs {want}"
+            );
+        }
+    }
     for (j, row) in ef["values"].as_array().unwrap().iter().enumerate() {
         let angles = JetAngles::new(&g.particles[j * stride..(j + 1) * stride], 4, 4);
         for (graph, want) in theirs.iter().zip(row.as_array().unwrap()) {

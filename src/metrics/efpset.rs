@@ -51,6 +51,51 @@ impl Graph {
         }
     }
 
+    /// The connected components, each relabelled to 0..k and canonical (the single vertex
+    /// for an edgeless graph).
+    pub fn components(&self) -> Vec<Graph> {
+        if self.edges.is_empty() {
+            return vec![Graph {
+                n_vertices: 1,
+                edges: Vec::new(),
+            }];
+        }
+        // union-find over the vertices
+        let mut parent: Vec<usize> = (0..self.n_vertices).collect();
+        fn root(p: &mut [usize], v: usize) -> usize {
+            let mut r = v;
+            while p[r] != r {
+                r = p[r];
+            }
+            p[v] = r;
+            r
+        }
+        for &(u, v) in &self.edges {
+            let (a, b) = (root(&mut parent, u), root(&mut parent, v));
+            parent[a] = b;
+        }
+        let mut groups: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+        for &(u, v) in &self.edges {
+            let r = root(&mut parent, u);
+            match groups.iter_mut().find(|(g, _)| *g == r) {
+                Some((_, e)) => e.push((u, v)),
+                None => groups.push((r, vec![(u, v)])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, edges)| {
+                let mut verts: Vec<usize> = edges.iter().flat_map(|&(u, v)| [u, v]).collect();
+                verts.sort_unstable();
+                verts.dedup();
+                let local = |x: usize| verts.iter().position(|&w| w == x).unwrap_or(0);
+                let relabelled: Vec<(usize, usize)> =
+                    edges.iter().map(|&(u, v)| (local(u), local(v))).collect();
+                Graph::new(&relabelled).canonical()
+            })
+            .collect()
+    }
+
     /// Number of edges d (the EFP's degree in the angles).
     pub fn degree(&self) -> usize {
         self.edges.len()
@@ -324,12 +369,37 @@ pub fn jet_efp_features(data: &JetNetData, graphs: &[Graph]) -> Result<Vec<f64>>
         .flat_map(|g| g.edges.chunk_by(|a, b| a == b).map(|c| c.len()))
         .max()
         .unwrap_or(1);
+    // A composite EFP is the product of its connected components: evaluate every distinct
+    // component once per jet (the 36 graphs with d ≤ 4 have 21 distinct ones).
+    let mut unique: Vec<Graph> = Vec::new();
+    let recipes: Vec<Vec<usize>> = graphs
+        .iter()
+        .map(|g| {
+            g.components()
+                .into_iter()
+                .map(|c| match unique.iter().position(|u| *u == c) {
+                    Some(k) => k,
+                    None => {
+                        unique.push(c);
+                        unique.len() - 1
+                    }
+                })
+                .collect()
+        })
+        .collect();
     let rows: Vec<Result<Vec<f64>>> = data
         .particles
         .par_chunks_exact(data.n_particles * 4)
         .map(|jet| {
             let angles = JetAngles::new(jet, 4, k_max);
-            graphs.iter().map(|g| efp(g, &angles)).collect()
+            let values = unique
+                .iter()
+                .map(|g| efp(g, &angles))
+                .collect::<Result<Vec<f64>>>()?;
+            Ok(recipes
+                .iter()
+                .map(|r| r.iter().map(|&k| values[k]).product())
+                .collect())
         })
         .collect();
     let mut out = Vec::with_capacity(data.n_jets * graphs.len());

@@ -142,23 +142,49 @@ fn a_bt(a: &[f64], ra: usize, b: &[f64], rb: usize, d: usize) -> Vec<f64> {
 
 /// Mean and unbiased covariance (`np.cov(rowvar=False)`) of `n` rows of width `d`.
 pub fn mean_cov(x: &[f64], n: usize, d: usize) -> (Vec<f64>, DMatrix<f64>) {
+    let idx: Vec<usize> = (0..n).collect();
+    mean_cov_rows(x, d, &idx)
+}
+
+/// Mean and unbiased covariance of the rows `idx` (repeats allowed) of the row-major
+/// `[_, d]` matrix `x`, without materialising the gathered sample twice: one pass for the
+/// mean, one writing the centred rows, then Σ = CᵀC/(n − 1) by one strided GEMM.
+pub fn mean_cov_rows(x: &[f64], d: usize, idx: &[usize]) -> (Vec<f64>, DMatrix<f64>) {
+    let n = idx.len();
     let mut mu = vec![0f64; d];
-    for row in x.chunks_exact(d) {
-        mu.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    for &i in idx {
+        mu.iter_mut()
+            .zip(&x[i * d..(i + 1) * d])
+            .for_each(|(m, v)| *m += v);
     }
-    mu.iter_mut().for_each(|m| *m /= n as f64);
-    let centred: Vec<f64> = x
-        .chunks_exact(d)
-        .flat_map(|r| r.iter().zip(&mu).map(|(v, m)| v - m))
-        .collect();
-    // Σ = Cᵀ C / (n − 1): transpose C so the product is A·Aᵀ with A = Cᵀ [d, n]
-    let mut ct = vec![0f64; d * n];
-    for i in 0..n {
-        for k in 0..d {
-            ct[k * n + i] = centred[i * d + k];
+    mu.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+    let mut centred = Vec::with_capacity(n * d);
+    for &i in idx {
+        centred.extend(x[i * d..(i + 1) * d].iter().zip(&mu).map(|(v, m)| v - m));
+    }
+    let mut s = vec![0f64; d * d];
+    if n > 0 && d > 0 {
+        // SAFETY: Cᵀ is read from `centred` ([n, d]) with strides (1, d), C with (d, 1); the
+        // output is d × d row-major; all slices hold the elements those strides reach.
+        unsafe {
+            matrixmultiply::dgemm(
+                d,
+                n,
+                d,
+                1.0,
+                centred.as_ptr(),
+                1,
+                d as isize,
+                centred.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                s.as_mut_ptr(),
+                d as isize,
+                1,
+            );
         }
     }
-    let s = a_bt(&ct, d, &ct, d, n);
     let denom = (n as f64 - 1.0).max(1.0);
     (mu, DMatrix::from_row_slice(d, d, &s).map(|v| v / denom))
 }
@@ -240,8 +266,8 @@ pub fn fpd(real: &Features, gen: &Features, cfg: &FpdConfig) -> Result<W1Result>
         let fds: Vec<f64> = draws
             .par_iter()
             .map(|(ia, ib)| {
-                let (m1, s1) = mean_cov(&real.gather(ia), n, real.dim);
-                let (m2, s2) = mean_cov(&gen.gather(ib), n, gen.dim);
+                let (m1, s1) = mean_cov_rows(&real.data, real.dim, ia);
+                let (m2, s2) = mean_cov_rows(&gen.data, gen.dim, ib);
                 frechet_distance(&m1, &s1, &m2, &s2)
             })
             .collect();
