@@ -385,6 +385,14 @@ fn cartesian_round_trip_splits_and_jet_image() {
         "{err}"
     );
 
+    // pT sorting restores the file's order after a shuffle of the particles
+    let mut shuffled = g.clone();
+    for jet in shuffled.particles.chunks_exact_mut(120) {
+        jet.rotate_left(4 * 7);
+    }
+    shuffled.sort_by_pt();
+    assert_eq!(shuffled.particles, g.particles);
+
     // splits: seeded, disjoint, complete, with jetnet's and the papers' fractions
     let parts = split_indices(1000, &[0.7, 0.15, 0.15], 3).unwrap();
     assert_eq!(

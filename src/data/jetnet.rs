@@ -218,6 +218,22 @@ impl JetNetData {
     pub fn jet(&self, i: usize) -> &[f32] {
         &self.jets[i * 4..i * 4 + 4]
     }
+
+    /// Reorders every jet's particles by decreasing pT_rel (stable; padded rows, pT = 0, end
+    /// up last), the order JetNet files and the flows assume.
+    pub fn sort_by_pt(&mut self) {
+        let p = self.n_particles;
+        for jet in self.particles.chunks_exact_mut(p * 4) {
+            let mut rows: Vec<[f32; 4]> = jet
+                .chunks_exact(4)
+                .map(|r| [r[0], r[1], r[2], r[3]])
+                .collect();
+            rows.sort_by(|a, b| b[2].total_cmp(&a[2]));
+            for (dst, src) in jet.chunks_exact_mut(4).zip(&rows) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
 }
 
 /// Read a `.npy` array as f32 (from `<f4` or `<f8`) with its shape.
