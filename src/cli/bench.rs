@@ -92,37 +92,15 @@ fn run_in_pool(
     }
     if suite == "generate" || suite == "all" {
         let steps = flow_step_suite(device, iters)?;
-        println!(
-            "{:<52} {:>10} {:>21} {:>12}",
-            "flow (median of runs)", "median ms", "p25-p75 ms", "jets/s"
-        );
-        for r in &steps {
-            let rate = 256.0 / (r.median_ms * 1e-3);
-            println!(
-                "{:<52} {:>10.2} {:>10.2}-{:<10.2} {:>12.0}",
-                r.name, r.median_ms, r.p25_ms, r.p75_ms, rate
-            );
-            items.push(
-                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
-                "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "jets_per_s": rate, "threads": threads}),
-            );
-        }
+        print_rates("flow (median of runs)", &steps, 256.0, threads, &mut items);
         let rows = generation_suite(device, iters)?;
-        println!(
-            "{:<52} {:>10} {:>21} {:>12}",
-            "generation (median of runs)", "median ms", "p25-p75 ms", "jets/s"
+        print_rates(
+            "generation (median of runs)",
+            &rows,
+            10_000.0,
+            threads,
+            &mut items,
         );
-        for r in &rows {
-            let rate = 10_000.0 / (r.median_ms * 1e-3);
-            println!(
-                "{:<52} {:>10.2} {:>10.2}-{:<10.2} {:>12.0}",
-                r.name, r.median_ms, r.p25_ms, r.p75_ms, rate
-            );
-            items.push(
-                serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
-                "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "jets_per_s": rate, "threads": threads}),
-            );
-        }
         if let [rust, c] = rows.as_slice() {
             println!(
                 "C API overhead: {:+.2} % (median C / median Rust − 1)",
@@ -142,4 +120,29 @@ fn run_in_pool(
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Prints rows with a jets/s column (`jets` per timed call) and appends them to `items`.
+fn print_rates(
+    title: &str,
+    rows: &[crate::bench::BenchRow],
+    jets: f64,
+    threads: usize,
+    items: &mut Vec<serde_json::Value>,
+) {
+    println!(
+        "{title:<52} {:>10} {:>21} {:>12}",
+        "median ms", "p25-p75 ms", "jets/s"
+    );
+    for r in rows {
+        let rate = jets / (r.median_ms * 1e-3);
+        println!(
+            "{:<52} {:>10.2} {:>10.2}-{:<10.2} {:>12.0}",
+            r.name, r.median_ms, r.p25_ms, r.p75_ms, rate
+        );
+        items.push(
+            serde_json::json!({"name": r.name, "device": r.device, "median_ms": r.median_ms,
+            "p25_ms": r.p25_ms, "p75_ms": r.p75_ms, "jets_per_s": rate, "threads": threads}),
+        );
+    }
 }

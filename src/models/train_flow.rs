@@ -370,29 +370,9 @@ pub fn log_prob_jets(m: &TrainedFlow, data: &JetNetData, device: Device) -> Resu
         .collect();
     m.standardizer.apply(&mut rows);
     let context = Conditions::of(data, &idx).context(m.variant, &m.scale);
-    let c = m.variant.context_dim();
     let log_std: f64 = m.standardizer.std.iter().map(|s| (*s as f64).ln()).sum();
-    let mut out = Vec::with_capacity(data.n_jets);
-    for start in (0..data.n_jets).step_by(1000) {
-        let len = (data.n_jets - start).min(1000);
-        let ctx = Ctx::new(false, 0);
-        let x = ctx.tape.constant(Tensor::from_slice(
-            &rows[start * d..(start + len) * d],
-            &[len, d],
-            device,
-        )?);
-        let cond = if c > 0 {
-            Some(ctx.tape.constant(Tensor::from_slice(
-                &context[start * c..(start + len) * c],
-                &[len, c],
-                device,
-            )?))
-        } else {
-            None
-        };
-        let lp = m.flow.log_prob(&ctx, &x, cond.as_ref())?.value().to_vec()?;
-        out.extend(lp.iter().map(|v| *v as f64 - log_std));
-    }
+    let lp = log_probs(&m.flow, &rows, &context, d, device)?;
+    let out: Vec<f64> = lp.iter().map(|v| *v as f64 - log_std).collect();
     Ok(out)
 }
 
@@ -502,13 +482,20 @@ fn mass_constraint(
     mass.sub(&goal)?.square()?.mean_all()
 }
 
-/// Mean NLL of `rows` (standardised, `[n, d]`) in eval mode, in chunks.
-fn nll_of(flow: &Flow, rows: &[f32], context: &[f32], d: usize, device: Device) -> Result<f64> {
+/// log p of every row of `rows` (standardised, `[n, d]`, context `[n, c]`) in eval mode, in
+/// chunks of 1,000.
+fn log_probs(
+    flow: &Flow,
+    rows: &[f32],
+    context: &[f32],
+    d: usize,
+    device: Device,
+) -> Result<Vec<f32>> {
     let n = rows.len() / d;
     let c = flow.config.context;
-    let mut total = 0f64;
-    for start in (0..n).step_by(500) {
-        let len = (n - start).min(500);
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(1000) {
+        let len = (n - start).min(1000);
         let ctx = Ctx::new(false, 0);
         let x = ctx.tape.constant(Tensor::from_slice(
             &rows[start * d..(start + len) * d],
@@ -524,10 +511,15 @@ fn nll_of(flow: &Flow, rows: &[f32], context: &[f32], d: usize, device: Device) 
         } else {
             None
         };
-        let lp = flow.log_prob(&ctx, &x, cond.as_ref())?.sum_all()?;
-        total -= lp.value().item()?;
+        out.extend(flow.log_prob(&ctx, &x, cond.as_ref())?.value().to_vec()?);
     }
-    Ok(total / n as f64)
+    Ok(out)
+}
+
+/// Mean NLL of `rows` (standardised, `[n, d]`) in eval mode.
+fn nll_of(flow: &Flow, rows: &[f32], context: &[f32], d: usize, device: Device) -> Result<f64> {
+    let lp = log_probs(flow, rows, context, d, device)?;
+    Ok(-lp.iter().map(|&v| v as f64).sum::<f64>() / lp.len().max(1) as f64)
 }
 
 /// Train a flow on `data` and write the run directory `out`; see the module doc.
