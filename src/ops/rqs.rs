@@ -98,7 +98,7 @@ struct Bin<T> {
 /// softmax(u) of one row into `p[..K]` (K ≤ 64): each exponential is computed once and
 /// shared by the bin search and the backward. The exponentials use [`Real::exp_fast`]
 /// (within 2 ulp for f32, exact libm for f64) so the K of a row vectorise.
-fn softmax_into<T: Real>(u: &[T], p: &mut [T; 64]) {
+fn softmax_into<T: Real>(u: &[T], p: &mut [T]) {
     let m = u.iter().fold(u[0], |a, &b| if b > a { b } else { a });
     for (pi, &v) in p.iter_mut().zip(u) {
         *pi = (v - m).exp_fast();
@@ -107,8 +107,10 @@ fn softmax_into<T: Real>(u: &[T], p: &mut [T; 64]) {
     p.iter_mut().take(u.len()).for_each(|pi| *pi = *pi / s);
 }
 
+/// softplus(x) = max(x, 0) + ln(1 + e^{−|x|}) with the fast exp/log (f32: within a few ulp
+/// of 1 + e^{−|x|}, i.e. ~1e-7 absolute on a derivative that is ≥ min_derivative anyway).
 fn softplus<T: Real>(x: T) -> T {
-    (if x > T::zero() { x } else { T::zero() }) + (-x.abs()).exp().ln_1p()
+    (if x > T::zero() { x } else { T::zero() }) + (T::one() + (-x.abs()).exp_fast()).ln_fast()
 }
 
 fn sigmoid<T: Real>(x: T) -> T {
@@ -310,20 +312,21 @@ pub fn rqs_scalar<T: Real>(
     } else {
         value
     };
-    let (mut pw, mut ph) = ([T::zero(); 64], [T::zero(); 64]);
-    softmax_into(uw, &mut pw);
-    softmax_into(uh, &mut ph);
-    let bin = locate(clamped, &pw, &ph, ud, cfg, inverse);
-    let (out, ld) = if inverse {
-        inverse_in_bin(clamped, &bin)
-    } else {
-        forward_in_bin(clamped, &bin)
-    };
-    if inside {
-        (out, ld)
-    } else {
-        (value, T::zero())
-    }
+    with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
+        softmax_into(uw, pw);
+        softmax_into(uh, ph);
+        let bin = locate(clamped, pw, ph, ud, cfg, inverse);
+        let (out, ld) = if inverse {
+            inverse_in_bin(clamped, &bin)
+        } else {
+            forward_in_bin(clamped, &bin)
+        };
+        if inside {
+            (out, ld)
+        } else {
+            (value, T::zero())
+        }
+    })
 }
 
 /// One element's gradients: writes ∂L/∂(uw, uh, ud) into the given rows and returns ∂L/∂value,
@@ -350,30 +353,43 @@ pub fn rqs_scalar_grad<T: Real>(
     if !(value >= -b && value <= b) {
         return gy; // identity: dx = g, parameters untouched
     }
-    let (mut pw, mut ph) = ([T::zero(); 64], [T::zero(); 64]);
-    softmax_into(uw, &mut pw);
-    softmax_into(uh, &mut ph);
-    let bin = locate(value, &pw, &ph, ud, cfg, inverse);
-    let (g_value, adj) = if inverse {
-        // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
-        let (x, _) = inverse_in_bin(value, &bin);
-        let (_, ell) = forward_in_bin(x, &bin);
-        let ell_x = forward_adjoint(x, &bin, T::zero(), T::one())[0];
-        let alpha = (gy - gl * ell_x) / ell.exp();
-        (alpha, forward_adjoint(x, &bin, -alpha, -gl))
+    with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
+        softmax_into(uw, pw);
+        softmax_into(uh, ph);
+        let bin = locate(value, pw, ph, ud, cfg, inverse);
+        let (g_value, adj) = if inverse {
+            // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
+            let (x, _) = inverse_in_bin(value, &bin);
+            let (_, ell) = forward_in_bin(x, &bin);
+            let ell_x = forward_adjoint(x, &bin, T::zero(), T::one())[0];
+            let alpha = (gy - gl * ell_x) / ell.exp();
+            (alpha, forward_adjoint(x, &bin, -alpha, -gl))
+        } else {
+            let adj = forward_adjoint(value, &bin, gy, gl);
+            (adj[0], adj)
+        };
+        knots_to_logits(pw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
+        knots_to_logits(ph, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
+        if bin.index >= 1 {
+            gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
+        }
+        if bin.index + 1 < cfg.bins {
+            gud[bin.index] += adj[6] * sigmoid(ud[bin.index]);
+        }
+        g_value
+    })
+}
+
+/// Runs `f` with two zeroed scratch rows of length `k` for the softmaxes: on the stack for
+/// K ≤ 16 (the usual 4–10 bins), on the heap beyond.
+fn with_scratch<T: Real, R>(k: usize, f: impl FnOnce(&mut [T], &mut [T]) -> R) -> R {
+    if k <= 16 {
+        let (mut a, mut b) = ([T::zero(); 16], [T::zero(); 16]);
+        f(&mut a[..k], &mut b[..k])
     } else {
-        let adj = forward_adjoint(value, &bin, gy, gl);
-        (adj[0], adj)
-    };
-    knots_to_logits(&pw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
-    knots_to_logits(&ph, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
-    if bin.index >= 1 {
-        gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
+        let (mut a, mut b) = (vec![T::zero(); k], vec![T::zero(); k]);
+        f(&mut a, &mut b)
     }
-    if bin.index + 1 < cfg.bins {
-        gud[bin.index] += adj[6] * sigmoid(ud[bin.index]);
-    }
-    g_value
 }
 
 fn check_shapes(x: &Tensor, uw: &Tensor, uh: &Tensor, ud: &Tensor, cfg: &RqsConfig) -> Result<()> {
