@@ -21,6 +21,8 @@ pub struct EvalArgs {
     pub plots: Option<PathBuf>,
     /// Only the W1 metrics (skip FPD, KPD, COV, MMD).
     pub quick: bool,
+    /// FPND against jetnet's real jets of this class (g, q, t).
+    pub fpnd: Option<String>,
 }
 
 /// A spinner that names the running step (hidden when stderr is not a terminal).
@@ -47,8 +49,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
             d.n_particles
         );
     }
+    let fpnd = match a.fpnd.as_deref() {
+        None => None,
+        Some(c @ ("g" | "q" | "t")) => c.chars().next(),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "--fpnd takes g, q or t, got '{other}'"
+            )))
+        }
+    };
     let cfg = EvalConfig {
         full: !a.quick,
+        fpnd,
         ..EvalConfig::new(protocol, a.seed)
     };
     let bar = stage_spinner();

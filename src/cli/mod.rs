@@ -132,6 +132,10 @@ pub enum Command {
         /// Only the W1 metrics (skip FPD, KPD, COV and MMD).
         #[arg(long)]
         quick: bool,
+        /// Also FPND against jetnet's real jets of this class: g, q or t (JetNet-30 jets;
+        /// ParticleNet on up to 50,000 generated jets, ~2 minutes on 2 cores)
+        #[arg(long)]
+        fpnd: Option<String>,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS), `generate` (flow generation through the Rust and the C API), or
@@ -181,6 +185,7 @@ pub fn main() -> i32 {
             json,
             plots,
             quick,
+            fpnd,
         } => eval::run(eval::EvalArgs {
             real,
             generated,
@@ -189,6 +194,7 @@ pub fn main() -> i32 {
             json,
             plots,
             quick,
+            fpnd,
         }),
         Command::Bench {
             suite,

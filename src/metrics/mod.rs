@@ -6,6 +6,7 @@ pub mod efpset;
 pub mod emd;
 pub mod evaluate;
 pub mod fpd_kpd;
+pub mod fpnd;
 pub mod w1;
 
 pub use cov_mmd::{cov_mmd, cov_mmd_from_matrix, emd_matrix, CovMmd, CovMmdConfig};
@@ -16,4 +17,5 @@ pub use evaluate::{evaluate, EvalConfig, EvalReport, Metric, Protocol};
 pub use fpd_kpd::{
     fpd, fpd_kpd_features, frechet_distance, kpd, normalise, Features, FpdConfig, KpdConfig,
 };
+pub use fpnd::{fpnd, ParticleNet, FPND_MAX_JETS};
 pub use w1::{w1efp, w1m, w1p, wasserstein_1d, wasserstein_1d_weighted, Bootstrap, W1Result};
