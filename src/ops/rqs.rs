@@ -359,10 +359,9 @@ pub fn rqs_scalar_grad<T: Real>(
         let bin = locate(value, pw, ph, ud, cfg, inverse);
         let (g_value, adj) = if inverse {
             // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
-            let (x, _) = inverse_in_bin(value, &bin);
-            let (_, ell) = forward_in_bin(x, &bin);
+            let (x, neg_ell) = inverse_in_bin(value, &bin); // its log-det is −ℓ(x*)
             let ell_x = forward_adjoint(x, &bin, T::zero(), T::one())[0];
-            let alpha = (gy - gl * ell_x) / ell.exp();
+            let alpha = (gy - gl * ell_x) / (-neg_ell).exp_fast();
             (alpha, forward_adjoint(x, &bin, -alpha, -gl))
         } else {
             let adj = forward_adjoint(value, &bin, gy, gl);
