@@ -11,9 +11,13 @@
  * a seed, independent of threads.
  *
  * Buffers are caller-owned, row-major, with explicit sizes; nothing is written on failure.
- * CUDA: a CUDA context runs the kernels on the GPU, copying the host buffers in and out
- * within the call (synchronous; no stream is exposed). Device-pointer entry points are not
- * provided yet.
+ * CUDA: a CUDA context runs the kernels on the GPU. The plain kernel functions take host
+ * buffers and copy them in and out within the call. The *_device variants take CUDA device
+ * pointers on the context's GPU (primary context, as the CUDA runtime uses): jetgen copies
+ * the inputs and writes the outputs on its own stream and returns only when that work has
+ * finished, so (1) finish the work that produces the inputs before calling (e.g.
+ * cudaStreamSynchronize on your stream) and (2) the outputs are ready on return. No stream
+ * handle is exposed.
  */
 #ifndef JETGEN_H
 #define JETGEN_H
@@ -111,6 +115,13 @@ jetgen_status jetgen_chamfer(const jetgen_context *ctx, const float *x, const fl
                              size_t batch, size_t n, size_t m, size_t dim,
                              const float *mask_x, const float *mask_y, int mean, float *out);
 
+/* jetgen_chamfer on CUDA device pointers (x, y, masks, out all on the context's GPU; a CPU
+ * context is JETGEN_INVALID_ARGUMENT). Stream semantics: see the top of this file. */
+jetgen_status jetgen_chamfer_device(const jetgen_context *ctx, const float *x, const float *y,
+                                    size_t batch, size_t n, size_t m, size_t dim,
+                                    const float *mask_x, const float *mask_y, int mean,
+                                    float *out);
+
 /* Options of jetgen_sinkhorn; fill with jetgen_sinkhorn_default_options first. */
 typedef struct jetgen_sinkhorn_options {
     int cost;         /* 0: |x-y| (p = 1), 1: |x-y|^2, 2: |x-y|^2 / 2 (geomloss p = 2) */
@@ -133,6 +144,15 @@ jetgen_status jetgen_sinkhorn(const jetgen_context *ctx, const float *x, const f
                               size_t m, size_t dim, const jetgen_sinkhorn_options *options,
                               float *out_divergence, float *out_ot, float *out_f,
                               float *out_g);
+
+/* jetgen_sinkhorn on CUDA device pointers (all arrays on the context's GPU; `options` is a
+ * host pointer). Stream semantics: see the top of this file. */
+jetgen_status jetgen_sinkhorn_device(const jetgen_context *ctx, const float *x, const float *y,
+                                     const float *a, const float *b, size_t batch, size_t n,
+                                     size_t m, size_t dim,
+                                     const jetgen_sinkhorn_options *options,
+                                     float *out_divergence, float *out_ot, float *out_f,
+                                     float *out_g);
 
 /* Exact jet EMD as energyflow defines it (R = 1, beta = 1, unnormalised):
  *   min_F sum F_ij theta_ij + |sum pT - sum pT'|,  theta = distance in (eta, phi),

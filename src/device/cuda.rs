@@ -261,6 +261,57 @@ impl CudaBackend {
             .map_err(|e| oom_or(e, std::mem::size_of_val(data)))
     }
 
+    /// Copy `n` elements from caller-owned device memory at `src` (on this device, in its
+    /// primary context) into a new buffer, on this backend's stream.
+    ///
+    /// # Safety
+    /// `src` must address at least `n` valid elements of `T` on this device, not being
+    /// written concurrently.
+    pub unsafe fn copy_from_raw<T: DeviceRepr>(&self, src: u64, n: usize) -> Result<CudaSlice<T>> {
+        let mut out = self.alloc::<T>(n)?;
+        if n > 0 {
+            let (dst, _sync) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut out, &self.stream);
+            // SAFETY: both ranges hold n·size_of::<T>() bytes (caller contract, fresh buffer).
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(
+                    dst,
+                    src,
+                    n * std::mem::size_of::<T>(),
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(driver_err("device-to-device copy from caller memory"))?;
+        }
+        Ok(out)
+    }
+
+    /// Copy the first `n` elements of `data` to caller-owned device memory at `dst` and wait
+    /// until the copy (and everything queued before it) has finished.
+    ///
+    /// # Safety
+    /// `dst` must address at least `n` writable elements of `T` on this device.
+    pub unsafe fn copy_to_raw<T: DeviceRepr>(
+        &self,
+        data: &CudaSlice<T>,
+        dst: u64,
+        n: usize,
+    ) -> Result<()> {
+        if n > 0 {
+            let (src, _sync) = cudarc::driver::DevicePtr::device_ptr(data, &self.stream);
+            // SAFETY: both ranges hold n·size_of::<T>() bytes (caller contract, our buffer).
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(
+                    dst,
+                    src,
+                    n * std::mem::size_of::<T>(),
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(driver_err("device-to-device copy to caller memory"))?;
+        }
+        self.synchronize()
+    }
+
     /// Copy the first `n` elements of a device buffer back to the host.
     pub fn dtoh<T: DeviceRepr + Default + Clone>(
         &self,

@@ -69,6 +69,72 @@ unsafe fn copy_out(t: &Tensor, out: *mut f32) -> Result<(), (JetgenStatus, Strin
     Ok(())
 }
 
+/// Where a kernel call's buffers live: caller host memory (copied to the context's device
+/// if that is a GPU), or caller CUDA memory on the context's GPU.
+enum Place {
+    Host,
+    Device(std::sync::Arc<crate::device::cuda::CudaBackend>),
+}
+
+impl Place {
+    /// Device-pointer calls need a CUDA context.
+    fn device(c: &JetgenContext) -> Result<Place, (JetgenStatus, String)> {
+        match c.device {
+            crate::device::Device::Cuda(n) => Ok(Place::Device(crate::device::cuda::backend(n).map_err(err)?)),
+            crate::device::Device::Cpu => fail(
+                JetgenStatus::InvalidArgument,
+                "device-pointer functions need a CUDA context (jetgen_context_create with a GPU ordinal)",
+            ),
+        }
+    }
+
+    /// A tensor of `shape` from `len` floats at `ptr` (host or device per `self`).
+    ///
+    /// # Safety
+    /// `ptr` must address `len` readable floats in the memory `self` names.
+    unsafe fn input(
+        &self,
+        c: &JetgenContext,
+        ptr: *const f32,
+        len: usize,
+        shape: &[usize],
+        what: &str,
+    ) -> Result<Tensor, (JetgenStatus, String)> {
+        match self {
+            // SAFETY: per the contract.
+            Place::Host => {
+                Tensor::from_slice(unsafe { slice_in(ptr, len, what)? }, shape, c.device)
+                    .map_err(err)
+            }
+            Place::Device(be) => {
+                if ptr.is_null() {
+                    return fail(JetgenStatus::NullPointer, format!("{what} is NULL"));
+                }
+                // SAFETY: per the contract (device memory of this GPU).
+                let slice = unsafe { be.copy_from_raw::<f32>(ptr as u64, len) }.map_err(err)?;
+                Ok(Tensor::from_cuda(slice, be.clone(), shape))
+            }
+        }
+    }
+
+    /// Writes `t` (all its elements) to `out` (host or device per `self`); device writes
+    /// have finished when this returns.
+    ///
+    /// # Safety
+    /// `out` must address `t.numel()` writable floats in the memory `self` names.
+    unsafe fn output(&self, t: &Tensor, out: *mut f32) -> Result<(), (JetgenStatus, String)> {
+        match self {
+            // SAFETY: per the contract.
+            Place::Host => unsafe { copy_out(t, out) },
+            Place::Device(be) => {
+                let buf = t.cuda().map_err(err)?;
+                // SAFETY: per the contract.
+                unsafe { be.copy_to_raw(&buf.slice, out as u64, t.numel()) }.map_err(err)
+            }
+        }
+    }
+}
+
 /// Batched Chamfer distance of clouds `x[batch·n·dim]` and `y[batch·m·dim]` (row-major,
 /// float) with optional validity masks `mask_x[batch·n]`, `mask_y[batch·m]` (1 = real point,
 /// 0 = padding; NULL = all valid): for each pair Σ_i min_j |x_i−y_j|² + Σ_j min_i |x_i−y_j|²
@@ -93,51 +159,115 @@ pub unsafe extern "C" fn jetgen_chamfer(
 ) -> JetgenStatus {
     guard(|| {
         let c = context(ctx)?;
-        if out.is_null() {
-            return fail(JetgenStatus::NullPointer, "jetgen_chamfer: out is NULL");
+        // SAFETY: forwarded caller contract (host memory).
+        unsafe {
+            chamfer_impl(
+                c,
+                &Place::Host,
+                x,
+                y,
+                [batch, n, m, dim],
+                mask_x,
+                mask_y,
+                mean,
+                out,
+            )
         }
-        if batch == 0 || n == 0 || m == 0 || dim == 0 {
-            return fail(
-                JetgenStatus::InvalidArgument,
-                "jetgen_chamfer: sizes must be ≥ 1",
-            );
-        }
-        let (nx, ny) = (
-            checked_size("x", &[batch, n, dim])?,
-            checked_size("y", &[batch, m, dim])?,
-        );
-        // SAFETY: the caller promises the sizes.
-        let (xs, ys) = unsafe { (slice_in(x, nx, "x")?, slice_in(y, ny, "y")?) };
-        let dev = c.device;
-        let tensor = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, dev).map_err(err);
-        let (xt, yt) = (tensor(xs, &[batch, n, dim])?, tensor(ys, &[batch, m, dim])?);
-        let mx = match mask_x.is_null() {
-            true => None,
-            // SAFETY: non-NULL; the caller promises batch·n floats.
-            false => Some(tensor(
-                unsafe { slice_in(mask_x, batch * n, "mask_x")? },
-                &[batch, n],
-            )?),
-        };
-        let my = match mask_y.is_null() {
-            true => None,
-            // SAFETY: non-NULL; the caller promises batch·m floats.
-            false => Some(tensor(
-                unsafe { slice_in(mask_y, batch * m, "mask_y")? },
-                &[batch, m],
-            )?),
-        };
-        let reduction = if mean != 0 {
-            PointReduction::Mean
-        } else {
-            PointReduction::Sum
-        };
-        let r = c
-            .run(|| chamfer(&xt, &yt, mx.as_ref(), my.as_ref(), reduction))
-            .map_err(err)?;
-        // SAFETY: out holds batch floats per the contract.
-        unsafe { copy_out(&r.distance, out) }
     })
+}
+
+/// [`jetgen_chamfer`] on caller CUDA memory: every pointer is a device pointer on the
+/// context's GPU (which must be a CUDA context). Stream semantics: jetgen reads the inputs
+/// and writes `out` on its own stream for that device and returns only after that work has
+/// finished; make sure whatever produced the inputs has completed first (e.g. synchronise
+/// your stream), and do not touch `out` from another stream during the call.
+///
+/// # Safety
+/// Every non-NULL pointer must address the stated number of floats in device memory.
+#[no_mangle]
+pub unsafe extern "C" fn jetgen_chamfer_device(
+    ctx: *const JetgenContext,
+    x: *const f32,
+    y: *const f32,
+    batch: usize,
+    n: usize,
+    m: usize,
+    dim: usize,
+    mask_x: *const f32,
+    mask_y: *const f32,
+    mean: c_int,
+    out: *mut f32,
+) -> JetgenStatus {
+    guard(|| {
+        let c = context(ctx)?;
+        let place = Place::device(c)?;
+        // SAFETY: forwarded caller contract (device memory).
+        unsafe {
+            chamfer_impl(
+                c,
+                &place,
+                x,
+                y,
+                [batch, n, m, dim],
+                mask_x,
+                mask_y,
+                mean,
+                out,
+            )
+        }
+    })
+}
+
+/// The shared body of the Chamfer entry points.
+///
+/// # Safety
+/// As the entry points: every non-NULL pointer holds the stated floats in `place`'s memory.
+#[allow(clippy::too_many_arguments)]
+unsafe fn chamfer_impl(
+    c: &JetgenContext,
+    place: &Place,
+    x: *const f32,
+    y: *const f32,
+    [batch, n, m, dim]: [usize; 4],
+    mask_x: *const f32,
+    mask_y: *const f32,
+    mean: c_int,
+    out: *mut f32,
+) -> Result<(), (JetgenStatus, String)> {
+    if out.is_null() {
+        return fail(JetgenStatus::NullPointer, "jetgen_chamfer: out is NULL");
+    }
+    if batch == 0 || n == 0 || m == 0 || dim == 0 {
+        return fail(
+            JetgenStatus::InvalidArgument,
+            "jetgen_chamfer: sizes must be ≥ 1",
+        );
+    }
+    let (nx, ny) = (
+        checked_size("x", &[batch, n, dim])?,
+        checked_size("y", &[batch, m, dim])?,
+    );
+    // SAFETY (all inputs): the caller promises the sizes.
+    let xt = unsafe { place.input(c, x, nx, &[batch, n, dim], "x")? };
+    let yt = unsafe { place.input(c, y, ny, &[batch, m, dim], "y")? };
+    let mx = match mask_x.is_null() {
+        true => None,
+        false => Some(unsafe { place.input(c, mask_x, batch * n, &[batch, n], "mask_x")? }),
+    };
+    let my = match mask_y.is_null() {
+        true => None,
+        false => Some(unsafe { place.input(c, mask_y, batch * m, &[batch, m], "mask_y")? }),
+    };
+    let reduction = if mean != 0 {
+        PointReduction::Mean
+    } else {
+        PointReduction::Sum
+    };
+    let r = c
+        .run(|| chamfer(&xt, &yt, mx.as_ref(), my.as_ref(), reduction))
+        .map_err(err)?;
+    // SAFETY: out holds batch floats per the contract.
+    unsafe { place.output(&r.distance, out) }
 }
 
 /// Batched log-domain Sinkhorn between weighted clouds `x[batch·n·dim]`, `y[batch·m·dim]`
@@ -167,78 +297,139 @@ pub unsafe extern "C" fn jetgen_sinkhorn(
 ) -> JetgenStatus {
     guard(|| {
         let c = context(ctx)?;
-        if options.is_null() {
-            return fail(
-                JetgenStatus::NullPointer,
-                "jetgen_sinkhorn: options is NULL",
-            );
-        }
-        // SAFETY: checked non-NULL.
-        let o = unsafe { *options };
-        if batch == 0 || n == 0 || m == 0 || dim == 0 {
-            return fail(
-                JetgenStatus::InvalidArgument,
-                "jetgen_sinkhorn: sizes must be ≥ 1",
-            );
-        }
-        let cost = match o.cost {
-            0 => Cost::Euclidean,
-            1 => Cost::SquaredEuclidean,
-            2 => Cost::HalfSquaredEuclidean,
-            k => {
-                return fail(
-                    JetgenStatus::InvalidArgument,
-                    format!("unknown cost {k} (0, 1, 2)"),
-                )
-            }
-        };
-        if o.debias == 0 && !out_divergence.is_null() {
-            return fail(
-                JetgenStatus::InvalidArgument,
-                "the divergence needs debias = 1",
-            );
-        }
-        let cfg = SinkhornConfig {
-            cost,
-            epsilon: o.epsilon,
-            max_iters: o.max_iters,
-            tolerance: (o.tolerance > 0.0).then_some(o.tolerance),
-            scaling: (o.scaling > 0.0).then_some(o.scaling),
-            debias: o.debias != 0,
-        };
-        let (nx, ny) = (
-            checked_size("x", &[batch, n, dim])?,
-            checked_size("y", &[batch, m, dim])?,
-        );
-        let dev = c.device;
-        let tensor = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, dev).map_err(err);
-        // SAFETY: the caller promises the sizes.
-        let (xt, yt, at, bt) = unsafe {
-            (
-                tensor(slice_in(x, nx, "x")?, &[batch, n, dim])?,
-                tensor(slice_in(y, ny, "y")?, &[batch, m, dim])?,
-                tensor(slice_in(a, batch * n, "a")?, &[batch, n])?,
-                tensor(slice_in(b, batch * m, "b")?, &[batch, m])?,
-            )
-        };
-        let r = c.run(|| sinkhorn(&xt, &yt, &at, &bt, &cfg)).map_err(err)?;
-        // SAFETY: each non-NULL output holds its stated size per the contract.
+        // SAFETY: forwarded caller contract (host memory).
         unsafe {
-            if let (false, Some(d)) = (out_divergence.is_null(), r.divergence.as_ref()) {
-                copy_out(d, out_divergence)?;
-            }
-            if !out_ot.is_null() {
-                copy_out(&r.ot, out_ot)?;
-            }
-            if !out_f.is_null() {
-                copy_out(&r.f, out_f)?;
-            }
-            if !out_g.is_null() {
-                copy_out(&r.g, out_g)?;
-            }
+            sinkhorn_impl(
+                c,
+                &Place::Host,
+                [x, y, a, b],
+                [batch, n, m, dim],
+                options,
+                [out_divergence, out_ot, out_f, out_g],
+            )
         }
-        Ok(())
     })
+}
+
+/// [`jetgen_sinkhorn`] on caller CUDA memory: positions, weights and outputs are device
+/// pointers on the context's GPU (`options` stays a host pointer). Stream semantics as
+/// [`jetgen_chamfer_device`]: inputs must be ready before the call; outputs are written when
+/// it returns.
+///
+/// # Safety
+/// Every non-NULL pointer must address the stated number of floats in device memory.
+#[no_mangle]
+pub unsafe extern "C" fn jetgen_sinkhorn_device(
+    ctx: *const JetgenContext,
+    x: *const f32,
+    y: *const f32,
+    a: *const f32,
+    b: *const f32,
+    batch: usize,
+    n: usize,
+    m: usize,
+    dim: usize,
+    options: *const JetgenSinkhornOptions,
+    out_divergence: *mut f32,
+    out_ot: *mut f32,
+    out_f: *mut f32,
+    out_g: *mut f32,
+) -> JetgenStatus {
+    guard(|| {
+        let c = context(ctx)?;
+        let place = Place::device(c)?;
+        // SAFETY: forwarded caller contract (device memory).
+        unsafe {
+            sinkhorn_impl(
+                c,
+                &place,
+                [x, y, a, b],
+                [batch, n, m, dim],
+                options,
+                [out_divergence, out_ot, out_f, out_g],
+            )
+        }
+    })
+}
+
+/// The shared body of the Sinkhorn entry points.
+///
+/// # Safety
+/// As the entry points: every non-NULL pointer holds the stated floats in `place`'s memory;
+/// `options` is a host pointer.
+unsafe fn sinkhorn_impl(
+    c: &JetgenContext,
+    place: &Place,
+    [x, y, a, b]: [*const f32; 4],
+    [batch, n, m, dim]: [usize; 4],
+    options: *const JetgenSinkhornOptions,
+    [out_divergence, out_ot, out_f, out_g]: [*mut f32; 4],
+) -> Result<(), (JetgenStatus, String)> {
+    if options.is_null() {
+        return fail(
+            JetgenStatus::NullPointer,
+            "jetgen_sinkhorn: options is NULL",
+        );
+    }
+    // SAFETY: checked non-NULL (host memory).
+    let o = unsafe { *options };
+    if batch == 0 || n == 0 || m == 0 || dim == 0 {
+        return fail(
+            JetgenStatus::InvalidArgument,
+            "jetgen_sinkhorn: sizes must be ≥ 1",
+        );
+    }
+    let cost = match o.cost {
+        0 => Cost::Euclidean,
+        1 => Cost::SquaredEuclidean,
+        2 => Cost::HalfSquaredEuclidean,
+        k => {
+            return fail(
+                JetgenStatus::InvalidArgument,
+                format!("unknown cost {k} (0, 1, 2)"),
+            )
+        }
+    };
+    if o.debias == 0 && !out_divergence.is_null() {
+        return fail(
+            JetgenStatus::InvalidArgument,
+            "the divergence needs debias = 1",
+        );
+    }
+    let cfg = SinkhornConfig {
+        cost,
+        epsilon: o.epsilon,
+        max_iters: o.max_iters,
+        tolerance: (o.tolerance > 0.0).then_some(o.tolerance),
+        scaling: (o.scaling > 0.0).then_some(o.scaling),
+        debias: o.debias != 0,
+    };
+    let (nx, ny) = (
+        checked_size("x", &[batch, n, dim])?,
+        checked_size("y", &[batch, m, dim])?,
+    );
+    // SAFETY (all inputs): the caller promises the sizes.
+    let xt = unsafe { place.input(c, x, nx, &[batch, n, dim], "x")? };
+    let yt = unsafe { place.input(c, y, ny, &[batch, m, dim], "y")? };
+    let at = unsafe { place.input(c, a, batch * n, &[batch, n], "a")? };
+    let bt = unsafe { place.input(c, b, batch * m, &[batch, m], "b")? };
+    let r = c.run(|| sinkhorn(&xt, &yt, &at, &bt, &cfg)).map_err(err)?;
+    // SAFETY: each non-NULL output holds its stated size per the contract.
+    unsafe {
+        if let (false, Some(d)) = (out_divergence.is_null(), r.divergence.as_ref()) {
+            place.output(d, out_divergence)?;
+        }
+        if !out_ot.is_null() {
+            place.output(&r.ot, out_ot)?;
+        }
+        if !out_f.is_null() {
+            place.output(&r.f, out_f)?;
+        }
+        if !out_g.is_null() {
+            place.output(&r.g, out_g)?;
+        }
+    }
+    Ok(())
 }
 
 /// energyflow's exact jet EMD (R = 1, β = 1, unnormalised pT: Σ F_ij θ_ij + |ΣpT − ΣpT'|)

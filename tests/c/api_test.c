@@ -117,6 +117,8 @@ static int check_kernels(void) {
     CHECK(jetgen_chamfer(ctx, x, NULL, 1, 2, 2, 2, NULL, NULL, 0, &d) == JETGEN_NULL_POINTER, "NULL y");
     float bad[] = {0, NAN, 5, 5};
     CHECK(jetgen_chamfer(ctx, bad, y, 1, 2, 2, 2, NULL, NULL, 0, &d) == JETGEN_INVALID_ARGUMENT, "NaN input");
+    /* device-pointer variants need a CUDA context */
+    CHECK(jetgen_chamfer_device(ctx, x, y, 1, 2, 2, 2, NULL, NULL, 0, &d) == JETGEN_INVALID_ARGUMENT, "device call on CPU context");
 
     /* Sinkhorn: a cloud against itself has divergence ~0; against a shifted copy ~ shift^2/2 */
     jetgen_sinkhorn_options o;
@@ -125,6 +127,7 @@ static int check_kernels(void) {
     float a[] = {0.5f, 0.5f}, pts[] = {0, 0, 1, 0}, shifted[] = {0, 0.1f, 1, 0.1f}, div = -1, f[2];
     CHECK(jetgen_sinkhorn(ctx, pts, pts, a, a, 1, 2, 2, 2, &o, &div, NULL, f, NULL) == JETGEN_OK && fabsf(div) < 1e-4f, "self divergence %g", div);
     CHECK(jetgen_sinkhorn(ctx, pts, shifted, a, a, 1, 2, 2, 2, &o, &div, NULL, NULL, NULL) == JETGEN_OK && fabsf(div - 0.005f) < 5e-4f, "shifted divergence %g", div);
+    CHECK(jetgen_sinkhorn_device(ctx, pts, pts, a, a, 1, 2, 2, 2, &o, &div, NULL, NULL, NULL) == JETGEN_INVALID_ARGUMENT, "device sinkhorn on CPU context");
     o.cost = 9;
     CHECK(jetgen_sinkhorn(ctx, pts, pts, a, a, 1, 2, 2, 2, &o, &div, NULL, NULL, NULL) == JETGEN_INVALID_ARGUMENT, "bad cost");
     jetgen_sinkhorn_default_options(&o);
