@@ -3,8 +3,8 @@
 #     bash gpu-bundle/run.sh RESULTS_DIR
 # 1. environment report; 2. every test executable with REQUIRE_GPU=1 (CUDA parity suite
 # included); 3. compute-sanitizer memcheck and racecheck over the parity suite;
-# 4. `jetgen bench` (engine and kernels) on CUDA and CPU (JSON); 5. the PyTorch peer on the
-# same GPU.
+# 4. `jetgen bench` (engine, kernels, generate) on CUDA and CPU (JSON), a short CUDA training
+# run; 5. the PyTorch peer on the same GPU.
 set -u
 B="$(cd "$(dirname "$0")" && pwd)"
 R="${1:?usage: run.sh RESULTS_DIR}"
@@ -60,6 +60,12 @@ unset JETGEN_CUDA_SYNC
 echo "bench cuda: rc=$?" >> "$S"
 "$B/bin/jetgen" bench kernels --device cuda --min-time 0.5 --json "$R/kernels_cuda.json" > "$R/kernels_cuda.txt" 2>&1
 echo "bench kernels cuda: rc=$?" >> "$S"
+# flows on the GPU: training-step and sampling times (nflows' peer configurations) and
+# generation throughput through the Rust and the C API; a short CUDA training run end to end
+"$B/bin/jetgen" bench generate --device cuda --iters 20 --json "$R/generate_cuda.json" > "$R/generate_cuda.txt" 2>&1
+echo "bench generate cuda: rc=$?" >> "$S"
+timeout 300 "$B/bin/jetgen" train --device cuda --data "$B/sample/g.hdf5" --steps 300 --quick-eval --out "$R/train_cuda" > "$R/train_cuda.txt" 2>&1
+echo "train cuda (300 steps): rc=$?" >> "$S"
 "$B/bin/jetgen" bench --device cpu --iters 50 --json "$R/bench_cpu.json" > "$R/bench_cpu.txt" 2>&1
 echo "bench cpu: rc=$?" >> "$S"
 python3 "$B/peers/torch_engine.py" --device cuda --iters 100 --json "$R/torch_cuda.json" > "$R/torch_cuda.txt" 2>&1
