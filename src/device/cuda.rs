@@ -269,18 +269,10 @@ impl CudaBackend {
     /// written concurrently.
     pub unsafe fn copy_from_raw<T: DeviceRepr>(&self, src: u64, n: usize) -> Result<CudaSlice<T>> {
         let mut out = self.alloc::<T>(n)?;
-        if n > 0 {
+        {
             let (dst, _sync) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut out, &self.stream);
-            // SAFETY: both ranges hold n·size_of::<T>() bytes (caller contract, fresh buffer).
-            unsafe {
-                cudarc::driver::result::memcpy_dtod_async(
-                    dst,
-                    src,
-                    n * std::mem::size_of::<T>(),
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(driver_err("device-to-device copy from caller memory"))?;
+            // SAFETY: both ranges hold n elements (caller contract, fresh buffer).
+            unsafe { self.dtod::<T>(dst, src, n, "device-to-device copy from caller memory") }?;
         }
         Ok(out)
     }
@@ -296,20 +288,30 @@ impl CudaBackend {
         dst: u64,
         n: usize,
     ) -> Result<()> {
-        if n > 0 {
-            let (src, _sync) = cudarc::driver::DevicePtr::device_ptr(data, &self.stream);
-            // SAFETY: both ranges hold n·size_of::<T>() bytes (caller contract, our buffer).
-            unsafe {
-                cudarc::driver::result::memcpy_dtod_async(
-                    dst,
-                    src,
-                    n * std::mem::size_of::<T>(),
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(driver_err("device-to-device copy to caller memory"))?;
-        }
+        let (src, _sync) = cudarc::driver::DevicePtr::device_ptr(data, &self.stream);
+        // SAFETY: both ranges hold n elements (caller contract, our buffer).
+        unsafe { self.dtod::<T>(dst, src, n, "device-to-device copy to caller memory") }?;
         self.synchronize()
+    }
+
+    /// Queue a copy of `n` elements of `T` from device address `src` to `dst` on this stream.
+    ///
+    /// # Safety
+    /// Both addresses must hold `n` elements of `T` on this device.
+    unsafe fn dtod<T>(&self, dst: u64, src: u64, n: usize, what: &'static str) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: per the contract.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                dst,
+                src,
+                n * std::mem::size_of::<T>(),
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(driver_err(what))
     }
 
     /// Copy the first `n` elements of a device buffer back to the host.

@@ -44,12 +44,10 @@ struct Dense {
 
 /// One EdgeConv block: the first layer split into node terms, then two dense layers.
 struct EdgeBlock {
-    n_in: usize,
     width: usize,
-    /// (W_a − W_b) and W_b of the first layer, each `[width, n_in]`, and its bias.
-    w_self: Vec<f32>,
-    w_nbr: Vec<f32>,
-    b1: Vec<f32>,
+    /// First layer split per node: (W_a − W_b) with the bias, and W_b with a zero bias.
+    node_self: Dense,
+    node_nbr: Dense,
     layers: [Dense; 2],
 }
 
@@ -173,12 +171,22 @@ impl ParticleNet {
                 }
             }
             let layers = [folded(&st, &p, 3, 4, width)?, folded(&st, &p, 6, 7, width)?];
-            blocks.push(EdgeBlock {
+            let node_self = Dense {
+                w: w_self,
+                b: first.b,
                 n_in,
+                n_out: width,
+            };
+            let node_nbr = Dense {
+                w: w_nbr,
+                b: vec![0.0; width],
+                n_in,
+                n_out: width,
+            };
+            blocks.push(EdgeBlock {
                 width,
-                w_self,
-                w_nbr,
-                b1: first.b,
+                node_self,
+                node_nbr,
                 layers,
             });
             n_in += width;
@@ -232,28 +240,8 @@ impl ParticleNet {
         for (bi, block) in self.blocks.iter().enumerate() {
             let knn_dims = if bi == 0 { 2 } else { width };
             let nbrs = knn(&x, width, knn_dims, n_jets);
-            let node_self = dense(
-                &x,
-                nodes,
-                &Dense {
-                    w: block.w_self.clone(),
-                    b: block.b1.clone(),
-                    n_in: block.n_in,
-                    n_out: block.width,
-                },
-                false,
-            );
-            let node_nbr = dense(
-                &x,
-                nodes,
-                &Dense {
-                    w: block.w_nbr.clone(),
-                    b: vec![0.0; block.width],
-                    n_in: block.n_in,
-                    n_out: block.width,
-                },
-                false,
-            );
+            let node_self = dense(&x, nodes, &block.node_self, false);
+            let node_nbr = dense(&x, nodes, &block.node_nbr, false);
             let h = block.width;
             let mut edges = vec![0f32; nodes * K * h];
             for i in 0..nodes {
