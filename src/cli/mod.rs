@@ -86,6 +86,22 @@ pub enum Command {
         /// its size)
         #[arg(long, default_value_t = 2000)]
         generate: usize,
+        /// Dropout probability inside the conditioners' residual blocks
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f32,
+        /// AdamW decoupled weight decay
+        #[arg(long, default_value_t = 1e-5)]
+        weight_decay: f64,
+        /// constant, or cosine (from --lr down to 0 at the last step)
+        #[arg(long, default_value = "constant")]
+        lr_schedule: String,
+        /// Reflect training jets at random about their axis (η_rel → −η_rel, φ_rel → −φ_rel):
+        /// mass, pT fractions and multiplicity unchanged, four times the distinct jets
+        #[arg(long)]
+        reflect: bool,
+        /// Early stopping: validations (every 100 steps) without improvement before stopping
+        #[arg(long, default_value_t = 5)]
+        patience: usize,
     },
     /// Generate jets from a trained model into a JetNet-layout HDF5 file.
     Sample {
@@ -239,6 +255,11 @@ fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>
         quick_eval,
         masks,
         generate,
+        dropout,
+        weight_decay,
+        lr_schedule,
+        reflect,
+        patience,
     } = cmd
     else {
         return None;
@@ -264,6 +285,11 @@ fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>
         quick_eval,
         masks,
         generate,
+        dropout,
+        weight_decay,
+        lr_schedule,
+        reflect,
+        patience,
     };
     Some((model, args, config))
 }

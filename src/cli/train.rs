@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::models::conditions::Conditions;
 use crate::models::flow::{FlowConfig, MaskKind};
 use crate::models::train_flow::{
-    generate, generate_conditional, load_checkpoint, train_flow, TrainConfig,
+    generate, generate_conditional, load_checkpoint, train_flow, LrSchedule, TrainConfig,
 };
 use crate::nn::CouplingKind;
 use crate::ops::rqs::RqsConfig;
@@ -41,6 +41,15 @@ pub struct TrainArgs {
     pub masks: String,
     /// Jets generated for the final evaluation.
     pub generate: usize,
+    /// Dropout in the conditioners' residual blocks.
+    pub dropout: f32,
+    pub weight_decay: f64,
+    /// constant or cosine.
+    pub lr_schedule: String,
+    /// Random reflections of the training jets about their axis.
+    pub reflect: bool,
+    /// Validations without improvement before early stopping.
+    pub patience: usize,
 }
 
 /// Applies a JSON config file (keys = the long option names with '_' for '-', e.g.
@@ -114,6 +123,13 @@ pub fn apply_config(a: &mut TrainArgs, defaults: &TrainArgs, path: &std::path::P
     set!(tail_bound, float);
     set!(lr, float);
     set!(mass_lambda, float);
+    set!(weight_decay, float);
+    set!(dropout, |x: &serde_json::Value| x
+        .as_f64()
+        .map(|v| v as f32));
+    set!(lr_schedule, string);
+    set!(reflect, |x: &serde_json::Value| x.as_bool());
+    set!(patience, num);
     set!(seed, |x: &serde_json::Value| x.as_u64());
     set!(data, |x: &serde_json::Value| x
         .as_str()
@@ -158,6 +174,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         layers: a.layers,
         hidden: a.hidden,
         blocks: a.blocks,
+        dropout: a.dropout,
         masks: match a.masks.as_str() {
             "alternating" => MaskKind::Alternating,
             "random" => MaskKind::Random { seed: a.seed },
@@ -184,6 +201,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         generate: a.generate.max(1),
         batch: a.batch,
         lr: a.lr,
+        weight_decay: a.weight_decay,
+        lr_schedule: LrSchedule::parse(&a.lr_schedule)?,
+        reflect: a.reflect,
+        patience: a.patience.max(1),
         seed: a.seed,
         device,
         ..Default::default()
@@ -237,7 +258,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         report.metrics.n_real,
         report.metrics.n_generated.min(10_000)
     );
-    print!("{}", report.metrics.table());
+    print!(
+        "{}",
+        report.metrics.table_with_floor(Some(&report.truth_floor))
+    );
     println!(
         "run directory: {} (config.json, checkpoint.safetensors, train_log.csv, generated.hdf5, metrics.json)",
         report.run_dir.display()

@@ -233,32 +233,71 @@ impl EvalReport {
 
     /// The metric table in the papers' units.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<22} {:>22}\n", "metric", "value ± error");
-        let mut row = |name: &str, m: &Metric, scale: f64, unit: &str| {
+        self.table_with_floor(None)
+    }
+
+    /// [`table`](Self::table) with two more columns when `floor` is given: the same metric
+    /// for real jets against real jets of the same sizes (the statistical floor a perfect
+    /// generator would reach) and the ratio value / floor.
+    pub fn table_with_floor(&self, floor: Option<&EvalReport>) -> String {
+        let mut s = format!("{:<22} {:>22}", "metric", "value ± error");
+        if floor.is_some() {
+            s += &format!("            {:>20}  {:>8}", "truth floor", "÷ floor");
+        }
+        s += "\n";
+        let mut row = |name: &str, m: &Metric, floor_m: Option<&Metric>, scale: f64, unit: &str| {
             s += &format!(
-                "{:<22} {:>10.3} ± {:<9.3} {unit}\n",
+                "{:<22} {:>10.3} ± {:<9.3} {unit:<10}",
                 name,
                 m.value * scale,
                 m.error * scale
             );
+            if let Some(f) = floor_m {
+                // a floor compatible with 0 (KPD) has no meaningful ratio
+                let ratio = if f.value > f.error {
+                    format!("{:>7.1}×", m.value / f.value)
+                } else {
+                    format!("{:>8}", "–")
+                };
+                s += &format!(
+                    " {:>9.3} ± {:<8.3}  {ratio}",
+                    f.value * scale,
+                    f.error * scale
+                );
+            }
+            s = s.trim_end().to_string() + "\n";
         };
-        row("W1M", &self.w1m, 1e3, "×10³");
+        row("W1M", &self.w1m, floor.map(|f| &f.w1m), 1e3, "×10³");
         for (k, f) in ["η_rel", "φ_rel", "pT_rel"].iter().enumerate() {
-            row(&format!("  W1P {f}"), &self.w1p_per_feature[k], 1e3, "×10³");
+            let fl = floor.map(|r| &r.w1p_per_feature[k]);
+            row(
+                &format!("  W1P {f}"),
+                &self.w1p_per_feature[k],
+                fl,
+                1e3,
+                "×10³",
+            );
         }
-        row("W1P (mean)", &self.w1p, 1e3, "×10³");
-        row("W1EFP (mean of 5)", &self.w1efp, 1e5, "×10⁵");
+        row("W1P (mean)", &self.w1p, floor.map(|f| &f.w1p), 1e3, "×10³");
+        row(
+            "W1EFP (mean of 5)",
+            &self.w1efp,
+            floor.map(|f| &f.w1efp),
+            1e5,
+            "×10⁵",
+        );
+        let opt = |sel: fn(&EvalReport) -> &Option<Metric>| floor.and_then(|f| sel(f).as_ref());
         if let Some(m) = &self.fpd {
-            row("FPD", m, 1e3, "×10³");
+            row("FPD", m, opt(|r| &r.fpd), 1e3, "×10³");
         }
         if let Some(m) = &self.kpd {
-            row("KPD", m, 1e3, "×10³");
+            row("KPD", m, opt(|r| &r.kpd), 1e3, "×10³");
         }
         if let Some(m) = &self.cov {
-            row("COV", m, 1.0, "(higher is better)");
+            row("COV", m, opt(|r| &r.cov), 1.0, "(higher is better)");
         }
         if let Some(m) = &self.mmd {
-            row("MMD", m, 1.0, "");
+            row("MMD", m, opt(|r| &r.mmd), 1.0, "");
         }
         if let Some(v) = self.fpnd {
             s += &format!("{:<22} {:>10.3}   (no error, as jetnet)\n", "FPND", v);

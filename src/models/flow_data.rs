@@ -134,3 +134,57 @@ pub fn from_flow_vectors(vectors: &[f32], n_particles: usize, min_pt: f32) -> Re
     }
     JetNetData::new(particles, jets, n, n_particles, "generated jets")
 }
+
+/// Reflect one standardised flow vector about the jet axis: η_rel → −η_rel when `eta`,
+/// φ_rel → −φ_rel when `phi`, for the particles flagged in `real` (one flag per particle;
+/// padded entries keep their noise). In standardised units x' = −x − 2·mean/std.
+pub fn reflect_standardized(
+    row: &mut [f32],
+    real: &[bool],
+    eta: bool,
+    phi: bool,
+    standardizer: &Standardizer,
+) {
+    for (j, &is_real) in real.iter().enumerate() {
+        if !is_real {
+            continue;
+        }
+        for (k, flip) in [(0, eta), (1, phi)] {
+            if flip {
+                let dim = j * 3 + k;
+                row[dim] = -row[dim] - 2.0 * standardizer.mean[dim] / standardizer.std[dim];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflection_negates_real_angles_and_is_an_involution() {
+        // two particles: one real, one padded; raw rows (η, φ, pT)
+        let raw = [0.3f32, -0.2, 0.6, 1e-7, 2e-7, 3e-7];
+        let st = Standardizer::fit(
+            &[
+                0.3, -0.2, 0.6, 1e-7, 2e-7, 3e-7, 0.1, 0.4, 0.2, 0.0, 0.0, 0.0,
+            ],
+            6,
+        )
+        .unwrap();
+        let mut row = raw.to_vec();
+        st.apply(&mut row);
+        let start = row.clone();
+        reflect_standardized(&mut row, &[true, false], true, true, &st);
+        let mut back = row.clone();
+        st.invert(&mut back);
+        assert!((back[0] + 0.3).abs() < 1e-6 && (back[1] - 0.2).abs() < 1e-6);
+        assert!((back[2] - 0.6).abs() < 1e-6, "pT untouched");
+        assert_eq!(&row[3..], &start[3..], "padded particle untouched");
+        reflect_standardized(&mut row, &[true, false], true, true, &st);
+        for (a, b) in row.iter().zip(&start) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+}

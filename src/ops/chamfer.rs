@@ -139,83 +139,162 @@ pub fn chamfer(
         let mx = mask_x.map(|t| t.to_vec_f64()).transpose()?;
         let my = mask_y.map(|t| t.to_vec_f64()).transpose()?;
         let valid = |mask: &Option<Vec<f64>>, k: usize| mask.as_ref().is_none_or(|v| v[k] != 0.0);
-        let per_pair: Vec<(T, Vec<u32>, Vec<u32>, f64, f64)> = (0..b).into_par_iter().map(|p| {
-            let xp = &xs[p * n * d..(p + 1) * n * d];
-            let yp = &ys[p * m * d..(p + 1) * m * d];
-            let vx: Vec<bool> = (0..n).map(|i| valid(&mx, p * n + i)).collect();
-            let vy: Vec<bool> = (0..m).map(|j| valid(&my, p * m + j)).collect();
-            let (sum_x, nn_xy, sum_y, nn_yx) = nearest_both(xp, yp, &vx, &vy, d);
-            let (cx, cy) = (vx.iter().filter(|&&v| v).count() as f64, vy.iter().filter(|&&v| v).count() as f64);
-            let value = if cx == 0.0 || cy == 0.0 { 0.0 } else if mean { sum_x / cx + sum_y / cy } else { sum_x + sum_y };
-            (T::from_f64(value), nn_xy, nn_yx, cx, cy)
-        }).collect();
-        let distance = Tensor::from_cpu_vec(per_pair.iter().map(|r| r.0).collect(), &[b])?;
-        let nn_xy = Indices::new(per_pair.iter().flat_map(|r| r.1.iter().copied()).collect(), &[b, n])?;
-        let nn_yx = Indices::new(per_pair.iter().flat_map(|r| r.2.iter().copied()).collect(), &[b, m])?;
-        let counts = Tensor::from_cpu_vec(per_pair.iter().flat_map(|r| [T::from_f64(r.3), T::from_f64(r.4)]).collect(), &[b, 2])?;
-        Ok(ChamferOutput { distance, nn_xy, nn_yx, counts })
+        let mut distance = vec![T::zero(); b];
+        let mut nn_xy = vec![NO_NEIGHBOUR; b * n];
+        let mut nn_yx = vec![NO_NEIGHBOUR; b * m];
+        let mut counts = vec![T::zero(); 2 * b];
+        distance
+            .par_iter_mut()
+            .zip(nn_xy.par_chunks_mut(n.max(1)))
+            .zip(nn_yx.par_chunks_mut(m.max(1)))
+            .zip(counts.par_chunks_mut(2))
+            .enumerate()
+            .for_each_init(
+                || PairScratch::new(n, m, d),
+                |s, (p, (((dist, nxy), nyx), cnt))| {
+                    let xp = &xs[p * n * d..(p + 1) * n * d];
+                    let yp = &ys[p * m * d..(p + 1) * m * d];
+                    for (i, v) in s.vx.iter_mut().enumerate() { *v = valid(&mx, p * n + i); }
+                    for (j, v) in s.vy.iter_mut().enumerate() { *v = valid(&my, p * m + j); }
+                    let (sum_x, sum_y) = s.nearest_both(xp, yp, nxy, nyx);
+                    let (cx, cy) = (s.vx.iter().filter(|&&v| v).count() as f64, s.vy.iter().filter(|&&v| v).count() as f64);
+                    let value = if cx == 0.0 || cy == 0.0 { 0.0 } else if mean { sum_x / cx + sum_y / cy } else { sum_x + sum_y };
+                    *dist = T::from_f64(value);
+                    cnt[0] = T::from_f64(cx);
+                    cnt[1] = T::from_f64(cy);
+                },
+            );
+        Ok(ChamferOutput {
+            distance: Tensor::from_cpu_vec(distance, &[b])?,
+            nn_xy: Indices::new(nn_xy, &[b, n])?,
+            nn_yx: Indices::new(nn_yx, &[b, m])?,
+            counts: Tensor::from_cpu_vec(counts, &[b, 2])?,
+        })
     })
 }
 
-/// Both nearest-neighbour directions of one pair in a single sweep over the y points: for
-/// each valid y_j, the distances to all x_i form one vector (x stored coordinate-major, so
-/// the loop over i vectorises); it updates every x_i's best match and yields y_j's best
-/// match. Returns (Σ_i min_j d_ij, nn_xy, Σ_j min_i d_ij, nn_yx), sums in f64; the first
-/// index wins ties; masked points get [`NO_NEIGHBOUR`].
-fn nearest_both<T: Real>(
-    xp: &[T],
-    yp: &[T],
-    vx: &[bool],
-    vy: &[bool],
+/// Lanes of the branch-free nearest-neighbour sweeps (a multiple of every SIMD width used).
+const LANES: usize = 8;
+
+/// One worker's buffers for a pair of clouds, reused across pairs. x is stored
+/// coordinate-major and padded to a multiple of [`LANES`] with +∞ penalties, so every loop
+/// over the x points runs on whole lanes without branches.
+struct PairScratch<T> {
     d: usize,
-) -> (f64, Vec<u32>, f64, Vec<u32>) {
-    let (n, m) = (vx.len(), vy.len());
-    let inf = T::from_f64(f64::INFINITY);
-    // x coordinate-major: xs[k][i]; masked x points are pushed to +∞ distance by `penalty`
-    let xs: Vec<Vec<T>> = (0..d)
-        .map(|k| (0..n).map(|i| xp[i * d + k]).collect())
-        .collect();
-    let penalty: Vec<T> = vx
-        .iter()
-        .map(|&v| if v { T::zero() } else { inf })
-        .collect();
-    let mut best_x = vec![inf; n];
-    let mut nn_xy = vec![NO_NEIGHBOUR; n];
-    let mut nn_yx = vec![NO_NEIGHBOUR; m];
-    let mut sum_y = 0f64;
-    let mut dist = vec![T::zero(); n];
-    for j in (0..m).filter(|&j| vy[j]) {
-        dist.copy_from_slice(&penalty);
-        for (k, col) in xs.iter().enumerate() {
-            let yk = yp[j * d + k];
-            for (di, &xk) in dist.iter_mut().zip(col) {
-                *di += (xk - yk) * (xk - yk);
+    /// Valid flags of this pair's points.
+    vx: Vec<bool>,
+    vy: Vec<bool>,
+    /// `xs[k * n_pad + i]` = coordinate k of x_i.
+    xs: Vec<T>,
+    /// 0 for valid x points, +∞ for masked ones and the padding lanes.
+    penalty: Vec<T>,
+    /// d(x_i, y_j) for the current j.
+    dist: Vec<T>,
+    /// min_j d(x_i, y_j) so far and its argmin.
+    best_x: Vec<T>,
+    arg_x: Vec<u32>,
+}
+
+impl<T: Real> PairScratch<T> {
+    fn new(n: usize, m: usize, d: usize) -> Self {
+        let n_pad = n.div_ceil(LANES).max(1) * LANES;
+        PairScratch {
+            d,
+            vx: vec![false; n],
+            vy: vec![false; m],
+            xs: vec![T::zero(); d * n_pad],
+            penalty: vec![T::zero(); n_pad],
+            dist: vec![T::zero(); n_pad],
+            best_x: vec![T::zero(); n_pad],
+            arg_x: vec![NO_NEIGHBOUR; n_pad],
+        }
+    }
+
+    /// Both nearest-neighbour directions of one pair in a single sweep over the y points:
+    /// for each valid y_j the distances to all x_i form one vector, which updates every
+    /// x_i's best match (a select per lane) and yields y_j's best match (a per-lane argmin,
+    /// then a reduction over the lanes). Writes the indices into `nn_xy [N]`, `nn_yx [M]`
+    /// (first index on ties, [`NO_NEIGHBOUR`] at masked points) and returns
+    /// (Σ_i min_j d_ij, Σ_j min_i d_ij), summed in f64.
+    fn nearest_both(
+        &mut self,
+        xp: &[T],
+        yp: &[T],
+        nn_xy: &mut [u32],
+        nn_yx: &mut [u32],
+    ) -> (f64, f64) {
+        let (n, d) = (self.vx.len(), self.d);
+        let n_pad = self.penalty.len();
+        let inf = T::from_f64(f64::INFINITY);
+        for i in 0..n_pad {
+            let valid = i < n && self.vx[i];
+            self.penalty[i] = if valid { T::zero() } else { inf };
+            for k in 0..d {
+                self.xs[k * n_pad + i] = if i < n { xp[i * d + k] } else { T::zero() };
             }
         }
-        let mut best = (inf, NO_NEIGHBOUR);
+        self.best_x.fill(inf);
+        self.arg_x.fill(NO_NEIGHBOUR);
+        let mut sum_y = 0f64;
+        for (j, yj) in yp.chunks_exact(d).enumerate() {
+            nn_yx[j] = NO_NEIGHBOUR;
+            if !self.vy[j] {
+                continue;
+            }
+            self.dist.copy_from_slice(&self.penalty);
+            for (k, &yk) in yj.iter().enumerate() {
+                let col = &self.xs[k * n_pad..(k + 1) * n_pad];
+                for (di, &xk) in self.dist.iter_mut().zip(col) {
+                    *di += (xk - yk) * (xk - yk);
+                }
+            }
+            let ju = j as u32;
+            for ((b, a), &v) in self
+                .best_x
+                .iter_mut()
+                .zip(self.arg_x.iter_mut())
+                .zip(&self.dist)
+            {
+                let better = v < *b;
+                *b = if better { v } else { *b };
+                *a = if better { ju } else { *a };
+            }
+            let (mut lane_v, mut lane_i) = ([inf; LANES], [NO_NEIGHBOUR; LANES]);
+            for (c, chunk) in self.dist.chunks_exact(LANES).enumerate() {
+                for l in 0..LANES {
+                    let better = chunk[l] < lane_v[l];
+                    lane_v[l] = if better { chunk[l] } else { lane_v[l] };
+                    lane_i[l] = if better {
+                        (c * LANES + l) as u32
+                    } else {
+                        lane_i[l]
+                    };
+                }
+            }
+            let mut best = (inf, NO_NEIGHBOUR);
+            for l in 0..LANES {
+                if lane_v[l] < best.0 || (lane_v[l] == best.0 && lane_i[l] < best.1) {
+                    best = (lane_v[l], lane_i[l]);
+                }
+            }
+            if best.1 != NO_NEIGHBOUR {
+                nn_yx[j] = best.1;
+                sum_y += best.0.to_f64();
+            }
+        }
+        let mut sum_x = 0f64;
         for i in 0..n {
-            if dist[i] < best_x[i] {
-                best_x[i] = dist[i];
-                nn_xy[i] = j as u32;
+            nn_xy[i] = if self.vx[i] {
+                self.arg_x[i]
+            } else {
+                NO_NEIGHBOUR
+            };
+            if nn_xy[i] != NO_NEIGHBOUR {
+                sum_x += self.best_x[i].to_f64();
             }
-            if dist[i] < best.0 {
-                best = (dist[i], i as u32);
-            }
         }
-        if best.1 != NO_NEIGHBOUR {
-            nn_yx[j] = best.1;
-            sum_y += best.0.to_f64();
-        }
+        (sum_x, sum_y)
     }
-    let mut sum_x = 0f64;
-    for i in 0..n {
-        if !vx[i] {
-            nn_xy[i] = NO_NEIGHBOUR;
-        } else if nn_xy[i] != NO_NEIGHBOUR {
-            sum_x += best_x[i].to_f64();
-        }
-    }
-    (sum_x, nn_xy, sum_y, nn_yx)
 }
 
 /// Gradients (∂L/∂x, ∂L/∂y) of L = Σ_b g_b C_b given the forward's neighbours and counts.

@@ -114,7 +114,7 @@ fn softplus<T: Real>(x: T) -> T {
 }
 
 fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+    T::one() / (T::one() + (-x).exp_fast())
 }
 
 /// Find the bin of `value` among the x-knots (forward) or y-knots (inverse), building both
@@ -199,6 +199,14 @@ fn forward_in_bin<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
 
 /// Inverse spline inside a bin: (x, log dx/dy), with the cancellation-free quadratic root.
 fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
+    let x = inverse_root(y, bin);
+    let (_, logdet) = forward_in_bin(x, bin);
+    (x, -logdet)
+}
+
+/// The x in the bin with y(x) = `y`: ξ solves aξ² + bξ + c = 0 with the discriminant clamped
+/// at 0, taken as ξ = 2c / (−b − √disc) (no cancellation between b and √disc).
+fn inverse_root<T: Real>(y: T, bin: &Bin<T>) -> T {
     let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
     let s = bin.height / bin.width;
     let dy = y - bin.y0;
@@ -209,9 +217,24 @@ fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
     let disc = b * b - four * a * c;
     let disc = if disc > T::zero() { disc } else { T::zero() };
     let root = two * c / (-b - disc.sqrt());
-    let x = root * bin.width + bin.x0;
-    let (_, logdet) = forward_in_bin(x, bin);
-    (x, -logdet)
+    root * bin.width + bin.x0
+}
+
+/// Slope of the forward spline at x and the slope of its log: (dy/dx, dℓ/dx) with
+/// dy/dx = s²q/den², ℓ = ln dy/dx, dℓ/dx = (q'/q − 2 den'/den)/W (primes: d/dξ), no exp or log.
+fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
+    let two = T::from_f64(2.0);
+    let (w, d0, d1) = (bin.width, bin.d0, bin.d1);
+    let s = bin.height / w;
+    let xi = (x - bin.x0) / w;
+    let omx = T::one() - xi;
+    let th = xi * omx;
+    let sum = d0 + d1 - two * s;
+    let den = s + sum * th;
+    let q = d1 * xi * xi + two * s * th + d0 * omx * omx;
+    let dq = two * (d1 * xi + s * (omx - xi) - d0 * omx);
+    let dden = sum * (omx - xi);
+    (s * s * q / (den * den), (dq / q - two * dden / den) / w)
 }
 
 /// Reverse pass through the bin formulas at fixed bin: given ∂L/∂y (`gy`) and ∂L/∂logdet
@@ -359,9 +382,11 @@ pub fn rqs_scalar_grad<T: Real>(
         let bin = locate(value, pw, ph, ud, cfg, inverse);
         let (g_value, adj) = if inverse {
             // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
-            let (x, neg_ell) = inverse_in_bin(value, &bin); // its log-det is −ℓ(x*)
-            let ell_x = forward_adjoint(x, &bin, T::zero(), T::one())[0];
-            let alpha = (gy - gl * ell_x) / (-neg_ell).exp_fast();
+            // Implicit differentiation of y(x*) = value: ∂L/∂value = α = (gy − gl·ℓ'(x*))/y'(x*),
+            // and the parameters get the forward adjoint at x* with (−α, −gl).
+            let x = inverse_root(value, &bin);
+            let (slope, ell_x) = forward_slope(x, &bin);
+            let alpha = (gy - gl * ell_x) / slope;
             (alpha, forward_adjoint(x, &bin, -alpha, -gl))
         } else {
             let adj = forward_adjoint(value, &bin, gy, gl);

@@ -36,6 +36,8 @@ use crate::real::Real;
 use crate::tensor::{DType, Tensor};
 use crate::with_real;
 
+mod scaled;
+
 /// Ground cost between points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cost {
@@ -232,7 +234,7 @@ fn check(
 /// `lb`), with the cost matrix computed once: `c` is N × M_pad and `ct` (its transpose)
 /// M × N_pad, rows padded with zeros to a multiple of 8 so the vector loops never fall back
 /// to a scalar remainder.
-struct Problem<T> {
+pub(super) struct Problem<T> {
     la: Vec<T>,
     lb: Vec<T>,
     c: Vec<T>,
@@ -240,11 +242,11 @@ struct Problem<T> {
 }
 
 /// `k` rounded up to a multiple of 8 (one AVX2 vector of f32).
-fn padded(k: usize) -> usize {
+pub(super) fn padded(k: usize) -> usize {
     k.div_ceil(8) * 8
 }
 
-fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
+pub(super) fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
     w.iter()
         .map(|&v| {
             if v > T::zero() {
@@ -341,17 +343,6 @@ impl<T: Real> Problem<T> {
             };
         }
     }
-
-    /// Row-marginal L1 error Σ_i a_i |exp((f_i − f̃_i)/ε) − 1|, f̃ = the next f update.
-    fn marginal_error(&self, f: &[T], g: &[T], eps: T, scratch: &mut [T], v: &mut [T]) -> f64 {
-        self.soft_min(g, eps, false, f, scratch, v);
-        (0..self.n())
-            .filter(|&i| self.la[i] > T::from_f64(f64::NEG_INFINITY))
-            .map(|i| {
-                self.la[i].exp().to_f64() * (((f[i] - scratch[i]) / eps).exp().to_f64() - 1.0).abs()
-            })
-            .sum()
-    }
 }
 
 /// The ε sequence: annealing steps (if any) then the target.
@@ -411,29 +402,34 @@ fn solve<T: Real>(
     for &e in schedule {
         step(&mut f, &mut g, &mut scratch, T::from_f64(e));
     }
+    // the iterations at the target ε: absorbed scaling form (same fixed point, no
+    // exponentials in the inner loop; see `scaled`)
     let eps = T::from_f64(cfg.epsilon);
+    let mut state = scaled::Absorbed::new(p, &f, if symmetric { &f } else { &g }, eps);
     let mut iters = 0u32;
     let mut err = f64::NAN;
     for it in 0..cfg.max_iters {
-        step(&mut f, &mut g, &mut scratch, eps);
+        if symmetric {
+            state.step_symmetric(p);
+        } else {
+            state.step(p);
+        }
         iters += 1;
         if let Some(tol) = cfg.tolerance {
             if (it + 1) % 10 == 0 {
-                let gg = if symmetric { f.clone() } else { g.clone() };
-                let mut v = vec![T::zero(); 2 * padded(n.max(m))];
-                err = p.marginal_error(&f, &gg, eps, &mut scratch[..n], &mut v);
+                err = state.marginal_error(p, symmetric);
                 if err < tol {
                     break;
                 }
             }
         }
     }
+    if err.is_nan() || cfg.tolerance.is_none() {
+        err = state.marginal_error(p, symmetric);
+    }
+    let (f, mut g) = state.potentials();
     if symmetric {
         g = f.clone();
-    }
-    if err.is_nan() {
-        let mut v = vec![T::zero(); 2 * padded(n.max(m))];
-        err = p.marginal_error(&f, &g, eps, &mut scratch[..n], &mut v);
     }
     (f, g, iters, err)
 }
