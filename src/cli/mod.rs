@@ -50,7 +50,7 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         blocks: usize,
         /// Spline range [−B, B] in standardised units
-        #[arg(long, default_value_t = 4.0)]
+        #[arg(long, default_value_t = 8.0)]
         tail_bound: f64,
         #[arg(long, default_value_t = 1500)]
         steps: usize,

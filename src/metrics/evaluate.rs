@@ -294,7 +294,7 @@ impl EvalReport {
             row("KPD", m, opt(|r| &r.kpd), 1e3, "×10³");
         }
         if let Some(m) = &self.cov {
-            row("COV", m, opt(|r| &r.cov), 1.0, "(higher is better)");
+            row("COV", m, opt(|r| &r.cov), 1.0, "(↑ better)");
         }
         if let Some(m) = &self.mmd {
             row("MMD", m, opt(|r| &r.mmd), 1.0, "");

@@ -248,16 +248,25 @@ impl<T: Real> PairScratch<T> {
                     *di += (xk - yk) * (xk - yk);
                 }
             }
+            // per-lane select on local copies, stored back whole: written as a conditional
+            // update in place, LLVM emits masked stores, which are microcoded (slow) on AMD
             let ju = j as u32;
-            for ((b, a), &v) in self
+            for ((bc, ac), dc) in self
                 .best_x
-                .iter_mut()
-                .zip(self.arg_x.iter_mut())
-                .zip(&self.dist)
+                .chunks_exact_mut(LANES)
+                .zip(self.arg_x.chunks_exact_mut(LANES))
+                .zip(self.dist.chunks_exact(LANES))
             {
-                let better = v < *b;
-                *b = if better { v } else { *b };
-                *a = if better { ju } else { *a };
+                let (mut bv, mut av) = ([T::zero(); LANES], [0u32; LANES]);
+                bv.copy_from_slice(bc);
+                av.copy_from_slice(ac);
+                for l in 0..LANES {
+                    let better = dc[l] < bv[l];
+                    bv[l] = if better { dc[l] } else { bv[l] };
+                    av[l] = if better { ju } else { av[l] };
+                }
+                bc.copy_from_slice(&bv);
+                ac.copy_from_slice(&av);
             }
             let (mut lane_v, mut lane_i) = ([inf; LANES], [NO_NEIGHBOUR; LANES]);
             for (c, chunk) in self.dist.chunks_exact(LANES).enumerate() {

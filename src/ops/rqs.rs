@@ -98,6 +98,7 @@ struct Bin<T> {
 /// softmax(u) of one row into `p[..K]` (K ≤ 64): each exponential is computed once and
 /// shared by the bin search and the backward. The exponentials use [`Real::exp_fast`]
 /// (within 2 ulp for f32, exact libm for f64) so the K of a row vectorise.
+#[inline(always)]
 fn softmax_into<T: Real>(u: &[T], p: &mut [T]) {
     let m = u.iter().fold(u[0], |a, &b| if b > a { b } else { a });
     for (pi, &v) in p.iter_mut().zip(u) {
@@ -109,16 +110,19 @@ fn softmax_into<T: Real>(u: &[T], p: &mut [T]) {
 
 /// softplus(x) = max(x, 0) + ln(1 + e^{−|x|}) with the fast exp/log (f32: within a few ulp
 /// of 1 + e^{−|x|}, i.e. ~1e-7 absolute on a derivative that is ≥ min_derivative anyway).
+#[inline(always)]
 fn softplus<T: Real>(x: T) -> T {
     (if x > T::zero() { x } else { T::zero() }) + (T::one() + (-x.abs()).exp_fast()).ln_fast()
 }
 
+#[inline(always)]
 fn sigmoid<T: Real>(x: T) -> T {
     T::one() / (T::one() + (-x).exp_fast())
 }
 
 /// Find the bin of `value` among the x-knots (forward) or y-knots (inverse), building both
 /// knot sequences on the fly. `value` must already be clamped into [−B, B].
+#[inline(always)]
 fn locate<T: Real>(
     value: T,
     pw: &[T],
@@ -184,6 +188,7 @@ fn locate<T: Real>(
 }
 
 /// Forward spline inside a bin: (y, log dy/dx).
+#[inline(always)]
 fn forward_in_bin<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
     let two = T::from_f64(2.0);
     let xi = (x - bin.x0) / bin.width;
@@ -198,6 +203,7 @@ fn forward_in_bin<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
 }
 
 /// Inverse spline inside a bin: (x, log dx/dy), with the cancellation-free quadratic root.
+#[inline(always)]
 fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
     let x = inverse_root(y, bin);
     let (_, logdet) = forward_in_bin(x, bin);
@@ -206,6 +212,7 @@ fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
 
 /// The x in the bin with y(x) = `y`: ξ solves aξ² + bξ + c = 0 with the discriminant clamped
 /// at 0, taken as ξ = 2c / (−b − √disc) (no cancellation between b and √disc).
+#[inline(always)]
 fn inverse_root<T: Real>(y: T, bin: &Bin<T>) -> T {
     let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
     let s = bin.height / bin.width;
@@ -222,6 +229,7 @@ fn inverse_root<T: Real>(y: T, bin: &Bin<T>) -> T {
 
 /// Slope of the forward spline at x and the slope of its log: (dy/dx, dℓ/dx) with
 /// dy/dx = s²q/den², ℓ = ln dy/dx, dℓ/dx = (q'/q − 2 den'/den)/W (primes: d/dξ), no exp or log.
+#[inline(always)]
 fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
     let two = T::from_f64(2.0);
     let (w, d0, d1) = (bin.width, bin.d0, bin.d1);
@@ -240,6 +248,7 @@ fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
 /// Reverse pass through the bin formulas at fixed bin: given ∂L/∂y (`gy`) and ∂L/∂logdet
 /// (`gl`) of the *forward* map at `x`, returns ∂L/∂x and the adjoints of the bin's knots and
 /// derivatives: (gx, g_xknot[b], g_xknot[b+1], g_yknot[b], g_yknot[b+1], g_δ_b, g_δ_{b+1}).
+#[inline(always)]
 fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
     let two = T::from_f64(2.0);
     let (w, h, d0, d1) = (bin.width, bin.height, bin.d0, bin.d1);
@@ -285,6 +294,7 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
 
 /// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
 /// softmax row (adds into `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
+#[inline(always)]
 fn knots_to_logits<T: Real>(
     p: &[T],
     b: usize,

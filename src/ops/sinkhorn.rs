@@ -14,6 +14,11 @@
 //! The symmetric problems OT_ε(a, a), OT_ε(b, b) use the averaged update f ← ½(f + T(f)).
 //! Every log-sum-exp is computed with a running max (online), and padded points enter with
 //! log weight −∞, so they contribute exactly nothing; a pair with an empty cloud has value 0.
+//! On the CPU the iterations at the target ε run in the equivalent absorbed scaling form
+//! (`sinkhorn/scaled.rs`: a stabilised kernel recomputed whenever a scaling leaves e^±20,
+//! with the log-domain update as the fallback), which gives the same iterates to rounding
+//! without an exponential per entry and iteration; the CUDA kernel iterates in the log
+//! domain throughout.
 //!
 //! ε-scaling (optional): one iteration at each ε_k = max(ε, ε_0·s^k), ε_0 = c(diameter of
 //! the pair's bounding box), before the iterations at the target ε; a tolerance stops each
