@@ -120,6 +120,37 @@ fn sigmoid<T: Real>(x: T) -> T {
     T::one() / (T::one() + (-x).exp_fast())
 }
 
+/// The constants of an [`RqsConfig`] in the working precision, computed once per call:
+/// K, B, 2B, the width/height scales 1 − K·min, the minimum width, height and derivative.
+#[derive(Clone, Copy, Debug)]
+pub struct SplineConsts<T> {
+    pub k: usize,
+    pub b: T,
+    pub two_b: T,
+    pub scale_w: T,
+    pub scale_h: T,
+    pub min_w: T,
+    pub min_h: T,
+    pub min_d: T,
+}
+
+impl<T: Real> SplineConsts<T> {
+    pub fn new(cfg: &RqsConfig) -> Self {
+        let f = T::from_f64;
+        let k = cfg.bins;
+        SplineConsts {
+            k,
+            b: f(cfg.tail_bound),
+            two_b: f(2.0 * cfg.tail_bound),
+            scale_w: f(1.0 - cfg.min_bin_width * k as f64),
+            scale_h: f(1.0 - cfg.min_bin_height * k as f64),
+            min_w: f(cfg.min_bin_width),
+            min_h: f(cfg.min_bin_height),
+            min_d: f(cfg.min_derivative),
+        }
+    }
+}
+
 /// Find the bin of `value` among the x-knots (forward) or y-knots (inverse), building both
 /// knot sequences on the fly. `value` must already be clamped into [−B, B].
 #[inline(always)]
@@ -128,17 +159,19 @@ fn locate<T: Real>(
     pw: &[T],
     ph: &[T],
     ud: &[T],
-    cfg: &RqsConfig,
+    c: &SplineConsts<T>,
     inverse: bool,
 ) -> Bin<T> {
-    let k = cfg.bins;
-    let f = T::from_f64;
-    let (b, two_b) = (f(cfg.tail_bound), f(2.0 * cfg.tail_bound));
-    let (scale_w, scale_h) = (
-        f(1.0 - cfg.min_bin_width * k as f64),
-        f(1.0 - cfg.min_bin_height * k as f64),
-    );
-    let (min_w, min_h) = (f(cfg.min_bin_width), f(cfg.min_bin_height));
+    let SplineConsts {
+        k,
+        b,
+        two_b,
+        scale_w,
+        scale_h,
+        min_w,
+        min_h,
+        min_d,
+    } = *c;
     let knot = |cum: T, i: usize| {
         if i == 0 {
             -b
@@ -165,16 +198,15 @@ fn locate<T: Real>(
         left_y = right_y;
     }
     let (index, x0, width, y0, height) = found.expect("loop always returns at the last bin");
-    let md = f(cfg.min_derivative);
     let d0 = if index == 0 {
         T::one()
     } else {
-        md + softplus(ud[index - 1])
+        min_d + softplus(ud[index - 1])
     };
     let d1 = if index + 1 == k {
         T::one()
     } else {
-        md + softplus(ud[index])
+        min_d + softplus(ud[index])
     };
     Bin {
         index,
@@ -300,13 +332,11 @@ fn knots_to_logits<T: Real>(
     b: usize,
     g_left: T,
     g_right: T,
-    cfg: &RqsConfig,
-    min: f64,
+    k: usize,
+    two_b: T,
+    scale: T,
     grad: &mut [T],
 ) {
-    let k = cfg.bins;
-    let two_b = T::from_f64(2.0 * cfg.tail_bound);
-    let scale = T::from_f64(1.0 - min * k as f64);
     // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1])
     let g_w = |j: usize| {
         let mut g = T::zero();
@@ -333,10 +363,10 @@ pub fn rqs_scalar<T: Real>(
     uw: &[T],
     uh: &[T],
     ud: &[T],
-    cfg: &RqsConfig,
+    c: &SplineConsts<T>,
     inverse: bool,
 ) -> (T, T) {
-    let b = T::from_f64(cfg.tail_bound);
+    let b = c.b;
     let inside = value >= -b && value <= b;
     let clamped = if value < -b {
         -b
@@ -348,7 +378,7 @@ pub fn rqs_scalar<T: Real>(
     with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
         softmax_into(uw, pw);
         softmax_into(uh, ph);
-        let bin = locate(clamped, pw, ph, ud, cfg, inverse);
+        let bin = locate(clamped, pw, ph, ud, c, inverse);
         let (out, ld) = if inverse {
             inverse_in_bin(clamped, &bin)
         } else {
@@ -370,7 +400,7 @@ pub fn rqs_scalar_grad<T: Real>(
     uw: &[T],
     uh: &[T],
     ud: &[T],
-    cfg: &RqsConfig,
+    c: &SplineConsts<T>,
     inverse: bool,
     gy: T,
     gl: T,
@@ -382,14 +412,14 @@ pub fn rqs_scalar_grad<T: Real>(
         .chain(guh.iter_mut())
         .chain(gud.iter_mut())
         .for_each(|g| *g = T::zero());
-    let b = T::from_f64(cfg.tail_bound);
+    let b = c.b;
     if !(value >= -b && value <= b) {
         return gy; // identity: dx = g, parameters untouched
     }
     with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
         softmax_into(uw, pw);
         softmax_into(uh, ph);
-        let bin = locate(value, pw, ph, ud, cfg, inverse);
+        let bin = locate(value, pw, ph, ud, c, inverse);
         let (g_value, adj) = if inverse {
             // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
             // Implicit differentiation of y(x*) = value: ∂L/∂value = α = (gy − gl·ℓ'(x*))/y'(x*),
@@ -402,12 +432,12 @@ pub fn rqs_scalar_grad<T: Real>(
             let adj = forward_adjoint(value, &bin, gy, gl);
             (adj[0], adj)
         };
-        knots_to_logits(pw, bin.index, adj[1], adj[2], cfg, cfg.min_bin_width, guw);
-        knots_to_logits(ph, bin.index, adj[3], adj[4], cfg, cfg.min_bin_height, guh);
+        knots_to_logits(pw, bin.index, adj[1], adj[2], c.k, c.two_b, c.scale_w, guw);
+        knots_to_logits(ph, bin.index, adj[3], adj[4], c.k, c.two_b, c.scale_h, guh);
         if bin.index >= 1 {
             gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
         }
-        if bin.index + 1 < cfg.bins {
+        if bin.index + 1 < c.k {
             gud[bin.index] += adj[6] * sigmoid(ud[bin.index]);
         }
         g_value
@@ -551,8 +581,9 @@ fn rqs_stacked(
     }
     with_real!(x, T => {
         let (xs, ws, hs, ds) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?);
+        let consts = SplineConsts::new(cfg);
         let pairs: Vec<(T, T)> = (0..n).into_par_iter().with_min_len(1024).map(|i| {
-            rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], cfg, inverse)
+            rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], &consts, inverse)
         }).collect();
         let mut out = Vec::with_capacity(2 * n);
         out.extend(pairs.iter().map(|p| p.0));
@@ -601,6 +632,7 @@ pub fn rqs_backward(
     }
     with_real!(x, T => {
         let (xs, ws, hs, ds, gs) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?, g.cpu::<T>()?);
+        let consts = SplineConsts::new(cfg);
         let mut gw = vec![T::zero(); n * k];
         let mut gh = vec![T::zero(); n * k];
         let mut gd = vec![T::zero(); n * (k - 1)];
@@ -612,7 +644,7 @@ pub fn rqs_backward(
             .with_min_len(512)
             .map(|(i, ((gwi, ghi), gdi))| {
                 let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
-                rqs_scalar_grad(xs[i], w, h, d, cfg, inverse, gs[i], gs[n + i], gwi, ghi, gdi)
+                rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi)
             })
             .collect();
         Ok([
