@@ -284,15 +284,18 @@ fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
 fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
     let two = T::from_f64(2.0);
     let (w, h, d0, d1) = (bin.width, bin.height, bin.d0, bin.d1);
-    let xi = (x - bin.x0) / w;
-    let s = h / w;
+    // four reciprocals instead of eleven divisions
+    let inv_w = T::one() / w;
+    let xi = (x - bin.x0) * inv_w;
+    let s = h * inv_w;
     let omx = T::one() - xi;
     let th = xi * omx;
     let den = s + (d0 + d1 - two * s) * th;
+    let inv_den = T::one() / den;
     let num = h * (s * xi * xi + d0 * th);
     let q = d1 * xi * xi + two * s * th + d0 * omx * omx;
-    let g_num = gy / den;
-    let g_den = -gy * num / (den * den) - two * gl / den;
+    let g_num = gy * inv_den;
+    let g_den = -(gy * num * inv_den + two * gl) * inv_den;
     let g_q = gl / q;
     let mut g_s = two * gl / s;
     // q = δ1 ξ² + 2sθ + δ0 (1 − ξ)²
@@ -315,11 +318,11 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
     // θ = ξ − ξ²
     g_xi += g_th * (T::one() - two * xi);
     // s = H/W, ξ = (x − x_b)/W
-    g_h += g_s / w;
-    let mut g_w = -g_s * s / w;
-    let g_x = g_xi / w;
-    let g_x0 = -g_xi / w;
-    g_w += -g_xi * xi / w;
+    g_h += g_s * inv_w;
+    let mut g_w = -g_s * s * inv_w;
+    let g_x = g_xi * inv_w;
+    let g_x0 = -g_xi * inv_w;
+    g_w += -g_xi * xi * inv_w;
     let g_y0 = gy;
     [g_x, g_x0 - g_w, g_w, g_y0 - g_h, g_h, g_d0, g_d1]
 }
@@ -582,12 +585,12 @@ fn rqs_stacked(
     with_real!(x, T => {
         let (xs, ws, hs, ds) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?);
         let consts = SplineConsts::new(cfg);
-        let pairs: Vec<(T, T)> = (0..n).into_par_iter().with_min_len(1024).map(|i| {
-            rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], &consts, inverse)
-        }).collect();
-        let mut out = Vec::with_capacity(2 * n);
-        out.extend(pairs.iter().map(|p| p.0));
-        out.extend(pairs.iter().map(|p| p.1));
+        // out = [y; logdet], each half written in place
+        let mut out = vec![T::zero(); 2 * n];
+        let (ys, lds) = out.split_at_mut(n);
+        ys.par_iter_mut().zip(lds.par_iter_mut()).enumerate().with_min_len(1024).for_each(|(i, (y, ld))| {
+            (*y, *ld) = rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], &consts, inverse);
+        });
         Tensor::from_cpu_vec(out, &shape)
     })
 }
