@@ -36,8 +36,9 @@ pub(super) struct Absorbed<T> {
     /// `[m, padded(n)]` (the f update sweeps columns).
     k_rows: Vec<T>,
     k_cols: Vec<T>,
-    /// Row or column sums of the current half-step.
+    /// Row or column sums of the current half-step, and the weights w it sums with.
     sums: Vec<T>,
+    w: Vec<T>,
     /// Absorptions done (diagnostics and tests).
     pub absorptions: usize,
 }
@@ -62,6 +63,7 @@ impl<T: Real> Absorbed<T> {
             k_rows: vec![T::zero(); n * padded(m)],
             k_cols: vec![T::zero(); m * padded(n)],
             sums: vec![T::zero(); padded(n.max(m))],
+            w: vec![T::zero(); n.max(m)],
             absorptions: 0,
         };
         s.absorb(p, f.to_vec(), g.to_vec());
@@ -137,8 +139,10 @@ impl<T: Real> Absorbed<T> {
     pub fn step(&mut self, p: &Problem<T>) {
         let (n, m) = (p.n(), p.m());
         // f half-step: S_i = Σ_j K̄_ij b_j v_j
-        let w: Vec<T> = (0..m).map(|j| self.b[j] * self.v[j]).collect();
-        Self::weighted_sums(&self.k_cols, padded(n), &w, m, &mut self.sums);
+        for j in 0..m {
+            self.w[j] = self.b[j] * self.v[j];
+        }
+        Self::weighted_sums(&self.k_cols, padded(n), &self.w, m, &mut self.sums);
         if Self::in_range(&self.sums, &self.a, n) {
             for i in 0..n {
                 self.u[i] = if self.a[i] > T::zero() {
@@ -153,8 +157,10 @@ impl<T: Real> Absorbed<T> {
             self.absorb(p, f_new, g);
         }
         // g half-step: T_j = Σ_i K̄_ij a_i u_i
-        let w: Vec<T> = (0..n).map(|i| self.a[i] * self.u[i]).collect();
-        Self::weighted_sums(&self.k_rows, padded(m), &w, n, &mut self.sums);
+        for i in 0..n {
+            self.w[i] = self.a[i] * self.u[i];
+        }
+        Self::weighted_sums(&self.k_rows, padded(m), &self.w, n, &mut self.sums);
         if Self::in_range(&self.sums, &self.b, m) {
             for j in 0..m {
                 self.v[j] = if self.b[j] > T::zero() {
@@ -174,8 +180,10 @@ impl<T: Real> Absorbed<T> {
     /// u_i ← √(u_i / S_i) with S_i = Σ_j K̄_ij a_j u_j. Only f̄, u are used (ḡ = f̄, v = u).
     pub fn step_symmetric(&mut self, p: &Problem<T>) {
         let n = p.n();
-        let w: Vec<T> = (0..n).map(|j| self.a[j] * self.u[j]).collect();
-        Self::weighted_sums(&self.k_cols, padded(n), &w, n, &mut self.sums);
+        for j in 0..n {
+            self.w[j] = self.a[j] * self.u[j];
+        }
+        Self::weighted_sums(&self.k_cols, padded(n), &self.w, n, &mut self.sums);
         if Self::in_range(&self.sums, &self.a, n) {
             for i in 0..n {
                 if self.a[i] > T::zero() {
