@@ -149,6 +149,8 @@ pub fn chamfer(
             .zip(nn_yx.par_chunks_mut(m.max(1)))
             .zip(counts.par_chunks_mut(2))
             .enumerate()
+            // enough pairs per task that the scratch set-up (once per task) is amortised
+            .with_min_len((4096 / (n * m).max(1)).clamp(1, 64))
             .for_each_init(
                 || PairScratch::new(n, m, d),
                 |s, (p, (((dist, nxy), nyx), cnt))| {
@@ -352,7 +354,7 @@ pub fn chamfer_backward(
         let (xs, ys) = (x.cpu::<T>()?, y.cpu::<T>()?);
         let mut gx = vec![T::zero(); b * n * d];
         let mut gy = vec![T::zero(); b * m * d];
-        gx.par_chunks_mut(n * d.max(1)).zip(gy.par_chunks_mut(m * d.max(1))).enumerate().for_each(|(p, (gxp, gyp))| {
+        gx.par_chunks_mut(n * d.max(1)).zip(gy.par_chunks_mut(m * d.max(1))).enumerate().with_min_len(16).for_each(|(p, (gxp, gyp))| {
             let (cx, cy) = (counts[2 * p], counts[2 * p + 1]);
             if cx == 0.0 || cy == 0.0 {
                 return;
