@@ -97,7 +97,8 @@ pub enum Command {
         lr_schedule: String,
         /// Reflect training jets at random about their axis (η_rel → −η_rel, φ_rel → −φ_rel):
         /// mass, pT fractions and multiplicity unchanged, four times the distinct jets
-        #[arg(long)]
+        /// (`--reflect false` trains on the jets as they are)
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         reflect: bool,
         /// Early stopping: validations (every 100 steps) without improvement before stopping
         #[arg(long, default_value_t = 5)]
