@@ -15,9 +15,10 @@
 //! ∂C/∂x_i = c_x·2(x_i − y_nn(i)) + Σ_{j: nn'(j)=i} c_y·2(x_i − y_j), with c = 1 or 1/count;
 //! symmetric for y. Deterministic on both devices (no float atomics).
 //!
-//! CPU: a rayon task per pair, plain loops. CUDA: `kernels/chamfer.cu`, point coordinates in
-//! registers and the other cloud streamed through shared memory in tiles, so any N, M work
-//! and no B×N×M matrix is ever stored. D ≤ 8 on CUDA.
+//! CPU: pairs in parallel (rayon), one sweep over y per pair with branch-free per-lane
+//! updates of x's best matches (see `PairScratch::nearest_both`). CUDA: `kernels/chamfer.cu`,
+//! point coordinates in registers and the other cloud streamed through shared memory in
+//! tiles, so any N, M work and no B×N×M matrix is ever stored. D ≤ 8 on CUDA.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
