@@ -328,7 +328,7 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
 }
 
 /// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
-/// softmax row (adds into `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
+/// softmax row (writes `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
 #[inline(always)]
 fn knots_to_logits<T: Real>(
     p: &[T],
@@ -340,23 +340,25 @@ fn knots_to_logits<T: Real>(
     scale: T,
     grad: &mut [T],
 ) {
-    // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1])
+    // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1]): piecewise
+    // constant, `below` for j < b, `at` for j = b, 0 beyond; then the softmax Jacobian
+    // ∂L/∂u_j = p_j (G_w[j] − Σ_i p_i G_w[i]). Writes (not adds) the whole row.
+    let left = if b >= 1 { g_left } else { T::zero() };
+    let at = if b + 1 < k { g_right } else { T::zero() };
+    let below = two_b * scale * (left + at);
+    let at = two_b * scale * at;
     let g_w = |j: usize| {
-        let mut g = T::zero();
-        if b >= 1 && j < b {
-            g += g_left;
+        if j < b {
+            below
+        } else if j == b {
+            at
+        } else {
+            T::zero()
         }
-        if b + 1 < k && j < b + 1 {
-            g += g_right;
-        }
-        two_b * g * scale
     };
-    let mut dot = T::zero();
+    let dot = (0..k).fold(T::zero(), |acc, j| acc + p[j] * g_w(j));
     for j in 0..k {
-        dot += p[j] * g_w(j);
-    }
-    for j in 0..k {
-        grad[j] += p[j] * (g_w(j) - dot);
+        grad[j] = p[j] * (g_w(j) - dot);
     }
 }
 
@@ -411,13 +413,14 @@ pub fn rqs_scalar_grad<T: Real>(
     guh: &mut [T],
     gud: &mut [T],
 ) -> T {
-    guw.iter_mut()
-        .chain(guh.iter_mut())
-        .chain(gud.iter_mut())
-        .for_each(|g| *g = T::zero());
+    gud.iter_mut().for_each(|g| *g = T::zero());
     let b = c.b;
     if !(value >= -b && value <= b) {
-        return gy; // identity: dx = g, parameters untouched
+        // identity: dx = g, parameters untouched
+        guw.iter_mut()
+            .chain(guh.iter_mut())
+            .for_each(|g| *g = T::zero());
+        return gy;
     }
     with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
         softmax_into(uw, pw);
