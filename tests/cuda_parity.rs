@@ -705,6 +705,17 @@ fn c_api_device_pointers_match_host_calls() {
     let out = be.alloc::<f32>(b).unwrap();
     let (mut cpu, mut gpu) = (std::ptr::null_mut(), std::ptr::null_mut());
     let mut host = vec![0f32; b];
+    // the device call's output (in `out`) against the host call's
+    let compare = |host: &[f32], atol: f64, rtol: f64, what: &str| {
+        let dev: Vec<f64> = be
+            .dtoh(&out, b)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let want: Vec<f64> = host.iter().map(|&v| v as f64).collect();
+        common::assert_close(&dev, &want, atol, rtol, what);
+    };
     // SAFETY: valid pointers and sizes throughout.
     unsafe {
         assert_eq!(
@@ -748,14 +759,7 @@ fn c_api_device_pointers_match_host_calls() {
             JetgenStatus::Ok
         );
     }
-    let dev: Vec<f64> = be
-        .dtoh(&out, b)
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    let want: Vec<f64> = host.iter().map(|&v| v as f64).collect();
-    common::assert_close(&dev, &want, 1e-5, 1e-5, "chamfer device vs host");
+    compare(&host, 1e-5, 1e-5, "chamfer device vs host");
     let mut opts = JetgenSinkhornOptions {
         cost: 0,
         epsilon: 0.0,
@@ -809,18 +813,5 @@ fn c_api_device_pointers_match_host_calls() {
         jetgen_context_free(cpu);
         jetgen_context_free(gpu);
     }
-    let dev: Vec<f64> = be
-        .dtoh(&out, b)
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    let want: Vec<f64> = host_div.iter().map(|&v| v as f64).collect();
-    common::assert_close(
-        &dev,
-        &want,
-        1e-4,
-        1e-3,
-        "sinkhorn divergence device vs host",
-    );
+    compare(&host_div, 1e-4, 1e-3, "sinkhorn divergence device vs host");
 }

@@ -58,21 +58,22 @@ pub struct ParticleNet {
     stats: Vec<(char, Vec<f64>, Vec<f64>)>,
 }
 
+/// The little-endian bytes of one stored tensor.
+fn tensor_bytes<'a>(st: &SafeTensors<'a>, name: &str) -> Result<&'a [u8]> {
+    st.tensor(name)
+        .map(|t| t.data())
+        .map_err(|e| Error::invalid(format!("ParticleNet weights: {name}: {e}")))
+}
+
 fn tensor_f32(st: &SafeTensors, name: &str) -> Result<Vec<f32>> {
-    let t = st
-        .tensor(name)
-        .map_err(|e| Error::invalid(format!("ParticleNet weights: {name}: {e}")))?;
-    Ok(t.data()
+    Ok(tensor_bytes(st, name)?
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
 }
 
 fn tensor_f64(st: &SafeTensors, name: &str) -> Result<Vec<f64>> {
-    let t = st
-        .tensor(name)
-        .map_err(|e| Error::invalid(format!("ParticleNet weights: {name}: {e}")))?;
-    Ok(t.data()
+    Ok(tensor_bytes(st, name)?
         .chunks_exact(8)
         .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
         .collect())

@@ -335,11 +335,11 @@ fn knots_to_logits<T: Real>(
     b: usize,
     g_left: T,
     g_right: T,
-    k: usize,
-    two_b: T,
+    c: &SplineConsts<T>,
     scale: T,
     grad: &mut [T],
 ) {
+    let (k, two_b) = (c.k, c.two_b);
     // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1]): piecewise
     // constant, `below` for j < b, `at` for j = b, 0 beyond; then the softmax Jacobian
     // ∂L/∂u_j = p_j (G_w[j] − Σ_i p_i G_w[i]). Writes (not adds) the whole row.
@@ -438,8 +438,8 @@ pub fn rqs_scalar_grad<T: Real>(
             let adj = forward_adjoint(value, &bin, gy, gl);
             (adj[0], adj)
         };
-        knots_to_logits(pw, bin.index, adj[1], adj[2], c.k, c.two_b, c.scale_w, guw);
-        knots_to_logits(ph, bin.index, adj[3], adj[4], c.k, c.two_b, c.scale_h, guh);
+        knots_to_logits(pw, bin.index, adj[1], adj[2], c, c.scale_w, guw);
+        knots_to_logits(ph, bin.index, adj[3], adj[4], c, c.scale_h, guh);
         if bin.index >= 1 {
             gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
         }

@@ -36,9 +36,8 @@ pub(super) struct Absorbed<T> {
     /// `[m, padded(n)]` (the f update sweeps columns).
     k_rows: Vec<T>,
     k_cols: Vec<T>,
-    /// Row or column sums of the current half-step, and the weights w it sums with.
+    /// Row or column sums of the current half-step.
     sums: Vec<T>,
-    w: Vec<T>,
     /// Absorptions done (diagnostics and tests).
     pub absorptions: usize,
 }
@@ -63,7 +62,6 @@ impl<T: Real> Absorbed<T> {
             k_rows: vec![T::zero(); n * padded(m)],
             k_cols: vec![T::zero(); m * padded(n)],
             sums: vec![T::zero(); padded(n.max(m))],
-            w: vec![T::zero(); n.max(m)],
             absorptions: 0,
         };
         s.absorb(p, f.to_vec(), g.to_vec());
@@ -113,13 +111,20 @@ impl<T: Real> Absorbed<T> {
         )
     }
 
-    /// `sums[r] = Σ_c kernel[c·stride + r]·w_c` for all rows r at once (a vector update per
-    /// column c with non-zero weight; rows padded to `stride`).
-    fn weighted_sums(kernel: &[T], stride: usize, w: &[T], cols: usize, sums: &mut [T]) {
+    /// `sums[r] = Σ_c kernel[c·stride + r]·weights_c·scalings_c` for all rows r at once (a
+    /// vector update per column c with non-zero weight; rows padded to `stride`).
+    fn weighted_sums(
+        kernel: &[T],
+        stride: usize,
+        weights: &[T],
+        scalings: &[T],
+        cols: usize,
+        sums: &mut [T],
+    ) {
         let sums = &mut sums[..stride];
         sums.fill(T::zero());
-        for c in (0..cols).filter(|&c| w[c] != T::zero()) {
-            let wc = w[c];
+        for c in (0..cols).filter(|&c| weights[c] != T::zero()) {
+            let wc = weights[c] * scalings[c];
             for (s, &k) in sums.iter_mut().zip(&kernel[c * stride..(c + 1) * stride]) {
                 *s += k * wc;
             }
@@ -135,41 +140,58 @@ impl<T: Real> Absorbed<T> {
         (0..len).all(|k| weights[k] == T::zero() || (sums[k] > lo && sums[k] < hi))
     }
 
-    /// One alternating iteration: f then g.
-    pub fn step(&mut self, p: &Problem<T>) {
-        let (n, m) = (p.n(), p.m());
-        // f half-step: S_i = Σ_j K̄_ij b_j v_j
-        for j in 0..m {
-            self.w[j] = self.b[j] * self.v[j];
+    /// One half-step in scaling form: S = K̄·(other weights ∘ other scalings), then
+    /// `own = 1/S` (1 at padded points). Returns false, writing nothing to `own`, when some
+    /// valid S leaves e^±LOG_RANGE: the caller then takes the exact log-domain step.
+    fn scaling_half_step(
+        kernel: &[T],
+        stride: usize,
+        other_weights: &[T],
+        other: &[T],
+        own_weights: &[T],
+        own: &mut [T],
+        sums: &mut [T],
+    ) -> bool {
+        Self::weighted_sums(kernel, stride, other_weights, other, other.len(), sums);
+        if !Self::in_range(sums, own_weights, own.len()) {
+            return false;
         }
-        Self::weighted_sums(&self.k_cols, padded(n), &self.w, m, &mut self.sums);
-        if Self::in_range(&self.sums, &self.a, n) {
-            for i in 0..n {
-                self.u[i] = if self.a[i] > T::zero() {
-                    T::one() / self.sums[i]
-                } else {
-                    T::one()
-                };
-            }
-        } else {
+        for (k, s) in own.iter_mut().enumerate() {
+            *s = if own_weights[k] > T::zero() {
+                T::one() / sums[k]
+            } else {
+                T::one()
+            };
+        }
+        true
+    }
+
+    /// One alternating iteration: f (u_i = 1/Σ_j K̄_ij b_j v_j) then g (v_j = 1/Σ_i K̄_ij a_i u_i).
+    pub fn step(&mut self, p: &Problem<T>) {
+        let n = p.n();
+        let m = p.m();
+        if !Self::scaling_half_step(
+            &self.k_cols,
+            padded(n),
+            &self.b,
+            &self.v,
+            &self.a,
+            &mut self.u,
+            &mut self.sums,
+        ) {
             let (f, g) = self.potentials();
             let f_new = self.exact(p, &g, &f, false);
             self.absorb(p, f_new, g);
         }
-        // g half-step: T_j = Σ_i K̄_ij a_i u_i
-        for i in 0..n {
-            self.w[i] = self.a[i] * self.u[i];
-        }
-        Self::weighted_sums(&self.k_rows, padded(m), &self.w, n, &mut self.sums);
-        if Self::in_range(&self.sums, &self.b, m) {
-            for j in 0..m {
-                self.v[j] = if self.b[j] > T::zero() {
-                    T::one() / self.sums[j]
-                } else {
-                    T::one()
-                };
-            }
-        } else {
+        if !Self::scaling_half_step(
+            &self.k_rows,
+            padded(m),
+            &self.a,
+            &self.u,
+            &self.b,
+            &mut self.v,
+            &mut self.sums,
+        ) {
             let (f, g) = self.potentials();
             let g_new = self.exact(p, &f, &g, true);
             self.absorb(p, f, g_new);
@@ -180,10 +202,7 @@ impl<T: Real> Absorbed<T> {
     /// u_i ← √(u_i / S_i) with S_i = Σ_j K̄_ij a_j u_j. Only f̄, u are used (ḡ = f̄, v = u).
     pub fn step_symmetric(&mut self, p: &Problem<T>) {
         let n = p.n();
-        for j in 0..n {
-            self.w[j] = self.a[j] * self.u[j];
-        }
-        Self::weighted_sums(&self.k_cols, padded(n), &self.w, n, &mut self.sums);
+        Self::weighted_sums(&self.k_cols, padded(n), &self.a, &self.u, n, &mut self.sums);
         if Self::in_range(&self.sums, &self.a, n) {
             for i in 0..n {
                 if self.a[i] > T::zero() {
@@ -214,12 +233,20 @@ impl<T: Real> Absorbed<T> {
     /// current v; for a self problem from u): the log-domain Σ_i a_i |exp((f_i − f̃_i)/ε) − 1|.
     pub fn marginal_error(&mut self, p: &Problem<T>, symmetric: bool) -> f64 {
         let n = p.n();
-        let w: Vec<T> = if symmetric {
-            (0..n).map(|j| self.a[j] * self.u[j]).collect()
+        let (weights, scalings) = if symmetric {
+            (&self.a, &self.u)
         } else {
-            (0..p.m()).map(|j| self.b[j] * self.v[j]).collect()
+            (&self.b, &self.v)
         };
-        Self::weighted_sums(&self.k_cols, padded(n), &w, w.len(), &mut self.sums);
+        let cols = scalings.len();
+        Self::weighted_sums(
+            &self.k_cols,
+            padded(n),
+            weights,
+            scalings,
+            cols,
+            &mut self.sums,
+        );
         (0..n)
             .filter(|&i| self.a[i] > T::zero())
             .map(|i| self.a[i].to_f64() * (self.u[i].to_f64() * self.sums[i].to_f64() - 1.0).abs())
