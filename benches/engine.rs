@@ -6,6 +6,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use jetgen::bench::{GemmCase, MlpStep};
 
 fn gemm(c: &mut Criterion) {
+    // as the CLI does: keep freed tensor memory (see jetgen::malloc_tuning)
+    jetgen::malloc_tuning::retain_freed_memory();
     for dev in jetgen::bench::bench_devices() {
         let mut g = c.benchmark_group(format!("sgemm/{dev}"));
         for (m, k, n) in [(256, 256, 256), (1024, 256, 256)] {

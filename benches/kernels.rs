@@ -11,6 +11,8 @@ use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
 use jetgen::{Rng, Tensor};
 
 fn bench_chamfer(c: &mut Criterion) {
+    // as the CLI does: keep freed tensor memory (see jetgen::malloc_tuning)
+    jetgen::malloc_tuning::retain_freed_memory();
     for dev in jetgen::bench::bench_devices() {
         let mut g = c.benchmark_group(format!("chamfer_fwd_bwd/{dev}"));
         for (b, n) in [(256, 30), (4096, 30), (256, 150)] {

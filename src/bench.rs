@@ -230,12 +230,21 @@ pub fn time_adaptive(
 }
 
 /// The custom-kernel suite on `device`: Chamfer, Sinkhorn and RQS, forward and
-/// forward+backward, at the sizes of ../shared/peers/bench_kernels.py.
+/// forward+backward, at the sizes of ../shared/peers/bench_kernels.py. `only` names the ops
+/// to run (`chamfer`, `sinkhorn`, `rqs`; empty = all).
 pub fn kernel_suite(
     device: Device,
     min_time_s: f64,
+    only: &[String],
     mut progress: impl FnMut(&KernelRow),
 ) -> Result<Vec<KernelRow>> {
+    const OPS: [&str; 3] = ["chamfer", "sinkhorn", "rqs"];
+    if let Some(bad) = only.iter().find(|o| !OPS.contains(&o.as_str())) {
+        return Err(Error::invalid(format!(
+            "unknown kernel '{bad}' (chamfer, sinkhorn, rqs)"
+        )));
+    }
+    let wanted = |op: &str| only.is_empty() || only.iter().any(|o| o == op);
     use crate::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
     use crate::ops::rqs::{rqs, rqs_backward, RqsConfig};
     use crate::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
@@ -246,7 +255,10 @@ pub fn kernel_suite(
         progress(&row);
         rows.push(row);
     };
-    for (b, n) in [(256, 30), (4096, 30), (256, 150), (4096, 150)] {
+    for (b, n) in [(256, 30), (4096, 30), (256, 150), (4096, 150)]
+        .into_iter()
+        .filter(|_| wanted("chamfer"))
+    {
         let x = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
         let y = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
         let g = Tensor::full(&[b], 1.0, device)?;
@@ -279,7 +291,7 @@ pub fn kernel_suite(
             push(row, &mut rows);
         }
     }
-    {
+    if wanted("sinkhorn") {
         let (b, n) = (256, 30);
         let x = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
         let y = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
@@ -323,7 +335,7 @@ pub fn kernel_suite(
             }
         }
     }
-    {
+    if wanted("rqs") {
         let (rows_, cols, k) = (1024, 90, 8);
         let cfg = RqsConfig::new(k, 3.0);
         let x = rng.normal(&[rows_, cols], 0.0, 1.5, device)?;

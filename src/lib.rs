@@ -15,6 +15,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod ffi;
+pub mod malloc_tuning;
 pub mod metrics;
 pub mod models;
 pub mod nn;
@@ -24,6 +25,7 @@ pub mod plots;
 pub mod real;
 pub mod rng;
 pub mod shape;
+pub mod simd;
 pub mod tensor;
 
 pub use autograd::{Gradients, Tape, Var};

@@ -44,6 +44,11 @@ pub trait Real:
     fn ln_fast(self) -> Self {
         self.ln()
     }
+    /// The slice as f32 when `Self` is f32 (for kernels with an explicit [`crate::simd`]
+    /// path), `None` for f64.
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// Mutable twin of [`Real::as_f32_slice`].
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     fn zero() -> Self {
         Self::from_f64(0.0)
     }
@@ -53,8 +58,16 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $fast_exp:path, $fast_ln:path) => {
+    ($t:ty, $fast_exp:path, $fast_ln:path, $as_f32:expr, $as_f32_mut:expr) => {
         impl Real for $t {
+            #[inline(always)]
+            fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            #[inline(always)]
+            fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
             #[inline(always)]
             fn exp_fast(self) -> Self {
                 $fast_exp(self)
@@ -130,8 +143,8 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, exp_f32, ln_f32);
-impl_real!(f64, f64::exp, f64::ln);
+impl_real!(f32, exp_f32, ln_f32, Some, Some);
+impl_real!(f64, f64::exp, f64::ln, |_| None, |_| None);
 
 /// Vectorisable single-precision ln x for normal positive x: x = m·2ᵉ with m ∈ [√½, √2),
 /// ln m = 2 atanh(s) = 2(s + s³/3 + … + s¹¹/11), s = (m − 1)/(m + 1), |s| ≤ 0.172 (truncation

@@ -242,3 +242,124 @@ fn large_clouds_match_brute_force() {
         assert!((got - total).abs() < 1e-3 * total, "{got} vs {total}");
     }
 }
+
+/// Integer coordinates make every squared distance exact in f32 and f64, and full of ties,
+/// so the f32 SIMD sweep and the generic (f64) sweep must agree bit for bit: same distances,
+/// same first-index-on-ties neighbours, same gradients. Odd sizes, masks and D from 1 to 9
+/// cover the unrolled (D = 2, 3, 4) and run-time-D paths and the lane padding.
+#[test]
+fn simd_and_generic_sweeps_agree_exactly() {
+    let mut rng = Rng::new(11);
+    for (b, n, m, d) in [
+        (5, 1, 1, 3),
+        (4, 7, 9, 1),
+        (3, 8, 8, 2),
+        (6, 30, 25, 3),
+        (3, 17, 33, 4),
+        (2, 13, 5, 5),
+        (2, 41, 40, 9),
+    ] {
+        let ints = |rng: &mut Rng, p: usize| {
+            let u = rng.uniform(&[b, p, d], 0.0, 5.0, Device::Cpu).unwrap();
+            let v: Vec<f64> = u.to_vec_f64().unwrap().iter().map(|v| v.floor()).collect();
+            Tensor::from_cpu_vec(v, &[b, p, d]).unwrap()
+        };
+        let mask = |rng: &mut Rng, p: usize| {
+            let u = rng.uniform(&[b, p], 0.0, 1.0, Device::Cpu).unwrap();
+            let v: Vec<f64> = u
+                .to_vec_f64()
+                .unwrap()
+                .iter()
+                .map(|&v| (v < 0.8) as u8 as f64)
+                .collect();
+            Tensor::from_cpu_vec(v, &[b, p]).unwrap()
+        };
+        let (x64, y64) = (ints(&mut rng, n), ints(&mut rng, m));
+        let (mx, my) = (mask(&mut rng, n), mask(&mut rng, m));
+        let (x32, y32) = (
+            x64.to_dtype(DType::F32).unwrap(),
+            y64.to_dtype(DType::F32).unwrap(),
+        );
+        let g = Tensor::full(&[b], 1.0, Device::Cpu).unwrap();
+        let (mx32, my32) = (
+            mx.to_dtype(DType::F32).unwrap(),
+            my.to_dtype(DType::F32).unwrap(),
+        );
+        for masks in [false, true] {
+            let pick = |a: &Tensor, b: &Tensor| {
+                if masks {
+                    (Some(a.clone()), Some(b.clone()))
+                } else {
+                    (None, None)
+                }
+            };
+            let ((ma, mb), (ma32, mb32)) = (pick(&mx, &my), pick(&mx32, &my32));
+            let o64 = chamfer(&x64, &y64, ma.as_ref(), mb.as_ref(), PointReduction::Sum).unwrap();
+            let o32 = chamfer(
+                &x32,
+                &y32,
+                ma32.as_ref(),
+                mb32.as_ref(),
+                PointReduction::Sum,
+            )
+            .unwrap();
+            let case = format!("B{b} N{n} M{m} D{d} masks {masks}");
+            assert_eq!(
+                o64.distance.to_vec_f64().unwrap(),
+                o32.distance.to_vec_f64().unwrap(),
+                "{case}"
+            );
+            assert_eq!(
+                o64.nn_xy.to_vec().unwrap(),
+                o32.nn_xy.to_vec().unwrap(),
+                "{case}"
+            );
+            assert_eq!(
+                o64.nn_yx.to_vec().unwrap(),
+                o32.nn_yx.to_vec().unwrap(),
+                "{case}"
+            );
+            let g64 = chamfer_backward(&x64, &y64, &o64, PointReduction::Sum, &g).unwrap();
+            let g32 = chamfer_backward(
+                &x32,
+                &y32,
+                &o32,
+                PointReduction::Sum,
+                &g.to_dtype(DType::F32).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                g64.0.to_vec_f64().unwrap(),
+                g32.0.to_vec_f64().unwrap(),
+                "{case}"
+            );
+            assert_eq!(
+                g64.1.to_vec_f64().unwrap(),
+                g32.1.to_vec_f64().unwrap(),
+                "{case}"
+            );
+        }
+    }
+}
+
+/// Coordinates so large that squared distances overflow f32: the distance is +∞ (an honest
+/// answer), and every valid point still has a neighbour.
+#[test]
+fn overflowing_distances_give_infinity_not_a_finite_number() {
+    let x = Tensor::from_slice(&[1e20f32, 0.0, -1e20, 0.0], &[1, 2, 2], Device::Cpu).unwrap();
+    let y = Tensor::from_slice(&[-1e20f32, 0.0, 3e20, 0.0], &[1, 2, 2], Device::Cpu).unwrap();
+    let out = chamfer(&x, &y, None, None, PointReduction::Sum).unwrap();
+    assert_eq!(out.distance.to_vec().unwrap()[0], f32::INFINITY);
+    assert!(out
+        .nn_xy
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|&i| i != NO_NEIGHBOUR));
+    assert!(out
+        .nn_yx
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|&i| i != NO_NEIGHBOUR));
+}

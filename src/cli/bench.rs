@@ -6,16 +6,28 @@ use crate::bench::{engine_suite, flow_step_suite, generation_suite, kernel_suite
 use crate::device::Device;
 use crate::error::{Error, Result};
 
-/// Run `suite` on `device` with `threads` CPU threads (0 = rayon's default); print tables and
-/// write the rows as a JSON list to `json` if given.
-pub fn run(
-    suite: &str,
-    device: &str,
-    iters: usize,
-    threads: usize,
-    min_time: f64,
-    json: Option<PathBuf>,
-) -> Result<()> {
+/// What `jetgen bench` was asked to run.
+pub struct BenchArgs {
+    /// engine, kernels, generate or all.
+    pub suite: String,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// Timed repetitions per engine/generation benchmark.
+    pub iters: usize,
+    /// CPU threads (0 = rayon's default).
+    pub threads: usize,
+    /// Minimum seconds per kernel case.
+    pub min_time: f64,
+    /// Write the rows as a JSON list here.
+    pub json: Option<PathBuf>,
+    /// Kernel ops to run (empty = all).
+    pub only: Vec<String>,
+}
+
+/// Run the suite on the device with the requested CPU threads; print tables and write the
+/// rows as a JSON list if asked.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let threads = args.threads;
     if threads > 0 {
         // matrixmultiply reads this once, at its first use.
         std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
@@ -24,17 +36,12 @@ pub fn run(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::invalid(format!("cannot build a thread pool: {e}")))?;
-    pool.install(|| run_in_pool(suite, device, iters, min_time, json))
+    pool.install(|| run_in_pool(args))
 }
 
-fn run_in_pool(
-    suite: &str,
-    device: &str,
-    iters: usize,
-    min_time: f64,
-    json: Option<PathBuf>,
-) -> Result<()> {
-    let device = Device::parse(device)?;
+fn run_in_pool(args: &BenchArgs) -> Result<()> {
+    let (suite, iters) = (args.suite.as_str(), args.iters);
+    let device = Device::parse(&args.device)?;
     device.ensure_available()?;
     let threads = rayon::current_num_threads();
     println!(
@@ -80,7 +87,7 @@ fn run_in_pool(
             "runs"
         );
         let rows =
-            kernel_suite(device, min_time, |r| {
+            kernel_suite(device, args.min_time, &args.only, |r| {
                 let o = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
                 println!(
                 "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11.4} {:>11.4} {:>5}",
@@ -113,10 +120,10 @@ fn run_in_pool(
             "unknown bench suite '{suite}' (engine, kernels, generate, all)"
         )));
     }
-    if let Some(path) = json {
+    if let Some(path) = &args.json {
         let text =
             serde_json::to_string_pretty(&items).map_err(|e| Error::invalid(e.to_string()))?;
-        crate::nn::store::write_atomic(&path, text.as_bytes())?;
+        crate::nn::store::write_atomic(path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())

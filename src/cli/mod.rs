@@ -176,6 +176,9 @@ pub enum Command {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Kernel suite only: run just these ops (comma-separated: chamfer, sinkhorn, rqs).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -220,7 +223,16 @@ pub fn main() -> i32 {
             json,
             threads,
             min_time,
-        } => bench::run(&suite, &device, iters.max(1), threads, min_time, json),
+            only,
+        } => bench::run(&bench::BenchArgs {
+            suite,
+            device,
+            iters: iters.max(1),
+            threads,
+            min_time,
+            json,
+            only,
+        }),
     };
     match result {
         Ok(()) => 0,

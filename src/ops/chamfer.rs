@@ -15,8 +15,8 @@
 //! ∂C/∂x_i = c_x·2(x_i − y_nn(i)) + Σ_{j: nn'(j)=i} c_y·2(x_i − y_j), with c = 1 or 1/count;
 //! symmetric for y. Deterministic on both devices (no float atomics).
 //!
-//! CPU: pairs in parallel (rayon), one sweep over y per pair with branch-free per-lane
-//! updates of x's best matches (see `PairScratch::nearest_both`). CUDA: `kernels/chamfer.cu`,
+//! CPU: pairs in parallel (rayon); per pair and direction, blocks of 8 points held in SIMD
+//! registers while the other cloud streams past, branch-free (see `nearest_sweep`). CUDA: `kernels/chamfer.cu`,
 //! point coordinates in registers and the other cloud streamed through shared memory in
 //! tiles, so any N, M work and no B×N×M matrix is ever stored. D ≤ 8 on CUDA.
 
@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::ops::index::Indices;
 use crate::ops::n_u32;
 use crate::real::Real;
+use crate::simd::F32x8;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
@@ -64,6 +65,9 @@ pub struct ChamferOutput {
 
 /// Marker for "no neighbour" in the index outputs.
 pub const NO_NEIGHBOUR: u32 = u32::MAX;
+
+/// Largest cloud (2^24 points): point indices are carried exactly in f32 on the CPU.
+pub const MAX_POINTS: usize = 1 << 24;
 
 fn check(
     x: &Tensor,
@@ -113,6 +117,12 @@ fn check(
     }
     x.check_finite("chamfer x")?;
     y.check_finite("chamfer y")?;
+    if n.max(m) > MAX_POINTS {
+        return Err(Error::shape(
+            "chamfer",
+            format!("clouds of up to {MAX_POINTS} points, got {}", n.max(m)),
+        ));
+    }
     if x.device().is_cuda() && d > 8 {
         return Err(Error::shape(
             "chamfer",
@@ -179,46 +189,39 @@ pub fn chamfer(
 /// Lanes of the branch-free nearest-neighbour sweeps (a multiple of every SIMD width used).
 const LANES: usize = 8;
 
-/// One worker's buffers for a pair of clouds, reused across pairs. x is stored
-/// coordinate-major and padded to a multiple of [`LANES`] with +∞ penalties, so every loop
-/// over the x points runs on whole lanes without branches.
+/// One worker's buffers for a pair of clouds, reused across pairs: both clouds copied
+/// coordinate-major and padded to a multiple of [`LANES`], so a block of LANES points of one
+/// cloud is one SIMD vector per coordinate.
 struct PairScratch<T> {
     d: usize,
     /// Valid flags of this pair's points.
     vx: Vec<bool>,
     vy: Vec<bool>,
-    /// `xs[k * n_pad + i]` = coordinate k of x_i.
+    /// `xs[k * n_pad + i]` = coordinate k of x_i (zeros in the padding lanes).
     xs: Vec<T>,
-    /// 0 for valid x points, +∞ for masked ones and the padding lanes.
-    penalty: Vec<T>,
-    /// d(x_i, y_j) for the current j.
-    dist: Vec<T>,
-    /// min_j d(x_i, y_j) so far and its argmin.
-    best_x: Vec<T>,
-    arg_x: Vec<u32>,
+    /// Likewise for y, with stride m_pad.
+    ys: Vec<T>,
+    /// The nearest squared distance of each lane point (scratch for one direction).
+    best: Vec<T>,
 }
 
 impl<T: Real> PairScratch<T> {
     fn new(n: usize, m: usize, d: usize) -> Self {
-        let n_pad = n.div_ceil(LANES).max(1) * LANES;
+        let pad = |k: usize| k.div_ceil(LANES).max(1) * LANES;
         PairScratch {
             d,
             vx: vec![false; n],
             vy: vec![false; m],
-            xs: vec![T::zero(); d * n_pad],
-            penalty: vec![T::zero(); n_pad],
-            dist: vec![T::zero(); n_pad],
-            best_x: vec![T::zero(); n_pad],
-            arg_x: vec![NO_NEIGHBOUR; n_pad],
+            xs: vec![T::zero(); d * pad(n)],
+            ys: vec![T::zero(); d * pad(m)],
+            best: vec![T::zero(); pad(n.max(m))],
         }
     }
 
-    /// Both nearest-neighbour directions of one pair in a single sweep over the y points:
-    /// for each valid y_j the distances to all x_i form one vector, which updates every
-    /// x_i's best match (a select per lane) and yields y_j's best match (a per-lane argmin,
-    /// then a reduction over the lanes). Writes the indices into `nn_xy [N]`, `nn_yx [M]`
-    /// (first index on ties, [`NO_NEIGHBOUR`] at masked points) and returns
-    /// (Σ_i min_j d_ij, Σ_j min_i d_ij), summed in f64.
+    /// Both nearest-neighbour directions of one pair: x's matches in y, then y's in x (two
+    /// sweeps of the same kind, see [`nearest_sweep`]). Writes the indices into `nn_xy [N]`,
+    /// `nn_yx [M]` (first index on ties, [`NO_NEIGHBOUR`] at masked points or when the other
+    /// cloud is empty) and returns (Σ_i min_j d_ij, Σ_j min_i d_ij), summed in f64.
     fn nearest_both(
         &mut self,
         xp: &[T],
@@ -226,86 +229,183 @@ impl<T: Real> PairScratch<T> {
         nn_xy: &mut [u32],
         nn_yx: &mut [u32],
     ) -> (f64, f64) {
-        let (n, d) = (self.vx.len(), self.d);
-        let n_pad = self.penalty.len();
-        let inf = T::from_f64(f64::INFINITY);
-        for i in 0..n_pad {
-            let valid = i < n && self.vx[i];
-            self.penalty[i] = if valid { T::zero() } else { inf };
-            for k in 0..d {
-                self.xs[k * n_pad + i] = if i < n { xp[i * d + k] } else { T::zero() };
-            }
+        let d = self.d;
+        to_lanes(xp, d, &mut self.xs);
+        to_lanes(yp, d, &mut self.ys);
+        let sum_x = nearest_sweep(&self.xs, &self.vx, yp, &self.vy, d, &mut self.best, nn_xy);
+        let sum_y = nearest_sweep(&self.ys, &self.vy, xp, &self.vx, d, &mut self.best, nn_yx);
+        (sum_x, sum_y)
+    }
+}
+
+/// Copy point-major `points [P, D]` into coordinate-major `lanes [D, P_pad]` (P_pad =
+/// lanes.len() / D), zeros in the padding.
+fn to_lanes<T: Real>(points: &[T], d: usize, lanes: &mut [T]) {
+    match d {
+        3 => to_lanes_d::<T, 3>(points, 3, lanes),
+        _ => to_lanes_d::<T, 0>(points, d, lanes),
+    }
+}
+
+/// [`to_lanes`] with the coordinate count fixed at compile time (`DC` > 0) or not (0).
+#[inline(always)]
+fn to_lanes_d<T: Real, const DC: usize>(points: &[T], d: usize, lanes: &mut [T]) {
+    let d = if DC > 0 { DC } else { d };
+    let pad = lanes.len() / d;
+    let count = points.len() / d;
+    for (i, p) in points.chunks_exact(d).enumerate() {
+        for (k, &v) in p.iter().enumerate() {
+            lanes[k * pad + i] = v;
         }
-        self.best_x.fill(inf);
-        self.arg_x.fill(NO_NEIGHBOUR);
-        let mut sum_y = 0f64;
-        for (j, yj) in yp.chunks_exact(d).enumerate() {
-            nn_yx[j] = NO_NEIGHBOUR;
-            if !self.vy[j] {
+    }
+    for k in 0..d {
+        lanes[k * pad + count..(k + 1) * pad].fill(T::zero());
+    }
+}
+
+/// For every valid point p_i of the *lane* cloud (coordinate-major, padded, see
+/// [`to_lanes`]), its nearest valid point of the *streamed* cloud (point-major): writes the
+/// index into `nn` and returns Σ_i min_j ‖p_i − q_j‖² over valid i (f64).
+///
+/// Blocks of [`LANES`] lane points are held in registers while the streamed points go by
+/// once: per streamed point, D subtract-multiply-adds and one compare-and-select per lane,
+/// with no reduction across lanes. Streaming in index order with a strict `<` keeps the first
+/// index on ties. The first valid streamed point seeds every lane, so a distance that
+/// overflows to +∞ still gets its neighbour (and the sum is +∞, not a silent finite number).
+fn nearest_sweep<T: Real>(
+    lanes: &[T],
+    lane_valid: &[bool],
+    stream: &[T],
+    stream_valid: &[bool],
+    d: usize,
+    best: &mut [T],
+    nn: &mut [u32],
+) -> f64 {
+    let count = lane_valid.len();
+    let Some(first) = stream_valid.iter().position(|&v| v) else {
+        nn.fill(NO_NEIGHBOUR);
+        return 0.0;
+    };
+    let simd = (
+        T::as_f32_slice(lanes),
+        T::as_f32_slice(stream),
+        T::as_f32_slice_mut(best),
+    );
+    if let (Some(lanes), Some(stream), Some(best)) = simd {
+        match d {
+            2 => sweep_blocks_f32::<2>(lanes, stream, stream_valid, first, 2, best, nn),
+            3 => sweep_blocks_f32::<3>(lanes, stream, stream_valid, first, 3, best, nn),
+            4 => sweep_blocks_f32::<4>(lanes, stream, stream_valid, first, 4, best, nn),
+            _ => sweep_blocks_f32::<0>(lanes, stream, stream_valid, first, d, best, nn),
+        }
+    } else {
+        sweep_blocks::<T>(lanes, stream, stream_valid, first, d, best, nn);
+    }
+    let mut sum = 0f64;
+    for i in 0..count {
+        if lane_valid[i] {
+            sum += best[i].to_f64();
+        } else {
+            nn[i] = NO_NEIGHBOUR;
+        }
+    }
+    sum
+}
+
+/// The register-blocked loop of [`nearest_sweep`] for f32 on explicit 8-lane vectors
+/// ([`crate::simd`]), with the coordinate loop unrolled for `DC` = 2, 3, 4 (0 = `d` at run
+/// time). Writes `best` and `nn` for every lane point below `nn.len()`.
+#[inline(always)]
+fn sweep_blocks_f32<const DC: usize>(
+    lanes: &[f32],
+    stream: &[f32],
+    stream_valid: &[bool],
+    first: usize,
+    d: usize,
+    best: &mut [f32],
+    nn: &mut [u32],
+) {
+    let d = if DC > 0 { DC } else { d };
+    let pad = lanes.len() / d;
+    let count = nn.len();
+    for block in 0..pad / LANES {
+        let col = |k: usize| F32x8::load(&lanes[k * pad + block * LANES..]);
+        let dist = |q: &[f32]| {
+            let mut acc = F32x8::zero();
+            for (k, &qk) in q.iter().enumerate().take(d) {
+                let diff = col(k) - F32x8::splat(qk);
+                acc = diff.mul_add(diff, acc);
+            }
+            acc
+        };
+        let mut bv = dist(&stream[first * d..(first + 1) * d]);
+        // the index rides along as f32 (exact below 2^24, see `check`), selected by the same
+        // compare mask as the distance
+        let mut av = F32x8::splat(first as f32);
+        let mut jf = first as f32;
+        for (j, q) in stream.chunks_exact(d).enumerate().skip(first + 1) {
+            jf += 1.0; // = j, counted in f32 (no int → float conversion in the loop)
+            if !stream_valid[j] {
                 continue;
             }
-            self.dist.copy_from_slice(&self.penalty);
-            for (k, &yk) in yj.iter().enumerate() {
-                let col = &self.xs[k * n_pad..(k + 1) * n_pad];
-                for (di, &xk) in self.dist.iter_mut().zip(col) {
-                    *di += (xk - yk) * (xk - yk);
-                }
-            }
-            // per-lane select on local copies, stored back whole: written as a conditional
-            // update in place, LLVM emits masked stores, which are microcoded (slow) on AMD
-            let ju = j as u32;
-            for ((bc, ac), dc) in self
-                .best_x
-                .chunks_exact_mut(LANES)
-                .zip(self.arg_x.chunks_exact_mut(LANES))
-                .zip(self.dist.chunks_exact(LANES))
-            {
-                let (mut bv, mut av) = ([T::zero(); LANES], [0u32; LANES]);
-                bv.copy_from_slice(bc);
-                av.copy_from_slice(ac);
-                for l in 0..LANES {
-                    let better = dc[l] < bv[l];
-                    bv[l] = if better { dc[l] } else { bv[l] };
-                    av[l] = if better { ju } else { av[l] };
-                }
-                bc.copy_from_slice(&bv);
-                ac.copy_from_slice(&av);
-            }
-            let (mut lane_v, mut lane_i) = ([inf; LANES], [NO_NEIGHBOUR; LANES]);
-            for (c, chunk) in self.dist.chunks_exact(LANES).enumerate() {
-                for l in 0..LANES {
-                    let better = chunk[l] < lane_v[l];
-                    lane_v[l] = if better { chunk[l] } else { lane_v[l] };
-                    lane_i[l] = if better {
-                        (c * LANES + l) as u32
-                    } else {
-                        lane_i[l]
-                    };
-                }
-            }
-            let mut best = (inf, NO_NEIGHBOUR);
+            let dv = dist(q);
+            let better = dv.lt(bv);
+            bv = F32x8::select(better, dv, bv);
+            av = F32x8::select(better, F32x8::splat(jf), av);
+        }
+        let lo = block * LANES;
+        bv.store(&mut best[lo..]);
+        for (dst, a) in nn[lo..(lo + LANES).min(count)]
+            .iter_mut()
+            .zip(av.to_array())
+        {
+            *dst = a as u32;
+        }
+    }
+}
+
+/// The register-blocked loop of [`nearest_sweep`] on arrays of [`LANES`] (the f64 path; f32
+/// takes [`sweep_blocks_f32`]). Writes `best` and `nn` for every lane point below `nn.len()`.
+fn sweep_blocks<T: Real>(
+    lanes: &[T],
+    stream: &[T],
+    stream_valid: &[bool],
+    first: usize,
+    d: usize,
+    best: &mut [T],
+    nn: &mut [u32],
+) {
+    let pad = lanes.len() / d;
+    let count = nn.len();
+    let dist = |block: usize, q: &[T]| {
+        let mut acc = [T::zero(); LANES];
+        for (k, &qk) in q.iter().enumerate().take(d) {
+            let col = &lanes[k * pad + block * LANES..][..LANES];
             for l in 0..LANES {
-                if lane_v[l] < best.0 || (lane_v[l] == best.0 && lane_i[l] < best.1) {
-                    best = (lane_v[l], lane_i[l]);
+                let diff = col[l] - qk;
+                acc[l] += diff * diff;
+            }
+        }
+        acc
+    };
+    for block in 0..pad / LANES {
+        let mut bv = dist(block, &stream[first * d..(first + 1) * d]);
+        let mut av = [first as u32; LANES];
+        for (j, q) in stream.chunks_exact(d).enumerate().skip(first + 1) {
+            if !stream_valid[j] {
+                continue;
+            }
+            let dv = dist(block, q);
+            for l in 0..LANES {
+                if dv[l] < bv[l] {
+                    (bv[l], av[l]) = (dv[l], j as u32);
                 }
             }
-            if best.1 != NO_NEIGHBOUR {
-                nn_yx[j] = best.1;
-                sum_y += best.0.to_f64();
-            }
         }
-        let mut sum_x = 0f64;
-        for i in 0..n {
-            nn_xy[i] = if self.vx[i] {
-                self.arg_x[i]
-            } else {
-                NO_NEIGHBOUR
-            };
-            if nn_xy[i] != NO_NEIGHBOUR {
-                sum_x += self.best_x[i].to_f64();
-            }
-        }
-        (sum_x, sum_y)
+        let lo = block * LANES;
+        best[lo..lo + LANES].copy_from_slice(&bv);
+        let hi = (lo + LANES).min(count);
+        nn[lo..hi].copy_from_slice(&av[..hi - lo]);
     }
 }
 
@@ -348,7 +448,7 @@ pub fn chamfer_backward(
         )?;
         return Ok((gx, gy));
     }
-    let (nn_xy, nn_yx) = (out.nn_xy.to_vec()?, out.nn_yx.to_vec()?);
+    let (nn_xy, nn_yx) = (out.nn_xy.cpu()?, out.nn_yx.cpu()?);
     let counts = out.counts.to_vec_f64()?;
     let gs = g.to_vec_f64()?;
     with_real!(x, T => {
@@ -358,34 +458,73 @@ pub fn chamfer_backward(
         gx.par_chunks_mut(n * d.max(1)).zip(gy.par_chunks_mut(m * d.max(1))).enumerate().with_min_len(16).for_each(|(p, (gxp, gyp))| {
             let (cx, cy) = (counts[2 * p], counts[2 * p + 1]);
             if cx == 0.0 || cy == 0.0 {
+                gxp.fill(T::zero());
+                gyp.fill(T::zero());
                 return;
             }
             let wx = T::from_f64(2.0 * gs[p] * if mean { 1.0 / cx } else { 1.0 });
             let wy = T::from_f64(2.0 * gs[p] * if mean { 1.0 / cy } else { 1.0 });
             let (xp, yp) = (&xs[p * n * d..(p + 1) * n * d], &ys[p * m * d..(p + 1) * m * d]);
-            // term Σ_i c_x ‖x_i − y_nn(i)‖²
-            for i in 0..n {
-                let j = nn_xy[p * n + i];
-                if j == NO_NEIGHBOUR { continue; }
-                for k in 0..d {
-                    let diff = wx * (xp[i * d + k] - yp[j as usize * d + k]);
-                    gxp[i * d + k] += diff;
-                    gyp[j as usize * d + k] += -diff;
-                }
-            }
-            // term Σ_j c_y ‖y_j − x_nn'(j)‖²
-            for j in 0..m {
-                let i = nn_yx[p * m + j];
-                if i == NO_NEIGHBOUR { continue; }
-                for k in 0..d {
-                    let diff = wy * (yp[j * d + k] - xp[i as usize * d + k]);
-                    gyp[j * d + k] += diff;
-                    gxp[i as usize * d + k] += -diff;
-                }
+            let (nx, ny) = (&nn_xy[p * n..(p + 1) * n], &nn_yx[p * m..(p + 1) * m]);
+            match d {
+                3 => pair_grad::<T, 3>(xp, yp, nx, ny, wx, wy, 3, gxp, gyp),
+                _ => pair_grad::<T, 0>(xp, yp, nx, ny, wx, wy, d, gxp, gyp),
             }
         });
         Ok((Tensor::from_cpu_vec(gx, x.shape())?, Tensor::from_cpu_vec(gy, y.shape())?))
     })
+}
+
+/// One pair's gradients (`DC` = D fixed at compile time, or 0 for `d` at run time), written
+/// into `gxp [N·D]`, `gyp [M·D]`: first each point's own term, w·(p − nn(p)) (0 where masked),
+/// then the cross terms −w·(p − nn(p)) scattered onto the neighbours, x's then y's.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pair_grad<T: Real, const DC: usize>(
+    xp: &[T],
+    yp: &[T],
+    nn_x: &[u32],
+    nn_y: &[u32],
+    wx: T,
+    wy: T,
+    d: usize,
+    gxp: &mut [T],
+    gyp: &mut [T],
+) {
+    let d = if DC > 0 { DC } else { d };
+    let own = |g: &mut [T], p: &[T], q: &[T], nn: &[u32], w: T| {
+        for ((gi, pi), &j) in g.chunks_exact_mut(d).zip(p.chunks_exact(d)).zip(nn) {
+            if j == NO_NEIGHBOUR {
+                gi.fill(T::zero());
+            } else {
+                let qj = &q[j as usize * d..][..d];
+                for k in 0..d {
+                    gi[k] = w * (pi[k] - qj[k]);
+                }
+            }
+        }
+    };
+    own(gxp, xp, yp, nn_x, wx);
+    own(gyp, yp, xp, nn_y, wy);
+    // x_i's term pulls its neighbour y_j the other way: gxp still holds only own terms
+    for (gi, &j) in gxp.chunks_exact(d).zip(nn_x) {
+        if j != NO_NEIGHBOUR {
+            let gj = &mut gyp[j as usize * d..][..d];
+            for k in 0..d {
+                gj[k] += -gi[k];
+            }
+        }
+    }
+    // y_j's term on x_i, recomputed (gyp now holds the x terms as well)
+    for (yj, &i) in yp.chunks_exact(d).zip(nn_y) {
+        if i != NO_NEIGHBOUR {
+            let xi = &xp[i as usize * d..][..d];
+            let gi = &mut gxp[i as usize * d..][..d];
+            for k in 0..d {
+                gi[k] += -(wy * (yj[k] - xi[k]));
+            }
+        }
+    }
 }
 
 /// Push an optional mask pointer (a null pointer when absent).
