@@ -30,8 +30,14 @@ use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::n_u32;
 use crate::real::Real;
+use crate::simd::F32x8;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
+
+mod lanes;
+
+/// Elements per parallel task of the CPU paths (a multiple of the 8 SIMD lanes).
+const BLOCK: usize = 1024;
 
 /// Spline hyper-parameters (nflows defaults for the minima: 1e-3).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,10 +89,71 @@ impl RqsConfig {
     }
 }
 
+/// What the bin formulas need of a number: one scalar (`T: Real`) or eight lanes
+/// ([`F32x8`], see `lanes.rs`), so that the formulas below are written once for both paths.
+pub(crate) trait BinMath:
+    Copy
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+{
+    /// The constant `v` (in every lane).
+    fn c(v: f64) -> Self;
+    /// max(self, 0).
+    fn max0(self) -> Self;
+    fn sqrt(self) -> Self;
+    /// ln, the fast one ([`Real::ln_fast`]).
+    fn ln(self) -> Self;
+}
+
+impl<T: Real> BinMath for T {
+    #[inline(always)]
+    fn c(v: f64) -> Self {
+        T::from_f64(v)
+    }
+    #[inline(always)]
+    fn max0(self) -> Self {
+        if self > T::zero() {
+            self
+        } else {
+            T::zero()
+        }
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        Real::sqrt(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        self.ln_fast()
+    }
+}
+
+impl BinMath for F32x8 {
+    #[inline(always)]
+    fn c(v: f64) -> Self {
+        F32x8::splat(v as f32)
+    }
+    #[inline(always)]
+    fn max0(self) -> Self {
+        self.max(F32x8::zero())
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        F32x8::sqrt(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        F32x8::ln(self)
+    }
+}
+
 /// The bin an input fell into: its left knot, size and end-point derivatives.
 #[derive(Clone, Copy, Debug)]
-struct Bin<T> {
-    index: usize,
+pub(crate) struct Bin<T> {
     x0: T,
     width: T,
     y0: T,
@@ -161,7 +228,7 @@ fn locate<T: Real>(
     ud: &[T],
     c: &SplineConsts<T>,
     inverse: bool,
-) -> Bin<T> {
+) -> (usize, Bin<T>) {
     let SplineConsts {
         k,
         b,
@@ -208,35 +275,37 @@ fn locate<T: Real>(
     } else {
         min_d + softplus(ud[index])
     };
-    Bin {
+    (
         index,
-        x0,
-        width,
-        y0,
-        height,
-        d0,
-        d1,
-    }
+        Bin {
+            x0,
+            width,
+            y0,
+            height,
+            d0,
+            d1,
+        },
+    )
 }
 
 /// Forward spline inside a bin: (y, log dy/dx).
 #[inline(always)]
-fn forward_in_bin<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
-    let two = T::from_f64(2.0);
+pub(crate) fn forward_in_bin<V: BinMath>(x: V, bin: &Bin<V>) -> (V, V) {
+    let (one, two) = (V::c(1.0), V::c(2.0));
     let xi = (x - bin.x0) / bin.width;
     let s = bin.height / bin.width;
-    let th = xi * (T::one() - xi);
+    let th = xi * (one - xi);
     let den = s + (bin.d0 + bin.d1 - two * s) * th;
     let y = bin.y0 + bin.height * (s * xi * xi + bin.d0 * th) / den;
-    let omx = T::one() - xi;
+    let omx = one - xi;
     let q = bin.d1 * xi * xi + two * s * th + bin.d0 * omx * omx;
     // log dy/dx = ln(s²q / den²): one (vectorisable for f32) logarithm
-    (y, (s * s * q / (den * den)).ln_fast())
+    (y, (s * s * q / (den * den)).ln())
 }
 
 /// Inverse spline inside a bin: (x, log dx/dy), with the cancellation-free quadratic root.
 #[inline(always)]
-fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
+pub(crate) fn inverse_in_bin<V: BinMath>(y: V, bin: &Bin<V>) -> (V, V) {
     let x = inverse_root(y, bin);
     let (_, logdet) = forward_in_bin(x, bin);
     (x, -logdet)
@@ -245,16 +314,15 @@ fn inverse_in_bin<T: Real>(y: T, bin: &Bin<T>) -> (T, T) {
 /// The x in the bin with y(x) = `y`: ξ solves aξ² + bξ + c = 0 with the discriminant clamped
 /// at 0, taken as ξ = 2c / (−b − √disc) (no cancellation between b and √disc).
 #[inline(always)]
-fn inverse_root<T: Real>(y: T, bin: &Bin<T>) -> T {
-    let (two, four) = (T::from_f64(2.0), T::from_f64(4.0));
+pub(crate) fn inverse_root<V: BinMath>(y: V, bin: &Bin<V>) -> V {
+    let (two, four) = (V::c(2.0), V::c(4.0));
     let s = bin.height / bin.width;
     let dy = y - bin.y0;
     let sum = bin.d0 + bin.d1 - two * s;
     let a = bin.height * (s - bin.d0) + dy * sum;
     let b = bin.height * bin.d0 - dy * sum;
     let c = -s * dy;
-    let disc = b * b - four * a * c;
-    let disc = if disc > T::zero() { disc } else { T::zero() };
+    let disc = (b * b - four * a * c).max0();
     let root = two * c / (-b - disc.sqrt());
     root * bin.width + bin.x0
 }
@@ -262,12 +330,12 @@ fn inverse_root<T: Real>(y: T, bin: &Bin<T>) -> T {
 /// Slope of the forward spline at x and the slope of its log: (dy/dx, dℓ/dx) with
 /// dy/dx = s²q/den², ℓ = ln dy/dx, dℓ/dx = (q'/q − 2 den'/den)/W (primes: d/dξ), no exp or log.
 #[inline(always)]
-fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
-    let two = T::from_f64(2.0);
+pub(crate) fn forward_slope<V: BinMath>(x: V, bin: &Bin<V>) -> (V, V) {
+    let (one, two) = (V::c(1.0), V::c(2.0));
     let (w, d0, d1) = (bin.width, bin.d0, bin.d1);
     let s = bin.height / w;
     let xi = (x - bin.x0) / w;
-    let omx = T::one() - xi;
+    let omx = one - xi;
     let th = xi * omx;
     let sum = d0 + d1 - two * s;
     let den = s + sum * th;
@@ -281,17 +349,17 @@ fn forward_slope<T: Real>(x: T, bin: &Bin<T>) -> (T, T) {
 /// (`gl`) of the *forward* map at `x`, returns ∂L/∂x and the adjoints of the bin's knots and
 /// derivatives: (gx, g_xknot[b], g_xknot[b+1], g_yknot[b], g_yknot[b+1], g_δ_b, g_δ_{b+1}).
 #[inline(always)]
-fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
-    let two = T::from_f64(2.0);
+pub(crate) fn forward_adjoint<V: BinMath>(x: V, bin: &Bin<V>, gy: V, gl: V) -> [V; 7] {
+    let (one, two) = (V::c(1.0), V::c(2.0));
     let (w, h, d0, d1) = (bin.width, bin.height, bin.d0, bin.d1);
     // four reciprocals instead of eleven divisions
-    let inv_w = T::one() / w;
+    let inv_w = one / w;
     let xi = (x - bin.x0) * inv_w;
     let s = h * inv_w;
-    let omx = T::one() - xi;
+    let omx = one - xi;
     let th = xi * omx;
     let den = s + (d0 + d1 - two * s) * th;
-    let inv_den = T::one() / den;
+    let inv_den = one / den;
     let num = h * (s * xi * xi + d0 * th);
     let q = d1 * xi * xi + two * s * th + d0 * omx * omx;
     let g_num = gy * inv_den;
@@ -305,7 +373,7 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
     let mut g_d0 = g_q * omx * omx;
     let mut g_xi = g_q * (two * d1 * xi - two * d0 * omx);
     // den = s + (δ0 + δ1 − 2s)θ
-    g_s += g_den * (T::one() - two * th);
+    g_s += g_den * (one - two * th);
     g_d0 += g_den * th;
     g_d1 += g_den * th;
     g_th += g_den * (d0 + d1 - two * s);
@@ -316,7 +384,7 @@ fn forward_adjoint<T: Real>(x: T, bin: &Bin<T>, gy: T, gl: T) -> [T; 7] {
     g_d0 += g_num * h * th;
     g_th += g_num * h * d0;
     // θ = ξ − ξ²
-    g_xi += g_th * (T::one() - two * xi);
+    g_xi += g_th * (one - two * xi);
     // s = H/W, ξ = (x − x_b)/W
     g_h += g_s * inv_w;
     let mut g_w = -g_s * s * inv_w;
@@ -383,7 +451,7 @@ pub fn rqs_scalar<T: Real>(
     with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
         softmax_into(uw, pw);
         softmax_into(uh, ph);
-        let bin = locate(clamped, pw, ph, ud, c, inverse);
+        let (_, bin) = locate(clamped, pw, ph, ud, c, inverse);
         let (out, ld) = if inverse {
             inverse_in_bin(clamped, &bin)
         } else {
@@ -425,7 +493,7 @@ pub fn rqs_scalar_grad<T: Real>(
     with_scratch(uw.len(), |pw: &mut [T], ph: &mut [T]| {
         softmax_into(uw, pw);
         softmax_into(uh, ph);
-        let bin = locate(value, pw, ph, ud, c, inverse);
+        let (index, bin) = locate(value, pw, ph, ud, c, inverse);
         let (g_value, adj) = if inverse {
             // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
             // Implicit differentiation of y(x*) = value: ∂L/∂value = α = (gy − gl·ℓ'(x*))/y'(x*),
@@ -438,13 +506,13 @@ pub fn rqs_scalar_grad<T: Real>(
             let adj = forward_adjoint(value, &bin, gy, gl);
             (adj[0], adj)
         };
-        knots_to_logits(pw, bin.index, adj[1], adj[2], c, c.scale_w, guw);
-        knots_to_logits(ph, bin.index, adj[3], adj[4], c, c.scale_h, guh);
-        if bin.index >= 1 {
-            gud[bin.index - 1] += adj[5] * sigmoid(ud[bin.index - 1]);
+        knots_to_logits(pw, index, adj[1], adj[2], c, c.scale_w, guw);
+        knots_to_logits(ph, index, adj[3], adj[4], c, c.scale_h, guh);
+        if index >= 1 {
+            gud[index - 1] += adj[5] * sigmoid(ud[index - 1]);
         }
-        if bin.index + 1 < c.k {
-            gud[bin.index] += adj[6] * sigmoid(ud[bin.index]);
+        if index + 1 < c.k {
+            gud[index] += adj[6] * sigmoid(ud[index]);
         }
         g_value
     })
@@ -591,6 +659,18 @@ fn rqs_stacked(
         // out = [y; logdet], each half written in place
         let mut out = vec![T::zero(); 2 * n];
         let (ys, lds) = out.split_at_mut(n);
+        let lanes = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice_mut(ys), T::as_f32_slice_mut(lds));
+        if let (Some(xs), Some(ws), Some(hs), Some(ds), Some(ys), Some(lds)) = lanes {
+            if k <= lanes::MAX_BINS {
+                let c32 = SplineConsts::<f32>::new(cfg);
+                ys.par_chunks_mut(BLOCK).zip(lds.par_chunks_mut(BLOCK)).enumerate().for_each(|(blk, (y, ld))| {
+                    let (lo, hi) = (blk * BLOCK, blk * BLOCK + y.len());
+                    lanes::forward(&xs[lo..hi], &ws[lo * k..hi * k], &hs[lo * k..hi * k], &ds[lo * (k - 1)..hi * (k - 1)], &c32, inverse, y, ld);
+                });
+                return Tensor::from_cpu_vec(out, &shape);
+            }
+        }
+        let (ys, lds) = out.split_at_mut(n);
         ys.par_iter_mut().zip(lds.par_iter_mut()).enumerate().with_min_len(1024).for_each(|(i, (y, ld))| {
             (*y, *ld) = rqs_scalar(xs[i], &ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)], &consts, inverse);
         });
@@ -642,7 +722,23 @@ pub fn rqs_backward(
         let mut gw = vec![T::zero(); n * k];
         let mut gh = vec![T::zero(); n * k];
         let mut gd = vec![T::zero(); n * (k - 1)];
-        let gx: Vec<T> = gw
+        let mut gx = vec![T::zero(); n];
+        let lanes = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice(gs));
+        if let ((Some(xs), Some(ws), Some(hs), Some(ds), Some(gs)), true) = (lanes, k <= lanes::MAX_BINS) {
+            let c32 = SplineConsts::<f32>::new(cfg);
+            let outs = (T::as_f32_slice_mut(&mut gx), T::as_f32_slice_mut(&mut gw), T::as_f32_slice_mut(&mut gh), T::as_f32_slice_mut(&mut gd));
+            let (Some(gx), Some(gw), Some(gh), Some(gd)) = outs else { unreachable!("T is f32 here") };
+            gx.par_chunks_mut(BLOCK)
+                .zip(gw.par_chunks_mut(BLOCK * k))
+                .zip(gh.par_chunks_mut(BLOCK * k))
+                .zip(gd.par_chunks_mut(BLOCK * (k - 1)))
+                .enumerate()
+                .for_each(|(blk, (((gxb, gwb), ghb), gdb))| {
+                    let (lo, hi) = (blk * BLOCK, blk * BLOCK + gxb.len());
+                    lanes::backward(&xs[lo..hi], &ws[lo * k..hi * k], &hs[lo * k..hi * k], &ds[lo * (k - 1)..hi * (k - 1)], &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], gxb, gwb, ghb, gdb);
+                });
+        } else {
+        gx = gw
             .par_chunks_mut(k)
             .zip(gh.par_chunks_mut(k))
             .zip(gd.par_chunks_mut(k - 1))
@@ -653,6 +749,7 @@ pub fn rqs_backward(
                 rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi)
             })
             .collect();
+        }
         Ok([
             Tensor::from_cpu_vec(gx, x.shape())?,
             Tensor::from_cpu_vec(gw, uw.shape())?,
