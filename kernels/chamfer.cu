@@ -1,11 +1,12 @@
 // Batched Chamfer distance with padding masks. Never materialises B×N×M distances:
-//   chamfer_nn:     grid (ceil(N/256), B); each thread owns one query point (coordinates in
+//   chamfer_nn:     grid (ceil(N/T), B), T = N rounded up to a warp, at most 256 (any
+//                   blockDim works: shared loads stride by it); each thread owns one query point (coordinates in
 //                   registers, D a template constant) and streams the reference cloud through
 //                   shared memory in tiles of 256 points, keeping the running min/argmin
 //                   (first index wins ties, like torch.argmin).
 //   chamfer_reduce: one block per pair; per-point minima summed in a fixed tree order
 //                   (deterministic), divided by the valid counts for the mean reduction.
-//   chamfer_grad:   grid (ceil(N/256), B); dL/dq_i = c_q g 2(q_i − r_nn(i)) − Σ_{j: nn'(j)=i} c_r g 2(r_j − q_i),
+//   chamfer_grad:   grid (ceil(N/T), B) as chamfer_nn; dL/dq_i = c_q g 2(q_i − r_nn(i)) − Σ_{j: nn'(j)=i} c_r g 2(r_j − q_i),
 //                   the second sum by scanning the reference cloud's nn indices (no atomics).
 // Invalid (masked) points: min = 0, index = 0xffffffff, gradient exactly 0. A pair where
 // either cloud is empty contributes 0.
