@@ -352,6 +352,35 @@ impl Tensor {
         Ok(())
     }
 
+    /// [`Tensor::check_finite`] for all of an op's inputs `(name, tensor)` at once: on CUDA one
+    /// counting launch per input and a single read-back (one host sync, not one per input);
+    /// the error names the first input, in order, that holds NaN or ∞.
+    pub fn check_all_finite(inputs: &[(&str, &Tensor)]) -> Result<()> {
+        let on_device: Vec<(&CudaBuffer, usize)> = inputs
+            .iter()
+            .filter_map(|(_, t)| match &*t.storage {
+                Storage::Cuda(b) => Some((b, t.numel())),
+                _ => None,
+            })
+            .collect();
+        let mut device_counts =
+            crate::ops::reduce::cuda_count_non_finite_many(&on_device)?.into_iter();
+        for (what, t) in inputs {
+            let count = match &*t.storage {
+                Storage::Cuda(_) => device_counts.next().unwrap_or(0),
+                _ => t.count_non_finite()?,
+            };
+            if count > 0 {
+                return Err(Error::NonFinite {
+                    what: (*what).into(),
+                    count,
+                    total: t.numel(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The first element as f32, read back to the host (forces completion of queued device
     /// work — benchmarks use it to synchronise). Errors for an empty tensor.
     pub fn first_value(&self) -> Result<f32> {
@@ -390,5 +419,24 @@ impl Tensor {
             self.storage = Arc::new(copy);
         }
         Ok(Arc::get_mut(&mut self.storage).expect("unique after copy"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tensor;
+    use crate::device::Device;
+
+    #[test]
+    fn check_all_finite_names_the_first_bad_input() {
+        let fine = Tensor::from_slice(&[1.0f32, 2.0], &[2], Device::Cpu).unwrap();
+        let bad = Tensor::from_slice(&[f32::NAN, 1.0, f32::INFINITY], &[3], Device::Cpu).unwrap();
+        let empty = Tensor::from_slice(&[] as &[f32], &[0], Device::Cpu).unwrap();
+        Tensor::check_all_finite(&[]).unwrap();
+        Tensor::check_all_finite(&[("a", &fine), ("e", &empty)]).unwrap();
+        let err = Tensor::check_all_finite(&[("a", &fine), ("b", &bad), ("c", &bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in b: 2 of 3"), "{err}");
     }
 }

@@ -325,6 +325,14 @@ fn extreme_values_match() {
     )
     .unwrap();
     assert_eq!(nan.count_non_finite().unwrap(), 3);
+    // several inputs, one read-back: the error names the first bad one, in order
+    let fine = Tensor::full(&[7], 1.0, gpu).unwrap();
+    let empty = Tensor::full(&[0], 1.0, gpu).unwrap();
+    Tensor::check_all_finite(&[("a", &fine), ("e", &empty), ("b", &fine)]).unwrap();
+    let err = Tensor::check_all_finite(&[("a", &fine), ("e", &empty), ("b", &nan), ("c", &nan)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in b: 3 of 5"), "{err}");
     let t = Tensor::full(&[2, 5], f32::NEG_INFINITY, gpu).unwrap();
     let lse = jetgen::ops::reduce::logsumexp_axis(&t, 1, false)
         .unwrap()

@@ -115,8 +115,7 @@ fn check(
             mk.same_place("chamfer", x)?;
         }
     }
-    x.check_finite("chamfer x")?;
-    y.check_finite("chamfer y")?;
+    Tensor::check_all_finite(&[("chamfer x", x), ("chamfer y", y)])?;
     if n.max(m) > MAX_POINTS {
         return Err(Error::shape(
             "chamfer",

@@ -635,14 +635,12 @@ fn rqs_stacked(
     inverse: bool,
 ) -> Result<Tensor> {
     check_shapes(x, uw, uh, ud, cfg)?;
-    for (name, t) in [
+    Tensor::check_all_finite(&[
         ("rqs inputs", x),
         ("rqs widths", uw),
         ("rqs heights", uh),
         ("rqs derivatives", ud),
-    ] {
-        t.check_finite(name)?;
-    }
+    ])?;
     let n = x.numel();
     let k = cfg.bins;
     let shape = [&[2], x.shape()].concat();

@@ -203,14 +203,12 @@ fn check(
     for t in [y, a, b] {
         x.same_place("sinkhorn", t)?;
     }
-    for (name, t) in [
+    Tensor::check_all_finite(&[
         ("sinkhorn x", x),
         ("sinkhorn y", y),
         ("sinkhorn a", a),
         ("sinkhorn b", b),
-    ] {
-        t.check_finite(name)?;
-    }
+    ])?;
     if x.device().is_cuda() && d > 8 {
         return Err(Error::shape(
             "sinkhorn",
