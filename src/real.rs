@@ -1,21 +1,32 @@
 //! The scalar types a CPU tensor can hold (f32 for work, f64 for references and
 //! gradient checks), with the elementary functions the CPU kernels need.
 
-/// A real floating-point scalar: `f32` or `f64`.
-pub trait Real:
+/// The field operations (+ − × ÷, negation, +=) of a copyable number: a scalar [`Real`] or
+/// a SIMD vector of them ([`crate::simd::F32x8`]). Implemented for every such type.
+pub trait Arith:
     Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + std::fmt::Debug
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>
     + std::ops::AddAssign
-    + 'static
 {
+}
+
+impl<T> Arith for T where
+    T: Copy
+        + std::ops::Add<Output = T>
+        + std::ops::Sub<Output = T>
+        + std::ops::Mul<Output = T>
+        + std::ops::Div<Output = T>
+        + std::ops::Neg<Output = T>
+        + std::ops::AddAssign
+{
+}
+
+/// A real floating-point scalar: `f32` or `f64`.
+pub trait Real: Arith + Send + Sync + PartialOrd + std::fmt::Debug + 'static {
     /// Convert from f64 (rounding for f32).
     fn from_f64(v: f64) -> Self;
     /// Widen to f64.
@@ -153,9 +164,10 @@ impl_real!(f64, f64::exp, f64::ln, |_| None, |_| None);
 pub fn ln_f32(x: f32) -> f32 {
     let bits = x.to_bits() as i32;
     // shift the exponent so that the mantissa lands in [√½, √2)
-    let adj = bits - 0x3f35_04f3; // bits of √½
+    // wrapping: negative inputs (sign bit set) go on to the NaN branch below
+    let adj = bits.wrapping_sub(0x3f35_04f3); // bits of √½
     let e = (adj >> 23) as f32;
-    let m = f32::from_bits((bits - ((adj >> 23) << 23)) as u32);
+    let m = f32::from_bits(bits.wrapping_sub((adj >> 23) << 23) as u32);
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     let poly = 2.0

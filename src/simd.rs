@@ -390,9 +390,11 @@ mod imp {
         }
         #[inline(always)]
         pub(super) fn split_exponent(self) -> (Self, Self) {
-            let e = map(self, |x| ((x.to_bits() as i32 - 0x3f35_04f3) >> 23) as f32);
+            let e = map(self, |x| {
+                ((x.to_bits() as i32).wrapping_sub(0x3f35_04f3) >> 23) as f32
+            });
             let m = zip(self, e, |x, e| {
-                f32::from_bits((x.to_bits() as i32 - ((e as i32) << 23)) as u32)
+                f32::from_bits((x.to_bits() as i32).wrapping_sub((e as i32) << 23) as u32)
             });
             (e, m)
         }

@@ -35,7 +35,7 @@ use crate::autograd::{Op, Var};
 use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::n_u32;
-use crate::real::Real;
+use crate::real::{Arith, Real};
 use crate::simd::F32x8;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
@@ -97,15 +97,7 @@ impl RqsConfig {
 
 /// What the bin formulas need of a number: one scalar (`T: Real`) or eight lanes
 /// ([`F32x8`], see `lanes.rs`), so that the formulas below are written once for both paths.
-pub(crate) trait BinMath:
-    Copy
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::Neg<Output = Self>
-    + std::ops::AddAssign
-{
+pub(crate) trait BinMath: Arith {
     /// The constant `v` (in every lane).
     fn c(v: f64) -> Self;
     /// max(self, 0).
@@ -663,13 +655,14 @@ fn rqs_stacked(
         // out = [y; logdet], each half written in place
         let mut out = vec![T::zero(); 2 * n];
         let (ys, lds) = out.split_at_mut(n);
-        let lanes = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice_mut(ys), T::as_f32_slice_mut(lds));
-        if let (Some(xs), Some(ws), Some(hs), Some(ds), Some(ys), Some(lds)) = lanes {
+        let as_f32 = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice_mut(ys), T::as_f32_slice_mut(lds));
+        if let (Some(xs), Some(ws), Some(hs), Some(ds), Some(ys), Some(lds)) = as_f32 {
             if k <= lanes::MAX_BINS {
                 let c32 = SplineConsts::<f32>::new(cfg);
+                let params = lanes::Params { uw: ws, uh: hs, ud: ds };
                 ys.par_chunks_mut(BLOCK).zip(lds.par_chunks_mut(BLOCK)).enumerate().for_each(|(blk, (y, ld))| {
                     let (lo, hi) = (blk * BLOCK, blk * BLOCK + y.len());
-                    lanes::forward(&xs[lo..hi], &ws[lo * k..hi * k], &hs[lo * k..hi * k], &ds[lo * (k - 1)..hi * (k - 1)], &c32, inverse, y, ld);
+                    lanes::forward(&xs[lo..hi], params.range(lo, hi, k), &c32, inverse, y, ld);
                 });
                 return Tensor::from_cpu_vec(out, &shape);
             }
@@ -727,9 +720,10 @@ pub fn rqs_backward(
         let mut gh = vec![T::zero(); n * k];
         let mut gd = vec![T::zero(); n * (k - 1)];
         let mut gx = vec![T::zero(); n];
-        let lanes = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice(gs));
-        if let ((Some(xs), Some(ws), Some(hs), Some(ds), Some(gs)), true) = (lanes, k <= lanes::MAX_BINS) {
+        let as_f32 = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice(gs));
+        if let ((Some(xs), Some(ws), Some(hs), Some(ds), Some(gs)), true) = (as_f32, k <= lanes::MAX_BINS) {
             let c32 = SplineConsts::<f32>::new(cfg);
+            let params = lanes::Params { uw: ws, uh: hs, ud: ds };
             let outs = (T::as_f32_slice_mut(&mut gx), T::as_f32_slice_mut(&mut gw), T::as_f32_slice_mut(&mut gh), T::as_f32_slice_mut(&mut gd));
             let (Some(gx), Some(gw), Some(gh), Some(gd)) = outs else { unreachable!("T is f32 here") };
             gx.par_chunks_mut(BLOCK)
@@ -739,7 +733,8 @@ pub fn rqs_backward(
                 .enumerate()
                 .for_each(|(blk, (((gxb, gwb), ghb), gdb))| {
                     let (lo, hi) = (blk * BLOCK, blk * BLOCK + gxb.len());
-                    lanes::backward(&xs[lo..hi], &ws[lo * k..hi * k], &hs[lo * k..hi * k], &ds[lo * (k - 1)..hi * (k - 1)], &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], gxb, gwb, ghb, gdb);
+                    let out = lanes::Grads { x: gxb, uw: gwb, uh: ghb, ud: gdb };
+                    lanes::backward(&xs[lo..hi], params.range(lo, hi, k), &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], out);
                 });
         } else {
         gx = gw

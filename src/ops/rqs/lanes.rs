@@ -207,19 +207,53 @@ fn knots_to_logits(
     std::array::from_fn(|j| if j < k { p[j] * (g[j] - dot) } else { zero })
 }
 
-/// Row i of a parameter matrix with rows of `w`.
-#[inline(always)]
-fn row(u: &[f32], i: usize, w: usize) -> &[f32] {
-    &u[i * w..(i + 1) * w]
+/// The unnormalised parameters of a run of elements: element i owns the rows `uw[i·K..]`,
+/// `uh[i·K..]` (K values) and `ud[i·(K−1)..]` (K − 1 values).
+#[derive(Clone, Copy)]
+pub(super) struct Params<'a> {
+    pub uw: &'a [f32],
+    pub uh: &'a [f32],
+    pub ud: &'a [f32],
 }
 
-/// Forward (or inverse) spline of `x [n]` into `y [n]`, `logdet [n]`; parameters as rows of
-/// K (K − 1). Full blocks of eight on lanes, the rest scalar.
+impl<'a> Params<'a> {
+    /// Elements `lo..hi` of a run with K bins.
+    pub fn range(&self, lo: usize, hi: usize, k: usize) -> Params<'a> {
+        Params {
+            uw: &self.uw[lo * k..hi * k],
+            uh: &self.uh[lo * k..hi * k],
+            ud: &self.ud[lo * (k - 1)..hi * (k - 1)],
+        }
+    }
+    /// Element i's three rows.
+    fn rows(&self, i: usize, k: usize) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let p = self.range(i, i + 1, k);
+        (p.uw, p.uh, p.ud)
+    }
+    /// Elements i..i+8, transposed to one vector per bin.
+    fn lanes(&self, i: usize, k: usize) -> LaneParams {
+        LaneParams::gather(
+            &self.uw[i * k..],
+            &self.uh[i * k..],
+            &self.ud[i * (k - 1)..],
+            k,
+        )
+    }
+}
+
+/// Where [`backward`] writes: ∂L/∂x `[n]` and the parameter gradients as rows (as [`Params`]).
+pub(super) struct Grads<'a> {
+    pub x: &'a mut [f32],
+    pub uw: &'a mut [f32],
+    pub uh: &'a mut [f32],
+    pub ud: &'a mut [f32],
+}
+
+/// Forward (or inverse) spline of `x [n]` into `y [n]`, `logdet [n]`. Full blocks of eight
+/// on lanes, the rest scalar.
 pub(super) fn forward(
     x: &[f32],
-    uw: &[f32],
-    uh: &[f32],
-    ud: &[f32],
+    p: Params,
     c: &SplineConsts<f32>,
     inverse: bool,
     y: &mut [f32],
@@ -229,11 +263,10 @@ pub(super) fn forward(
     let (lo_b, hi_b) = (F32x8::splat(-c.b), F32x8::splat(c.b));
     let full = x.len() / WIDTH * WIDTH;
     for i in (0..full).step_by(WIDTH) {
-        let p = LaneParams::gather(&uw[i * k..], &uh[i * k..], &ud[i * (k - 1)..], k);
         let v = F32x8::load(&x[i..]);
         let inside = v.ge(lo_b).and(v.le(hi_b));
         let clamped = v.max(lo_b).min(hi_b);
-        let loc = locate(clamped, &p, c, inverse);
+        let loc = locate(clamped, &p.lanes(i, k), c, inverse);
         let (out, ld) = if inverse {
             inverse_in_bin(clamped, &loc.bin)
         } else {
@@ -243,57 +276,45 @@ pub(super) fn forward(
         F32x8::select(inside, ld, F32x8::zero()).store(&mut logdet[i..]);
     }
     for i in full..x.len() {
-        (y[i], logdet[i]) = rqs_scalar(
-            x[i],
-            row(uw, i, k),
-            row(uh, i, k),
-            row(ud, i, k - 1),
-            c,
-            inverse,
-        );
+        let (uw, uh, ud) = p.rows(i, k);
+        (y[i], logdet[i]) = rqs_scalar(x[i], uw, uh, ud, c, inverse);
     }
 }
 
 /// Gradients of L through [`forward`]: given ∂L/∂y (`gy`) and ∂L/∂logdet (`gl`), writes
-/// ∂L/∂x into `gx [n]` and the parameter gradients as rows into `guw`, `guh`, `gud`.
-#[allow(clippy::too_many_arguments)]
+/// ∂L/∂x and the parameter gradients into `g`.
 pub(super) fn backward(
     x: &[f32],
-    uw: &[f32],
-    uh: &[f32],
-    ud: &[f32],
+    p: Params,
     c: &SplineConsts<f32>,
     inverse: bool,
     gy: &[f32],
     gl: &[f32],
-    gx: &mut [f32],
-    guw: &mut [f32],
-    guh: &mut [f32],
-    gud: &mut [f32],
+    g: Grads,
 ) {
     let k = c.k;
     let (lo_b, hi_b, zero) = (F32x8::splat(-c.b), F32x8::splat(c.b), F32x8::zero());
     let full = x.len() / WIDTH * WIDTH;
     for i in (0..full).step_by(WIDTH) {
-        let p = LaneParams::gather(&uw[i * k..], &uh[i * k..], &ud[i * (k - 1)..], k);
         let v = F32x8::load(&x[i..]);
         let (g_out, g_ld) = (F32x8::load(&gy[i..]), F32x8::load(&gl[i..]));
         let inside = v.ge(lo_b).and(v.le(hi_b));
-        let loc = locate(v.max(lo_b).min(hi_b), &p, c, inverse);
+        let clamped = v.max(lo_b).min(hi_b);
+        let loc = locate(clamped, &p.lanes(i, k), c, inverse);
         let bin = &loc.bin;
         let (g_value, adj) = if inverse {
             // implicit differentiation at x* = f⁻¹(value), as in the scalar path
-            let xs = inverse_root(v.max(lo_b).min(hi_b), bin);
+            let xs = inverse_root(clamped, bin);
             let (slope, ell_x) = forward_slope(xs, bin);
             let alpha = (g_out - g_ld * ell_x) / slope;
             (alpha, forward_adjoint(xs, bin, -alpha, -g_ld))
         } else {
-            let adj = forward_adjoint(v.max(lo_b).min(hi_b), bin, g_out, g_ld);
+            let adj = forward_adjoint(clamped, bin, g_out, g_ld);
             (adj[0], adj)
         };
         // outside [−B, B]: the identity, parameters untouched
         let keep = |g: F32x8| F32x8::select(inside, g, zero);
-        F32x8::select(inside, g_value, g_out).store(&mut gx[i..]);
+        F32x8::select(inside, g_value, g_out).store(&mut g.x[i..]);
         let gw = knots_to_logits(&loc.pw, loc.index, adj[1], adj[2], c, c.scale_w).map(keep);
         let gh = knots_to_logits(&loc.ph, loc.index, adj[3], adj[4], c, c.scale_h).map(keep);
         let (g_left, g_right) = (
@@ -305,23 +326,24 @@ pub(super) fn backward(
             F32x8::select(jv.eq(loc.index), g_right, zero)
                 + F32x8::select((jv + F32x8::splat(1.0)).eq(loc.index), g_left, zero)
         });
-        transpose_out(&gw, k, &mut guw[i * k..]);
-        transpose_out(&gh, k, &mut guh[i * k..]);
-        transpose_out(&gd, k - 1, &mut gud[i * (k - 1)..]);
+        transpose_out(&gw, k, &mut g.uw[i * k..]);
+        transpose_out(&gh, k, &mut g.uh[i * k..]);
+        transpose_out(&gd, k - 1, &mut g.ud[i * (k - 1)..]);
     }
     for i in full..x.len() {
-        gx[i] = rqs_scalar_grad(
+        let (uw, uh, ud) = p.rows(i, k);
+        g.x[i] = rqs_scalar_grad(
             x[i],
-            row(uw, i, k),
-            row(uh, i, k),
-            row(ud, i, k - 1),
+            uw,
+            uh,
+            ud,
             c,
             inverse,
             gy[i],
             gl[i],
-            &mut guw[i * k..(i + 1) * k],
-            &mut guh[i * k..(i + 1) * k],
-            &mut gud[i * (k - 1)..(i + 1) * (k - 1)],
+            &mut g.uw[i * k..(i + 1) * k],
+            &mut g.uh[i * k..(i + 1) * k],
+            &mut g.ud[i * (k - 1)..(i + 1) * (k - 1)],
         );
     }
 }
@@ -359,7 +381,12 @@ mod tests {
             let (gy, gl) = (draw(&mut rng, n, 1.0), draw(&mut rng, n, 1.0));
             for inverse in [false, true] {
                 let (mut y, mut ld) = (vec![0f32; n], vec![0f32; n]);
-                super::forward(&x, &uw, &uh, &ud, &c, inverse, &mut y, &mut ld);
+                let p = super::Params {
+                    uw: &uw,
+                    uh: &uh,
+                    ud: &ud,
+                };
+                super::forward(&x, p, &c, inverse, &mut y, &mut ld);
                 let mut g = [
                     vec![0f32; n],
                     vec![0f32; n * k],
@@ -368,7 +395,13 @@ mod tests {
                 ];
                 {
                     let [gx, gw, gh, gd] = &mut g;
-                    super::backward(&x, &uw, &uh, &ud, &c, inverse, &gy, &gl, gx, gw, gh, gd);
+                    let out = super::Grads {
+                        x: gx,
+                        uw: gw,
+                        uh: gh,
+                        ud: gd,
+                    };
+                    super::backward(&x, p, &c, inverse, &gy, &gl, out);
                 }
                 let mut worst = [0f64; 6];
                 for i in 0..n {
