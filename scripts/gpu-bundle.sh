@@ -50,6 +50,28 @@ strip "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/benches/*
 cp -r tests/vectors "$BUNDLE/vectors"
 cp -r data/sample "$BUNDLE/sample"
 cp benches/peers/*.py "$BUNDLE/peers/"
+# the kernel peers' op definitions, and the pure-Python peer libraries the GPU machine lacks
+# (it has PyTorch, NumPy and SciPy but no internet): nflows (an sdist, built into a wheel
+# here), GeomLoss, tqdm. POT is left out: its cp312 wheel (33 MB, 177 MB installed) does not
+# fit the 64 MiB bundle; on the GPU the Sinkhorn peers are PyTorch's log-domain loop and
+# GeomLoss' tensorised loop.
+SHARED_PEERS="${JETGEN_SHARED_PEERS:-../shared/peers}"
+if [ -f "$SHARED_PEERS/bench_kernels.py" ]; then
+  cp "$SHARED_PEERS/bench_kernels.py" "$BUNDLE/peers/"
+else
+  echo "bundle: $SHARED_PEERS/bench_kernels.py not found: no kernel peers on the GPU"
+fi
+WHEELS=$(mktemp -d)
+if python3 -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WHEELS" \
+      "nflows==0.14" "geomloss==0.3.1" "tqdm" > /dev/null 2>&1 \
+   && python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$BUNDLE/pylib" \
+      "$WHEELS"/*.whl > /dev/null 2>&1; then
+  echo "bundle: peer libraries in pylib/ ($(du -sh "$BUNDLE/pylib" | cut -f1))"
+else
+  rm -rf "$BUNDLE/pylib"
+  echo "bundle: could not build the nflows/GeomLoss wheels: those peers will be skipped on the GPU"
+fi
+rm -rf "$WHEELS"
 cp scripts/gpu-run.sh "$BUNDLE/run.sh"
 chmod +x "$BUNDLE/run.sh"
 du -sh "$BUNDLE"

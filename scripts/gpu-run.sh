@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the bundle made by scripts/gpu-bundle.sh:
-#     bash gpu-bundle/run.sh RESULTS_DIR
-# 1. environment report; 2. every test executable with REQUIRE_GPU=1 (CUDA parity suite
-# included); 3. compute-sanitizer memcheck and racecheck over the parity suite;
-# 4. `jetgen bench` (engine, kernels, generate) on CUDA and CPU (JSON), a short CUDA training
-# run; 5. the PyTorch peer on the same GPU.
+#     bash gpu-bundle/run.sh RESULTS_DIR [PHASE]
+# PHASE (default all; each fits one 10-minute device call, `all` may not):
+#   tests  — environment report; the test executables with REQUIRE_GPU=1 (CUDA parity suite,
+#            kernel compile check); compute-sanitizer memcheck and racecheck over the parity suite
+#   bench  — `jetgen bench` (engine, kernels, generate) on CUDA, a 300-step CUDA training run,
+#            `jetgen bench` on the CPU
+#   peers  — the PyTorch engine peer and the kernel peers (PyTorch, GeomLoss, POT, nflows) on the
+#            same GPU, and the side-by-side kernel table (needs bench's kernels_cuda.json)
+# Everything is written into RESULTS_DIR as it goes (partial results survive a time-out);
+# summary.txt has one line per step.
 set -u
 B="$(cd "$(dirname "$0")" && pwd)"
-R="${1:?usage: run.sh RESULTS_DIR}"
+R="${1:?usage: run.sh RESULTS_DIR [all|tests|bench|peers]}"
+PHASE="${2:-all}"
 mkdir -p "$R"
 S="$R/summary.txt"
-: > "$S"
+touch "$S"
+want() { [ "$PHASE" = all ] || [ "$PHASE" = "$1" ]; }
 
 {
   date -u; nvidia-smi; ldd --version | head -1
@@ -39,6 +46,7 @@ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$R/env.txt"
 
 "$B/bin/jetgen" info > "$R/info.txt" 2>&1; echo "info: rc=$?" >> "$S"
 
+if want tests; then
 for t in "$B"/tests/*; do
   name=$(basename "$t")
   timeout 300 "$t" --test-threads=1 > "$R/test_$name.txt" 2>&1
@@ -54,8 +62,10 @@ if command -v compute-sanitizer > /dev/null; then
 else
   echo "compute-sanitizer: not found" >> "$S"
 fi
+fi
 
 unset JETGEN_CUDA_SYNC
+if want bench; then
 "$B/bin/jetgen" bench --device cuda --iters 100 --json "$R/bench_cuda.json" > "$R/bench_cuda.txt" 2>&1
 echo "bench cuda: rc=$?" >> "$S"
 "$B/bin/jetgen" bench kernels --device cuda --min-time 0.5 --json "$R/kernels_cuda.json" > "$R/kernels_cuda.txt" 2>&1
@@ -68,6 +78,20 @@ timeout 300 "$B/bin/jetgen" train --device cuda --data "$B/sample/g.hdf5" --step
 echo "train cuda (300 steps): rc=$?" >> "$S"
 "$B/bin/jetgen" bench --device cpu --iters 50 --json "$R/bench_cpu.json" > "$R/bench_cpu.txt" 2>&1
 echo "bench cpu: rc=$?" >> "$S"
+fi
+
+if want peers; then
 python3 "$B/peers/torch_engine.py" --device cuda --iters 100 --json "$R/torch_cuda.json" > "$R/torch_cuda.txt" 2>&1
 echo "torch peer cuda: rc=$?" >> "$S"
+if [ -f "$B/peers/bench_kernels.py" ]; then
+  PYTHONPATH="$B/pylib${PYTHONPATH:+:$PYTHONPATH}" timeout 420 python3 "$B/peers/gpu_kernels.py" \
+    --out "$R/peers_kernels_cuda.json" > "$R/peers_kernels_cuda.txt" 2>&1
+  echo "kernel peers cuda: rc=$? $(tail -1 "$R/peers_kernels_cuda.txt")" >> "$S"
+  if [ -f "$R/kernels_cuda.json" ] && [ -f "$R/peers_kernels_cuda.json" ]; then
+    python3 "$B/peers/compare_kernels.py" "$R/kernels_cuda.json" "$R/peers_kernels_cuda.json" --threads 0 \
+      > "$R/kernels_vs_peers_cuda.md" 2>&1
+    echo "kernel table: rc=$? ($R/kernels_vs_peers_cuda.md)" >> "$S"
+  fi
+fi
+fi
 cat "$S"
