@@ -405,29 +405,12 @@ mod tests {
                 }
                 let mut worst = [0f64; 6];
                 for i in 0..n {
-                    let row = |u: &[f32], w: usize| u[i * w..(i + 1) * w].to_vec();
-                    let (ys, lds) = super::rqs_scalar(
-                        x[i],
-                        &row(&uw, k),
-                        &row(&uh, k),
-                        &row(&ud, k - 1),
-                        &c,
-                        inverse,
-                    );
+                    let (rw, rh, rd) = p.rows(i, k);
+                    let (ys, lds) = super::rqs_scalar(x[i], rw, rh, rd, &c, inverse);
                     let (mut gw, mut gh, mut gd) =
                         (vec![0f32; k], vec![0f32; k], vec![0f32; k - 1]);
                     let gxs = super::rqs_scalar_grad(
-                        x[i],
-                        &row(&uw, k),
-                        &row(&uh, k),
-                        &row(&ud, k - 1),
-                        &c,
-                        inverse,
-                        gy[i],
-                        gl[i],
-                        &mut gw,
-                        &mut gh,
-                        &mut gd,
+                        x[i], rw, rh, rd, &c, inverse, gy[i], gl[i], &mut gw, &mut gh, &mut gd,
                     );
                     let err = |a: f32, b: f32| ((a - b).abs() / (1.0 + b.abs())) as f64;
                     worst[0] = worst[0].max(err(y[i], ys));
