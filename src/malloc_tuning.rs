@@ -36,3 +36,13 @@ pub fn retain_freed_memory() -> bool {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// glibc accepts the three settings (each `mallopt` returns 1).
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_accepts_the_settings() {
+        assert!(super::retain_freed_memory());
+    }
+}
