@@ -70,16 +70,15 @@ impl Cost {
             Cost::HalfSquaredEuclidean => T::from_f64(0.5) * sq,
         }
     }
-    /// ∇ₓ c(x, y) for one coordinate k (∇_y c = −∇ₓ c for these costs; 0 at x = y for p = 1).
-    pub fn grad<T: Real>(self, x: &[T], y: &[T], k: usize) -> T {
-        let diff = x[k] - y[k];
+    /// ∂c/∂x_k given the coordinate difference `diff` = x_k − y_k and the cost `c` = c(x, y)
+    /// (∇_y c = −∇ₓ c for these costs; 0 at x = y for p = 1, where the cost has a kink).
+    pub fn grad<T: Real>(self, diff: T, c: T) -> T {
         match self {
             Cost::SquaredEuclidean => T::from_f64(2.0) * diff,
             Cost::HalfSquaredEuclidean => diff,
             Cost::Euclidean => {
-                let r = self.eval(x, y);
-                if r > T::zero() {
-                    diff / r
+                if c > T::zero() {
+                    diff / c
                 } else {
                     T::zero()
                 }
@@ -443,12 +442,18 @@ fn values<T: Real>(p: &Problem<T>, f: &[T], g: &[T], eps: T) -> (f64, f64) {
     let (n, m) = (p.n(), p.m());
     let mut dual = 0f64;
     let mut primal = 0f64;
+    // per row: the terms P_ij C_ij in a branch-free loop (its exponentials vectorise), then
+    // summed in f64
+    let mut terms = vec![T::zero(); m];
     for i in (0..n).filter(|&i| p.la[i] != ninf) {
         dual += p.la[i].exp().to_f64() * f[i].to_f64();
-        for j in (0..m).filter(|&j| p.lb[j] != ninf) {
-            let c = p.c[i * padded(m) + j];
-            primal += ((p.la[i] + p.lb[j] + (f[i] + g[j] - c) / eps).exp() * c).to_f64();
+        let row = &p.c[i * padded(m)..i * padded(m) + m];
+        for (j, t) in terms.iter_mut().enumerate() {
+            let c = row[j];
+            let term = (p.la[i] + p.lb[j] + (f[i] + g[j] - c) / eps).exp_fast() * c;
+            *t = if p.lb[j] == ninf { T::zero() } else { term };
         }
+        primal += terms.iter().fold(0f64, |acc, t| acc + t.to_f64());
     }
     for j in (0..m).filter(|&j| p.lb[j] != ninf) {
         dual += p.lb[j].exp().to_f64() * g[j].to_f64();
@@ -564,7 +569,11 @@ pub fn sinkhorn_plan(
     }
 }
 
-/// Σ_j P_ij ∇₁c(q_i, r_j) for every row i, P from potentials (fq, gr) and log weights.
+/// Adds `scale`·Σ_j P_ij ∇₁c(q_i, r_j) to every row i of `out [N, D]`, with the plan
+/// P_ij = exp(lwq_i + lwr_j + (fq_i + gr_j − c_ij)/ε) from the potentials (fq, gr) and log
+/// weights. Padded points (log weight −∞) get and give nothing. Per row, the costs and the
+/// plan row are formed first in loops without branches (the exponentials vectorise), then
+/// accumulated.
 #[allow(clippy::too_many_arguments)]
 fn plan_gradient<T: Real>(
     q: &[T],
@@ -580,19 +589,28 @@ fn plan_gradient<T: Real>(
     scale: T,
 ) {
     let ninf = T::from_f64(f64::NEG_INFINITY);
+    let m = lwr.len();
+    let (mut costs, mut plan) = (vec![T::zero(); m], vec![T::zero(); m]);
     for i in 0..lwq.len() {
         if lwq[i] == ninf {
             continue;
         }
         let qi = &q[i * d..(i + 1) * d];
-        for j in 0..lwr.len() {
+        for (c, rj) in costs.iter_mut().zip(r.chunks_exact(d)) {
+            *c = cost.eval(qi, rj);
+        }
+        for j in 0..m {
+            let e = (lwq[i] + lwr[j] + (fq[i] + gr[j] - costs[j]) / eps).exp_fast();
+            plan[j] = if lwr[j] == ninf { T::zero() } else { e };
+        }
+        let oi = &mut out[i * d..(i + 1) * d];
+        for (j, rj) in r.chunks_exact(d).enumerate() {
             if lwr[j] == ninf {
                 continue;
             }
-            let rj = &r[j * d..(j + 1) * d];
-            let plan = (lwq[i] + lwr[j] + (fq[i] + gr[j] - cost.eval(qi, rj)) / eps).exp_fast();
+            let w = scale * plan[j];
             for k in 0..d {
-                out[i * d + k] += scale * plan * cost.grad(qi, rj, k);
+                oi[k] += w * cost.grad(qi[k] - rj[k], costs[j]);
             }
         }
     }
