@@ -191,34 +191,42 @@ mod imp {
         pub fn mul_add(self, a: Self, b: Self) -> Self {
             F32x8(avx!(_mm256_fmadd_ps(self.0, a.0, b.0)))
         }
+        /// Per lane min(self, o) (as `minps`: `o` where either is NaN).
         #[inline(always)]
         pub fn min(self, o: Self) -> Self {
             F32x8(avx!(_mm256_min_ps(self.0, o.0)))
         }
+        /// Per lane max(self, o) (as `maxps`: `o` where either is NaN).
         #[inline(always)]
         pub fn max(self, o: Self) -> Self {
             F32x8(avx!(_mm256_max_ps(self.0, o.0)))
         }
+        /// Per lane √x.
         #[inline(always)]
         pub fn sqrt(self) -> Self {
             F32x8(avx!(_mm256_sqrt_ps(self.0)))
         }
+        /// Per lane self < o (false where either is NaN).
         #[inline(always)]
         pub fn lt(self, o: Self) -> M32x8 {
             M32x8(avx!(_mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0)))
         }
+        /// Per lane self ≤ o (false where either is NaN).
         #[inline(always)]
         pub fn le(self, o: Self) -> M32x8 {
             M32x8(avx!(_mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0)))
         }
+        /// Per lane self > o (false where either is NaN).
         #[inline(always)]
         pub fn gt(self, o: Self) -> M32x8 {
             M32x8(avx!(_mm256_cmp_ps::<_CMP_GT_OQ>(self.0, o.0)))
         }
+        /// Per lane self ≥ o (false where either is NaN).
         #[inline(always)]
         pub fn ge(self, o: Self) -> M32x8 {
             M32x8(avx!(_mm256_cmp_ps::<_CMP_GE_OQ>(self.0, o.0)))
         }
+        /// Per lane self = o (false where either is NaN).
         #[inline(always)]
         pub fn eq(self, o: Self) -> M32x8 {
             M32x8(avx!(_mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0)))
@@ -259,10 +267,12 @@ mod imp {
     }
 
     impl M32x8 {
+        /// Lanes set in both masks.
         #[inline(always)]
         pub fn and(self, o: Self) -> Self {
             M32x8(avx!(_mm256_and_ps(self.0, o.0)))
         }
+        /// Lanes set in either mask.
         #[inline(always)]
         pub fn or(self, o: Self) -> Self {
             M32x8(avx!(_mm256_or_ps(self.0, o.0)))
@@ -319,63 +329,78 @@ mod imp {
     binop!(Div, div, /);
 
     impl F32x8 {
+        /// Every lane `v`.
         #[inline(always)]
         pub fn splat(v: f32) -> Self {
             F32x8([v; 8])
         }
+        /// The first eight values of `s` (panics if shorter).
         #[inline(always)]
         pub fn load(s: &[f32]) -> Self {
             F32x8(s[..8].try_into().expect("8 values"))
         }
+        /// Write the lanes to the first eight values of `s` (panics if shorter).
         #[inline(always)]
         pub fn store(self, s: &mut [f32]) {
             s[..8].copy_from_slice(&self.0)
         }
+        /// The lanes as an array.
         #[inline(always)]
         pub fn to_array(self) -> [f32; 8] {
             self.0
         }
+        /// self·a + b with one rounding.
         #[inline(always)]
         pub fn mul_add(self, a: Self, b: Self) -> Self {
             F32x8(std::array::from_fn(|l| self.0[l].mul_add(a.0[l], b.0[l])))
         }
+        /// Per lane min(self, o) (as `minps`: `o` where either is NaN).
         #[inline(always)]
         pub fn min(self, o: Self) -> Self {
             // as minps: the second operand where either is NaN
             zip(self, o, |a, b| if a < b { a } else { b })
         }
+        /// Per lane max(self, o) (as `maxps`: `o` where either is NaN).
         #[inline(always)]
         pub fn max(self, o: Self) -> Self {
             zip(self, o, |a, b| if a > b { a } else { b })
         }
+        /// Per lane √x.
         #[inline(always)]
         pub fn sqrt(self) -> Self {
             map(self, f32::sqrt)
         }
+        /// Per lane self < o (false where either is NaN).
         #[inline(always)]
         pub fn lt(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a < b)
         }
+        /// Per lane self ≤ o (false where either is NaN).
         #[inline(always)]
         pub fn le(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a <= b)
         }
+        /// Per lane self > o (false where either is NaN).
         #[inline(always)]
         pub fn gt(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a > b)
         }
+        /// Per lane self ≥ o (false where either is NaN).
         #[inline(always)]
         pub fn ge(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a >= b)
         }
+        /// Per lane self = o (false where either is NaN).
         #[inline(always)]
         pub fn eq(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a == b)
         }
+        /// Not equal, or unordered (so `x.ne(x)` is the NaN test).
         #[inline(always)]
         pub fn ne(self, o: Self) -> M32x8 {
             cmp(self, o, |a, b| a != b)
         }
+        /// Per lane: `a` where `mask`, else `b`.
         #[inline(always)]
         pub fn select(mask: M32x8, a: Self, b: Self) -> Self {
             F32x8(std::array::from_fn(
@@ -401,14 +426,17 @@ mod imp {
     }
 
     impl M32x8 {
+        /// Lanes set in both masks.
         #[inline(always)]
         pub fn and(self, o: Self) -> Self {
             M32x8(std::array::from_fn(|l| self.0[l] && o.0[l]))
         }
+        /// Lanes set in either mask.
         #[inline(always)]
         pub fn or(self, o: Self) -> Self {
             M32x8(std::array::from_fn(|l| self.0[l] || o.0[l]))
         }
+        /// Lane i set ⇔ bit i set.
         #[inline(always)]
         pub fn bits(self) -> u32 {
             (0..8).fold(0, |acc, l| acc | ((self.0[l] as u32) << l))
