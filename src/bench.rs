@@ -194,6 +194,8 @@ pub struct KernelRow {
     pub min_s: f64,
     pub max_s: f64,
     pub runs: usize,
+    /// How the times were taken: `"wall"` (CPU) or `"cuda_events"` (device time, CUDA).
+    pub timer: &'static str,
 }
 
 impl KernelRow {
@@ -203,30 +205,62 @@ impl KernelRow {
             "op": self.op, "device": self.device, "batch": self.batch, "n": self.n, "m": self.m,
             "d": self.d, "bins": self.bins, "iters": self.iters, "eps": self.eps, "pass": self.pass,
             "variant": self.variant, "median_s": self.median_s, "min_s": self.min_s,
-            "max_s": self.max_s, "runs": self.runs, "threads": rayon::current_num_threads(),
+            "max_s": self.max_s, "runs": self.runs, "timer": self.timer,
+            "threads": rayon::current_num_threads(),
         })
     }
 }
 
 /// Time `f` for at least `min_time_s` (and 5 runs, at most 200) after 2 warm-ups, like the
-/// peer script; returns (median, min, max, runs) in seconds.
+/// peer script; returns (median, min, max, runs) in seconds of wall time.
 pub fn time_adaptive(
     min_time_s: f64,
     mut f: impl FnMut() -> Result<()> + Send,
 ) -> Result<(f64, f64, f64, usize)> {
     crate::on_thread_pool(move || {
-        f()?;
-        f()?;
-        let start = Instant::now();
-        let mut ts = Vec::new();
-        while ts.len() < 200 && (ts.len() < 5 || start.elapsed().as_secs_f64() < min_time_s) {
+        sample_runs(min_time_s, || {
             let t = Instant::now();
             f()?;
-            ts.push(t.elapsed().as_secs_f64());
-        }
-        ts.sort_by(|a, b| a.total_cmp(b));
-        Ok((ts[ts.len() / 2], ts[0], ts[ts.len() - 1], ts.len()))
+            Ok(t.elapsed().as_secs_f64())
+        })
     })
+}
+
+/// Time one op call `f` (which returns its result) as GPU.md asks: on the CPU, wall time as
+/// [`time_adaptive`]; on CUDA, device time between CUDA events recorded around the call
+/// (the result is not read back). Returns (median, min, max, runs, timer), seconds, with
+/// timer `"wall"` or `"cuda_events"`.
+pub fn time_op(
+    device: Device,
+    min_time_s: f64,
+    mut f: impl FnMut() -> Result<Tensor> + Send,
+) -> Result<(f64, f64, f64, usize, &'static str)> {
+    let Device::Cuda(ordinal) = device else {
+        let (med, min, max, runs) = time_adaptive(min_time_s, || f().map(|_| ()))?;
+        return Ok((med, min, max, runs, "wall"));
+    };
+    let be = crate::device::cuda::backend(ordinal)?;
+    let (med, min, max, runs) = crate::on_thread_pool(move || {
+        sample_runs(min_time_s, || Ok(be.time_events(&mut f)?.1 / 1e3))
+    })?;
+    Ok((med, min, max, runs, "cuda_events"))
+}
+
+/// Run `run` (returning one run's seconds) twice to warm up, then for at least `min_time_s`
+/// of wall time and 5 runs, at most 200; (median, min, max, runs).
+fn sample_runs(
+    min_time_s: f64,
+    mut run: impl FnMut() -> Result<f64>,
+) -> Result<(f64, f64, f64, usize)> {
+    run()?;
+    run()?;
+    let start = Instant::now();
+    let mut ts = Vec::new();
+    while ts.len() < 200 && (ts.len() < 5 || start.elapsed().as_secs_f64() < min_time_s) {
+        ts.push(run()?);
+    }
+    ts.sort_by(|a, b| a.total_cmp(b));
+    Ok((ts[ts.len() / 2], ts[0], ts[ts.len() - 1], ts.len()))
 }
 
 /// The custom-kernel suite on `device`: Chamfer, Sinkhorn and RQS, forward and
@@ -263,15 +297,13 @@ pub fn kernel_suite(
         let y = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
         let g = Tensor::full(&[b], 1.0, device)?;
         for backward in [false, true] {
-            let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+            let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
                 let out = chamfer(&x, &y, None, None, PointReduction::Sum)?;
                 if backward {
-                    let (gx, _) = chamfer_backward(&x, &y, &out, PointReduction::Sum, &g)?;
-                    gx.first_value()?;
+                    Ok(chamfer_backward(&x, &y, &out, PointReduction::Sum, &g)?.0)
                 } else {
-                    out.distance.first_value()?;
+                    Ok(out.distance)
                 }
-                Ok(())
             })?;
             let pass = if backward { "fwd+bwd" } else { "fwd" };
             let row = KernelRow {
@@ -286,6 +318,7 @@ pub fn kernel_suite(
                 min_s,
                 max_s,
                 runs,
+                timer,
                 ..Default::default()
             };
             push(row, &mut rows);
@@ -303,15 +336,14 @@ pub fn kernel_suite(
                 ..SinkhornConfig::new(0.01, 100)
             };
             for backward in [false, true] {
-                let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+                let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
                     let out = sinkhorn(&x, &y, &w, &w, &cfg)?;
                     if backward {
                         let [gx, ..] = sinkhorn_backward(&x, &y, &w, &w, &out, &cfg, debias, &g)?;
-                        gx.first_value()?;
+                        Ok(gx)
                     } else {
-                        out.ot.first_value()?;
+                        Ok(out.ot)
                     }
-                    Ok(())
                 })?;
                 let pass = if backward { "fwd+bwd" } else { "fwd" };
                 let row = KernelRow {
@@ -329,6 +361,7 @@ pub fn kernel_suite(
                     min_s,
                     max_s,
                     runs,
+                    timer,
                     ..Default::default()
                 };
                 push(row, &mut rows);
@@ -345,15 +378,14 @@ pub fn kernel_suite(
         let g = Tensor::full(&[2, rows_, cols], 1.0, device)?;
         for inverse in [false, true] {
             for backward in [false, true] {
-                let (median_s, min_s, max_s, runs) = time_adaptive(min_time_s, || {
+                let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
                     let (y, _) = rqs(&x, &uw, &uh, &ud, &cfg, inverse)?;
                     if backward {
                         let [gx, ..] = rqs_backward(&x, &uw, &uh, &ud, &cfg, inverse, &g)?;
-                        gx.first_value()?;
+                        Ok(gx)
                     } else {
-                        y.first_value()?;
+                        Ok(y)
                     }
-                    Ok(())
                 })?;
                 let pass = if backward { "fwd+bwd" } else { "fwd" };
                 let row = KernelRow {
@@ -368,6 +400,7 @@ pub fn kernel_suite(
                     min_s,
                     max_s,
                     runs,
+                    timer,
                     ..Default::default()
                 };
                 push(row, &mut rows);

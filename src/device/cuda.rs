@@ -100,6 +100,24 @@ pub struct CudaBackend {
     sync_each_launch: bool,
 }
 
+impl CudaBackend {
+    /// Milliseconds of device time that `f`'s work takes on this backend's stream: CUDA events
+    /// recorded before and after it (timing events), then a wait for the second. Host-side
+    /// syncs inside `f` (e.g. an op's input checks) count, as they stall the stream.
+    pub fn time_events<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let err = |e: cudarc::driver::DriverError| Error::Cuda {
+            what: "timing with CUDA events".into(),
+            msg: format!("{e:?}"),
+        };
+        let start = self.stream.record_event(timed).map_err(err)?;
+        let out = f()?;
+        let end = self.stream.record_event(timed).map_err(err)?;
+        let ms = start.elapsed_ms(&end).map_err(err)?;
+        Ok((out, ms as f64))
+    }
+}
+
 static POISON: AtomicBool = AtomicBool::new(false);
 
 /// Fill every new uninitialised device buffer with NaN bits (testing aid; slow).
