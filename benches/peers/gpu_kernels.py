@@ -2,9 +2,9 @@
 sizes, the same PyTorch / GeomLoss / POT / nflows forms (imported from bench_kernels.py, which
 the GPU bundle carries next to this file), float32 tensors on the GPU.
 
-A call is timed like `jetgen bench kernels --device cuda` times its own: wall clock from the
-call to the end of a `torch.cuda.synchronize()`, after warm-up, median over >= 5 runs and at
-least `--min-time` seconds. Libraries that are missing are skipped and named in `meta.skipped`.
+A call is timed like `jetgen bench kernels --device cuda` times its own: CUDA events recorded
+around it (device time), after 2 warm-ups, median over >= 5 runs (at most 200) and at least
+`--min-time` seconds. Libraries that are missing are skipped and named in `meta.skipped`.
 Output: the same JSON layout as bench_kernels.py (`threads` = 0: not a CPU run), so
 `python compare_kernels.py kernels_cuda.json OUT --threads 0` gives the side-by-side table.
 
@@ -37,17 +37,29 @@ RESULTS = []
 SKIPPED = []
 
 
-def timeit(fn, min_time, min_reps=5, max_reps=1000, warmup=3):
+def one_run(fn):
+    """Seconds of one call: CUDA events around it on the current stream (device time, as
+    `jetgen bench kernels --device cuda` times its own); wall clock on the CPU."""
+    if DEV.type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def timeit(fn, min_time, min_reps=5, max_reps=200, warmup=2):
     for _ in range(warmup):
         fn()
     sync()
     ts = []
     start = time.perf_counter()
     while len(ts) < max_reps and (len(ts) < min_reps or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
+        ts.append(one_run(fn))
     ts.sort()
     q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
     return {"median_ms": 1e3 * statistics.median(ts), "p25_ms": 1e3 * q[0], "p75_ms": 1e3 * q[2],
@@ -190,7 +202,7 @@ def main():
     name = torch.cuda.get_device_name(0) if DEV.type == "cuda" else "cpu (dry run)"
     meta = {"torch": torch.__version__, "device": name,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "timing": "wall clock per call incl. torch.cuda.synchronize(), median"}
+            "timing": "CUDA events around each call (device time), median"}
     for op in args.only.split(","):
         {"chamfer": bench_chamfer, "sinkhorn": bench_sinkhorn, "rqs": bench_rqs}[op](args.min_time)
     meta["skipped"] = SKIPPED
