@@ -16,6 +16,17 @@ pub use imp::{F32x8, M32x8};
 /// Lanes per vector.
 pub const WIDTH: usize = 8;
 
+/// What [`F32x8`] compiles to in this build: `"AVX2 + FMA"` or `"portable (array)"`.
+pub const BACKEND: &str = if cfg!(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+)) {
+    "AVX2 + FMA"
+} else {
+    "portable (array)"
+};
+
 impl F32x8 {
     /// All lanes 0.
     #[inline(always)]

@@ -45,8 +45,9 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     device.ensure_available()?;
     let threads = rayon::current_num_threads();
     println!(
-        "jetgen {} bench {suite} on {device} ({threads} CPU threads)",
-        crate::VERSION
+        "jetgen {} bench {suite} on {device} ({threads} CPU threads, {} lanes)",
+        crate::VERSION,
+        crate::simd::BACKEND
     );
     let mut items: Vec<serde_json::Value> = Vec::new();
     if suite == "engine" || suite == "all" {

@@ -10,6 +10,10 @@ pub fn run() -> Result<()> {
     println!("device (auto): {} — {}", choice.device, choice.reason);
     println!("cpu threads (rayon): {}", rayon::current_num_threads());
     println!(
+        "cpu kernel lanes: 8 × f32, {} (Chamfer, RQS)",
+        crate::simd::BACKEND
+    );
+    println!(
         "cuda kernels: {} modules, {}",
         cuda::KERNEL_MODULES.len(),
         if cuda::PRECOMPILED {
