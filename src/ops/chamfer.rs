@@ -16,9 +16,10 @@
 //! symmetric for y. Deterministic on both devices (no float atomics).
 //!
 //! CPU: pairs in parallel (rayon); per pair and direction, blocks of 8 points held in SIMD
-//! registers while the other cloud streams past, branch-free (see `nearest_sweep`). CUDA: `kernels/chamfer.cu`,
-//! point coordinates in registers and the other cloud streamed through shared memory in
-//! tiles, so any N, M work and no B×N×M matrix is ever stored. D ≤ 8 on CUDA.
+//! registers while the other cloud streams past, branch-free (see `nearest_sweep`).
+//! CUDA: `kernels/chamfer.cu`, point coordinates in registers and the other cloud streamed
+//! through shared memory in tiles, so any N, M work and no B×N×M matrix is ever stored.
+//! D ≤ 8 on CUDA.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
@@ -457,9 +458,7 @@ pub fn chamfer_backward(
         gx.par_chunks_mut(n * d.max(1)).zip(gy.par_chunks_mut(m * d.max(1))).enumerate().with_min_len(16).for_each(|(p, (gxp, gyp))| {
             let (cx, cy) = (counts[2 * p], counts[2 * p + 1]);
             if cx == 0.0 || cy == 0.0 {
-                gxp.fill(T::zero());
-                gyp.fill(T::zero());
-                return;
+                return; // an empty pair: its gradient rows stay zero
             }
             let wx = T::from_f64(2.0 * gs[p] * if mean { 1.0 / cx } else { 1.0 });
             let wy = T::from_f64(2.0 * gs[p] * if mean { 1.0 / cy } else { 1.0 });

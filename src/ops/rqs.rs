@@ -102,6 +102,7 @@ pub(crate) trait BinMath: Arith {
     fn c(v: f64) -> Self;
     /// max(self, 0).
     fn max0(self) -> Self;
+    /// √self.
     fn sqrt(self) -> Self;
     /// ln, the fast one ([`Real::ln_fast`]).
     fn ln(self) -> Self;
@@ -737,17 +738,16 @@ pub fn rqs_backward(
                     lanes::backward(&xs[lo..hi], params.range(lo, hi, k), &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], out);
                 });
         } else {
-        gx = gw
-            .par_chunks_mut(k)
-            .zip(gh.par_chunks_mut(k))
-            .zip(gd.par_chunks_mut(k - 1))
-            .enumerate()
-            .with_min_len(512)
-            .map(|(i, ((gwi, ghi), gdi))| {
-                let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
-                rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi)
-            })
-            .collect();
+            gx.par_iter_mut()
+                .zip(gw.par_chunks_mut(k))
+                .zip(gh.par_chunks_mut(k))
+                .zip(gd.par_chunks_mut(k - 1))
+                .enumerate()
+                .with_min_len(512)
+                .for_each(|(i, (((gxi, gwi), ghi), gdi))| {
+                    let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
+                    *gxi = rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi);
+                });
         }
         Ok([
             Tensor::from_cpu_vec(gx, x.shape())?,
