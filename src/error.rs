@@ -30,6 +30,9 @@ pub enum Error {
     /// `backward()` was called on a tensor that is not a scalar.
     #[error("backward() needs a scalar (one element) loss, got shape {shape:?}")]
     NotScalar { shape: Vec<usize> },
+    /// A second derivative was asked through a once-differentiable fused op.
+    #[error("cannot differentiate the gradient of {op}: {op} is once-differentiable (its backward is a fused kernel that is not itself differentiable)")]
+    NotDifferentiable { op: &'static str },
     /// NaN or infinity found where finite numbers are required.
     #[error("non-finite values in {what}: {count} of {total} elements are NaN or inf")]
     NonFinite {

@@ -105,6 +105,21 @@ impl Param {
     }
 }
 
+impl crate::autograd::Leaf for Param {
+    fn leaf_key(&self) -> usize {
+        self.key()
+    }
+    fn leaf_value(&self) -> Tensor {
+        self.value()
+    }
+    fn leaf_requires_grad(&self) -> bool {
+        self.requires_grad()
+    }
+    fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
+        Param::accumulate_grad(self, g)
+    }
+}
+
 /// Anything that owns parameters.
 pub trait Module {
     /// Every parameter and buffer, in a stable order, with unique names.

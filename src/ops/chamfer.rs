@@ -24,7 +24,9 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 
-use crate::autograd::{Op, Var};
+use std::any::Any;
+
+use crate::autograd::{saved_as, CustomForward, CustomOp, Var};
 use crate::device::cuda::CudaBackend;
 use crate::error::{Error, Result};
 use crate::ops::index::Indices;
@@ -666,9 +668,57 @@ fn cuda_grad(
     Ok(Tensor::from_cuda(gq, be.clone(), q.shape()))
 }
 
+/// The Chamfer distance as a fused tape op (inputs x, y; the masks are constants). Its
+/// backward is the fused nearest-neighbour kernel, so it is once-differentiable.
+struct ChamferOp {
+    mask_x: Option<Tensor>,
+    mask_y: Option<Tensor>,
+    reduction: PointReduction,
+}
+
+impl ChamferOp {
+    fn forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let out = chamfer(
+            inputs[0],
+            inputs[1],
+            self.mask_x.as_ref(),
+            self.mask_y.as_ref(),
+            self.reduction,
+        )?;
+        Ok(CustomForward {
+            value: out.distance.clone(),
+            saved: Box::new(out),
+        })
+    }
+}
+
+impl CustomOp for ChamferOp {
+    fn name(&self) -> &'static str {
+        "chamfer"
+    }
+    fn cpu_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        saved: &dyn Any,
+        _output: &Tensor,
+        g: &Tensor,
+        _needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let out = saved_as::<ChamferOutput>(saved, "chamfer")?;
+        let (gx, gy) = chamfer_backward(inputs[0], inputs[1], out, self.reduction, g)?;
+        Ok(vec![Some(gx), Some(gy)])
+    }
+}
+
 impl Var {
     /// Chamfer distance between `self [B, N, D]` and `other [B, M, D]` (see the module doc),
-    /// reduced over the batch as asked; gradients flow to both clouds.
+    /// reduced over the batch as asked; gradients flow to both clouds (once-differentiable).
     pub fn chamfer(
         &self,
         other: &Var,
@@ -677,31 +727,16 @@ impl Var {
         points: PointReduction,
         batch: BatchReduction,
     ) -> Result<Var> {
-        let out = chamfer(self.value(), other.value(), mask_x, mask_y, points)?;
-        let value = out.distance.clone();
-        let per_pair = self.tape().push(
-            Op::Chamfer {
-                output: Box::new(out),
-                reduction: points,
-            },
-            &[self, other],
-            value,
-        )?;
+        let op = ChamferOp {
+            mask_x: mask_x.cloned(),
+            mask_y: mask_y.cloned(),
+            reduction: points,
+        };
+        let per_pair = Var::custom(op, &[self, other])?;
         match batch {
             BatchReduction::None => Ok(per_pair),
             BatchReduction::Sum => per_pair.sum_all(),
             BatchReduction::Mean => per_pair.mean_all(),
         }
     }
-}
-
-/// Backward of [`Op::Chamfer`].
-pub(crate) fn backward_chamfer(
-    x: &[&Tensor],
-    out: &ChamferOutput,
-    reduction: PointReduction,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let (gx, gy) = chamfer_backward(x[0], x[1], out, reduction, g)?;
-    Ok(vec![Some(gx), Some(gy)])
 }

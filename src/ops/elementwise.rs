@@ -447,7 +447,19 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 
 /// dL/dx of y = f(x) given x, y and g = dL/dy (all the same shape).
 pub fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    x.same_place("unary_backward", g)?;
+    for t in [y, g] {
+        x.same_place("unary_backward", t)?;
+        if t.shape() != x.shape() {
+            return Err(Error::shape(
+                "unary_backward",
+                format!(
+                    "x {:?}, y and g must share one shape, got {:?}",
+                    x.shape(),
+                    t.shape()
+                ),
+            ));
+        }
+    }
     match x.storage() {
         Storage::Cuda(buf) => {
             let be = &buf.backend;
@@ -608,33 +620,10 @@ pub(crate) fn cuda_fill(
     be.check_launch("fill", unsafe { lb.launch(grid_for(n)) })
 }
 
-/// Sum `g` (of a broadcast result shape) down to `shape`, the adjoint of broadcasting.
-pub fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    if g.shape() == shape {
-        return Ok(g.clone());
-    }
-    let mut t = g.clone();
-    while t.ndim() > shape.len() {
-        t = crate::ops::reduce::sum_axis(&t, 0, false)?;
-    }
-    for d in 0..shape.len() {
-        if shape[d] == 1 && t.shape()[d] != 1 {
-            t = crate::ops::reduce::sum_axis(&t, d, true)?;
-        }
-    }
-    if t.shape() != shape {
-        return Err(Error::shape(
-            "sum_to_shape",
-            format!("cannot reduce {:?} to {shape:?}", g.shape()),
-        ));
-    }
-    Ok(t)
-}
-
 // ------------------------------------------------------------------ tape ops
 
 impl Var {
-    fn unary_op(&self, op: UnaryOp) -> Result<Var> {
+    pub(crate) fn unary_op(&self, op: UnaryOp) -> Result<Var> {
         let y = unary(op, self.value())?;
         self.tape().push(Op::Unary(op), &[self], y)
     }
@@ -723,7 +712,7 @@ impl Var {
         self.unary_op(UnaryOp::Recip)
     }
 
-    fn binary_op(&self, op: BinaryOp, other: &Var) -> Result<Var> {
+    pub(crate) fn binary_op(&self, op: BinaryOp, other: &Var) -> Result<Var> {
         let y = binary(op, self.value(), other.value())?;
         self.tape().push(Op::Binary(op), &[self, other], y)
     }
@@ -755,67 +744,38 @@ impl Var {
     }
 }
 
-/// Backward of [`Op::Unary`].
-pub(crate) fn backward_unary(
-    op: UnaryOp,
-    x: &Tensor,
-    y: &Tensor,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(unary_backward(op, x, y, g)?)])
-}
-
-/// Backward of [`Op::Binary`]: (∂/∂a, ∂/∂b), each summed back to its operand's shape.
-/// Add: (g, g); Sub: (g, −g); Mul: (g·b, g·a); Div: (g/b, −g·y/b); Maximum: g to the winner.
-pub(crate) fn backward_binary(
-    op: BinaryOp,
-    a: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let (ga, gb) = match op {
-        BinaryOp::Add => (g.clone(), g.clone()),
-        BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)?),
-        BinaryOp::Mul => (binary(BinaryOp::Mul, g, b)?, binary(BinaryOp::Mul, g, a)?),
-        BinaryOp::Div => {
-            let ga = binary(BinaryOp::Div, g, b)?;
-            let gb = unary(
-                UnaryOp::Neg,
-                &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, y)?, b)?,
-            )?;
-            (ga, gb)
-        }
-        BinaryOp::Maximum => {
-            // a wins where a − y == 0, i.e. y came from a.
-            let diff = binary(
-                BinaryOp::Sub,
-                y,
-                &binary(BinaryOp::Add, a, &b.zeros_like()?)?,
-            )?;
-            let zero = g.zeros_like()?;
-            let a_lost = unary(UnaryOp::Abs, &diff)?;
-            (select(&a_lost, &zero, g)?, select(&a_lost, g, &zero)?)
-        }
+/// g · f′(x) in differentiable ops, for recorded (higher-order) backward passes: f′ as an
+/// expression in x or y = f(x). Where f′ is piecewise constant (|x|, relu, leaky relu,
+/// clamp) it is a constant mask — its own derivative is 0 almost everywhere.
+pub(crate) fn unary_grad_graph(op: UnaryOp, x: &Var, y: &Var, g: &Var) -> Result<Var> {
+    use UnaryOp::*;
+    // f′(x) for a piecewise-linear f, as a constant: the fast rule applied to g = 1.
+    let slope = || -> Result<Var> {
+        let ones = x.value().full_like(1.0)?;
+        Ok(x.constant(unary_backward(op, x.value(), y.value(), &ones)?))
     };
-    Ok(vec![
-        Some(sum_to_shape(&ga, a.shape())?),
-        Some(sum_to_shape(&gb, b.shape())?),
-    ])
-}
-
-/// Backward of [`Op::Select`].
-pub(crate) fn backward_select(
-    cond: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let zero = g.zeros_like()?;
-    let ga = select(cond, g, &zero)?;
-    let gb = select(cond, &zero, g)?;
-    Ok(vec![
-        Some(sum_to_shape(&ga, a.shape())?),
-        Some(sum_to_shape(&gb, b.shape())?),
-    ])
+    match op {
+        Neg => g.neg(),
+        Exp => g.mul(y),
+        Log => g.div(x),
+        Sqrt => g.div(y)?.mul_scalar(0.5),
+        Square => g.mul(x)?.mul_scalar(2.0),
+        Pow(e) => g.mul(&x.powf(e - 1.0)?)?.mul_scalar(e),
+        Abs | Relu | LeakyRelu(_) | Clamp(..) => g.mul(&slope()?),
+        // x > 0: g; else g·(y + α)
+        Elu(a) => {
+            let positive = unary_backward(Relu, x.value(), y.value(), &x.value().full_like(1.0)?)?;
+            Var::select(&positive, g, &g.mul(&y.add_scalar(a)?)?)
+        }
+        Tanh => g.sub(&g.mul(&y.square()?)?),
+        Sigmoid => g.mul(&y.sub(&y.square()?)?),
+        Softplus => g.mul(&x.sigmoid()?),
+        AddScalar(_) => Ok(g.clone()),
+        MulScalar(c) => g.mul_scalar(c),
+        Recip => g.mul(&y.square()?)?.neg(),
+        Sin => g.mul(&x.cos()?),
+        Cos => g.mul(&x.sin()?)?.neg(),
+        Sinh => g.mul(&x.cosh()?),
+        Cosh => g.mul(&x.sinh()?),
+    }
 }

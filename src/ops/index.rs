@@ -185,7 +185,29 @@ pub fn index_select(x: &Tensor, axis: usize, idx: &Indices) -> Result<Tensor> {
 
 /// Backward of `index_select`: `dx[o, m, i] = Σ_{j: idx[j] = m} g[o, j, i]`.
 pub fn index_add(g: &Tensor, x_shape: &[usize], axis: usize, idx: &Indices) -> Result<Tensor> {
+    let fits = idx.shape().len() == 1
+        && axis < x_shape.len()
+        && g.ndim() == x_shape.len()
+        && (0..x_shape.len()).all(|d| {
+            g.shape()[d]
+                == if d == axis {
+                    idx.shape()[0]
+                } else {
+                    x_shape[d]
+                }
+        });
+    if !fits {
+        return Err(Error::shape(
+            "index_add",
+            format!(
+                "g {:?} and 1-d indices {:?} do not fit output {x_shape:?} on axis {axis}",
+                g.shape(),
+                idx.shape()
+            ),
+        ));
+    }
     let (outer, n, inner) = outer_axis_inner(x_shape, axis);
+    idx.check_bound("index_add", n)?;
     let k = idx.shape()[0];
     let out_n = outer * n * inner;
     if g.device().is_cuda() {
@@ -240,7 +262,22 @@ pub fn gather(x: &Tensor, axis: usize, idx: &Indices) -> Result<Tensor> {
 
 /// Backward of `gather`: `dx[o, m, i] = Σ_{j: idx[o, j, i] = m} g[o, j, i]`.
 pub fn scatter_add(g: &Tensor, x_shape: &[usize], axis: usize, idx: &Indices) -> Result<Tensor> {
+    let is = idx.shape();
+    let fits = g.shape() == is
+        && axis < x_shape.len()
+        && is.len() == x_shape.len()
+        && (0..is.len()).all(|d| d == axis || is[d] == x_shape[d]);
+    if !fits {
+        return Err(Error::shape(
+            "scatter_add",
+            format!(
+                "g {:?} and indices {is:?} do not fit output {x_shape:?} on axis {axis}",
+                g.shape()
+            ),
+        ));
+    }
     let (outer, n, inner) = outer_axis_inner(x_shape, axis);
+    idx.check_bound("scatter_add", n)?;
     let k = idx.shape()[axis];
     let out_n = outer * n * inner;
     if g.device().is_cuda() {
@@ -265,6 +302,28 @@ pub fn scatter_add(g: &Tensor, x_shape: &[usize], axis: usize, idx: &Indices) ->
 }
 
 impl Var {
+    /// index_select's adjoint: zeros of `shape` with `self`'s slices added at `idx` along
+    /// `axis` (`out[.., idx[j], ..] += self[.., j, ..]`).
+    pub fn index_add(&self, shape: &[usize], axis: isize, idx: &Indices) -> Result<Var> {
+        let axis = normalize_axis("index_add", axis, shape.len())?;
+        let y = index_add(self.value(), shape, axis, idx)?;
+        let op = Op::IndexAdd {
+            axis,
+            indices: idx.clone(),
+        };
+        self.tape().push(op, &[self], y)
+    }
+    /// gather's adjoint: zeros of `shape` with `out[.., idx[.., j, ..], ..] += self[.., j, ..]`
+    /// along `axis` (`idx` has `self`'s shape).
+    pub fn scatter_add(&self, shape: &[usize], axis: isize, idx: &Indices) -> Result<Var> {
+        let axis = normalize_axis("scatter_add", axis, shape.len())?;
+        let y = scatter_add(self.value(), shape, axis, idx)?;
+        let op = Op::ScatterAdd {
+            axis,
+            indices: idx.clone(),
+        };
+        self.tape().push(op, &[self], y)
+    }
     /// Select slices `idx` along `axis` (e.g. particles by position).
     pub fn index_select(&self, axis: isize, idx: &Indices) -> Result<Var> {
         let axis = normalize_axis("index_select", axis, self.shape().len())?;
@@ -291,22 +350,4 @@ impl Var {
             y,
         )
     }
-}
-
-pub(crate) fn backward_index_select(
-    x_shape: &[usize],
-    axis: usize,
-    idx: &Indices,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(index_add(g, x_shape, axis, idx)?)])
-}
-
-pub(crate) fn backward_gather(
-    x_shape: &[usize],
-    axis: usize,
-    idx: &Indices,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(scatter_add(g, x_shape, axis, idx)?)])
 }

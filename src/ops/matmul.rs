@@ -10,9 +10,8 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
 use rayon::prelude::*;
 
-use crate::autograd::{Op, Var};
+use crate::autograd::{Op, Operand, Var};
 use crate::error::{Error, Result};
-use crate::ops::reduce::sum_axis;
 use crate::real::Real;
 use crate::shape::numel;
 use crate::tensor::{DType, Storage, Tensor};
@@ -306,12 +305,14 @@ impl Var {
 }
 
 /// Sum a batched gradient `[..., r, c]` over its batch axes (gradient of a shared 2-D operand).
-fn sum_batch(g: Tensor) -> Result<Tensor> {
-    if g.ndim() <= 2 {
+fn sum_batch<G: Operand>(g: G) -> Result<G> {
+    let nd = g.shape().len();
+    if nd <= 2 {
         return Ok(g);
     }
-    let (r, c) = (g.shape()[g.ndim() - 2], g.shape()[g.ndim() - 1]);
-    sum_axis(&g.reshape(&[g.numel() / (r * c), r, c])?, 0, false)
+    let (r, c) = (g.shape()[nd - 2], g.shape()[nd - 1]);
+    let batch = g.value().numel() / (r * c).max(1);
+    g.reshape(&[batch, r, c])?.sum_axis(0, false)
 }
 
 /// C = op(A)·op(B):  with G = ∂L/∂C,
@@ -321,14 +322,16 @@ fn sum_batch(g: Tensor) -> Result<Tensor> {
 /// (T,T): dA = Bᵀ·Gᵀ,  dB = Gᵀ·Aᵀ
 /// A shared 2-D operand's gradient is summed over the batch; for the common Linear case
 /// (batched A, shared B, no transpose on A) the batch is folded into the GEMM's rows.
-pub(crate) fn backward_matmul(
-    a: &Tensor,
-    b: &Tensor,
+/// Generic over tensors (fast path) and recorded `Var`s (differentiable: each product is
+/// itself a matmul on the tape).
+pub(crate) fn backward_matmul<G: Operand>(
+    a: &G,
+    b: &G,
     ta: bool,
     tb: bool,
-    g: &Tensor,
+    g: &G,
     needs: &[bool],
-) -> Result<Vec<Option<Tensor>>> {
+) -> Result<Vec<Option<G>>> {
     let da = if needs[0] {
         Some(grad_a(a, b, ta, tb, g)?)
     } else {
@@ -342,36 +345,41 @@ pub(crate) fn backward_matmul(
     Ok(vec![da, db])
 }
 
-fn grad_a(a: &Tensor, b: &Tensor, ta: bool, tb: bool, g: &Tensor) -> Result<Tensor> {
+fn grad_a<G: Operand>(a: &G, b: &G, ta: bool, tb: bool, g: &G) -> Result<G> {
     let da = match (ta, tb) {
-        (false, false) => matmul(g, b, false, true)?,
-        (false, true) => matmul(g, b, false, false)?,
-        (true, false) => matmul(b, g, false, true)?,
-        (true, true) => matmul(b, g, true, true)?,
+        (false, false) => g.matmul_t(b, false, true)?,
+        (false, true) => g.matmul_t(b, false, false)?,
+        (true, false) => b.matmul_t(g, false, true)?,
+        (true, true) => b.matmul_t(g, true, true)?,
     };
-    let da = if a.ndim() == 2 { sum_batch(da)? } else { da };
+    let da = if a.shape().len() == 2 {
+        sum_batch(da)?
+    } else {
+        da
+    };
     da.reshape(a.shape())
 }
 
-fn grad_b(a: &Tensor, b: &Tensor, ta: bool, tb: bool, g: &Tensor) -> Result<Tensor> {
-    let db = if b.ndim() == 2 && a.ndim() > 2 && !ta {
-        let k = a.shape()[a.ndim() - 1];
-        let n = g.shape()[g.ndim() - 1];
-        let a2 = a.reshape(&[a.numel() / k, k])?;
-        let g2 = g.reshape(&[g.numel() / n, n])?;
+fn grad_b<G: Operand>(a: &G, b: &G, ta: bool, tb: bool, g: &G) -> Result<G> {
+    let (and, gnd) = (a.shape().len(), g.shape().len());
+    let db = if b.shape().len() == 2 && and > 2 && !ta {
+        let k = a.shape()[and - 1];
+        let n = g.shape()[gnd - 1];
+        let a2 = a.reshape(&[a.value().numel() / k.max(1), k])?;
+        let g2 = g.reshape(&[g.value().numel() / n.max(1), n])?;
         if tb {
-            matmul(&g2, &a2, true, false)?
+            g2.matmul_t(&a2, true, false)?
         } else {
-            matmul(&a2, &g2, true, false)?
+            a2.matmul_t(&g2, true, false)?
         }
     } else {
         let db = match (ta, tb) {
-            (false, false) => matmul(a, g, true, false)?,
-            (false, true) => matmul(g, a, true, false)?,
-            (true, false) => matmul(a, g, false, false)?,
-            (true, true) => matmul(g, a, true, true)?,
+            (false, false) => a.matmul_t(g, true, false)?,
+            (false, true) => g.matmul_t(a, true, false)?,
+            (true, false) => a.matmul_t(g, false, false)?,
+            (true, true) => g.matmul_t(a, true, true)?,
         };
-        if b.ndim() == 2 {
+        if b.shape().len() == 2 {
             sum_batch(db)?
         } else {
             db

@@ -170,6 +170,24 @@ pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tenso
 
 /// Zeros of `full_shape` with `x` written at `start` along `axis` (narrow's adjoint).
 pub fn pad_axis(x: &Tensor, full_shape: &[usize], axis: usize, start: usize) -> Result<Tensor> {
+    let fits = axis < full_shape.len()
+        && x.ndim() == full_shape.len()
+        && (0..x.ndim()).all(|d| {
+            if d == axis {
+                start + x.shape()[d] <= full_shape[d]
+            } else {
+                x.shape()[d] == full_shape[d]
+            }
+        });
+    if !fits {
+        return Err(Error::shape(
+            "pad",
+            format!(
+                "{:?} at {start} on axis {axis} does not fit in {full_shape:?}",
+                x.shape()
+            ),
+        ));
+    }
     let mut out = empty_like(x, full_shape)?;
     let os = contiguous_strides(full_shape);
     strided_copy_into(
@@ -260,6 +278,12 @@ impl Var {
         let y = narrow(self.value(), axis, start, len)?;
         self.tape().push(Op::Narrow { axis, start }, &[self], y)
     }
+    /// Zeros of `full_shape` with `self` written at `start` along `axis` (narrow's adjoint).
+    pub fn pad(&self, full_shape: &[usize], axis: isize, start: usize) -> Result<Var> {
+        let axis = normalize_axis("pad", axis, self.shape().len())?;
+        let y = pad_axis(self.value(), full_shape, axis, start)?;
+        self.tape().push(Op::Pad { axis, start }, &[self], y)
+    }
     /// Join along `axis`.
     pub fn concat(parts: &[&Var], axis: isize) -> Result<Var> {
         let first = parts
@@ -270,36 +294,4 @@ impl Var {
         let y = concat(&values, axis)?;
         first.tape().push(Op::Concat { axis }, parts, y)
     }
-}
-
-pub(crate) fn backward_permute(perm: &[usize], g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let mut inv = vec![0; perm.len()];
-    for (d, &p) in perm.iter().enumerate() {
-        inv[p] = d;
-    }
-    Ok(vec![Some(permute(g, &inv)?)])
-}
-
-pub(crate) fn backward_narrow(
-    x_shape: &[usize],
-    axis: usize,
-    start: usize,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(pad_axis(g, x_shape, axis, start)?)])
-}
-
-pub(crate) fn backward_concat(
-    x: &[&Tensor],
-    axis: usize,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let mut at = 0;
-    x.iter()
-        .map(|p| {
-            let part = narrow(g, axis, at, p.shape()[axis])?;
-            at += p.shape()[axis];
-            Ok(Some(part))
-        })
-        .collect()
 }

@@ -7,16 +7,14 @@ use rayon::prelude::*;
 
 use crate::autograd::{Op, Var};
 use crate::error::Result;
-use crate::ops::elementwise::{binary, unary, BinaryOp, UnaryOp};
 use crate::ops::index::Indices;
-use crate::ops::movement::broadcast_to;
 use crate::ops::{map_range, n_u32};
 use crate::real::Real;
 use crate::shape::{normalize_axis, outer_axis_inner};
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
-fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
+pub(crate) fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
     let mut s = shape.to_vec();
     if keepdim {
         s[axis] = 1;
@@ -448,84 +446,11 @@ impl Var {
     /// Inclusive cumulative sum along `axis`.
     pub fn cumsum(&self, axis: isize) -> Result<Var> {
         let axis = normalize_axis("cumsum", axis, self.shape().len())?;
-        let y = cumsum_axis(self.value(), axis, false)?;
-        self.tape().push(Op::Cumsum { axis }, &[self], y)
+        self.cumsum_dir(axis, false)
     }
-}
-
-fn keep(g: &Tensor, x_shape: &[usize], axis: usize, keepdim: bool) -> Result<Tensor> {
-    if keepdim {
-        Ok(g.clone())
-    } else {
-        g.reshape(&reduced_shape(x_shape, axis, true))
+    /// Inclusive cumulative sum along `axis`, from the end when `reverse`.
+    pub(crate) fn cumsum_dir(&self, axis: usize, reverse: bool) -> Result<Var> {
+        let y = cumsum_axis(self.value(), axis, reverse)?;
+        self.tape().push(Op::Cumsum { axis, reverse }, &[self], y)
     }
-}
-
-/// ∂/∂x Σ_axis x = 1: broadcast g back over the axis.
-pub(crate) fn backward_sum(
-    x: &Tensor,
-    axis: usize,
-    keepdim: bool,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(broadcast_to(
-        &keep(g, x.shape(), axis, keepdim)?,
-        x.shape(),
-    )?)])
-}
-
-/// ∂/∂x max = one-hot at the argmax.
-pub(crate) fn backward_max(
-    x: &Tensor,
-    axis: usize,
-    _keepdim: bool,
-    argmax: &Indices,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(onehot_scatter(g, argmax, x.shape(), axis)?)])
-}
-
-/// ∂/∂x lse = softmax(x) = exp(x − y).
-pub(crate) fn backward_logsumexp(
-    x: &Tensor,
-    y: &Tensor,
-    axis: usize,
-    keepdim: bool,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let yk = keep(y, x.shape(), axis, keepdim)?;
-    let gk = keep(g, x.shape(), axis, keepdim)?;
-    let p = unary(UnaryOp::Exp, &binary(BinaryOp::Sub, x, &yk)?)?;
-    Ok(vec![Some(binary(BinaryOp::Mul, &p, &gk)?)])
-}
-
-/// softmax: dx = y ⊙ (g − Σ_axis g ⊙ y).
-pub(crate) fn backward_softmax(y: &Tensor, axis: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let gy = binary(BinaryOp::Mul, g, y)?;
-    let s = sum_axis(&gy, axis, true)?;
-    Ok(vec![Some(binary(
-        BinaryOp::Mul,
-        y,
-        &binary(BinaryOp::Sub, g, &s)?,
-    )?)])
-}
-
-/// log-softmax: dx = g − exp(y) ⊙ Σ_axis g.
-pub(crate) fn backward_log_softmax(
-    y: &Tensor,
-    axis: usize,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let s = sum_axis(g, axis, true)?;
-    let p = unary(UnaryOp::Exp, y)?;
-    Ok(vec![Some(binary(
-        BinaryOp::Sub,
-        g,
-        &binary(BinaryOp::Mul, &p, &s)?,
-    )?)])
-}
-
-/// cumsum: dx_j = Σ_{k ≥ j} g_k (reverse cumsum).
-pub(crate) fn backward_cumsum(axis: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    Ok(vec![Some(cumsum_axis(g, axis, true)?)])
 }

@@ -31,7 +31,9 @@
 use cudarc::driver::PushKernelArg;
 use rayon::prelude::*;
 
-use crate::autograd::{Op, Var};
+use std::any::Any;
+
+use crate::autograd::{CustomForward, CustomOp, Var};
 use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::n_u32;
@@ -758,9 +760,47 @@ pub fn rqs_backward(
     })
 }
 
+/// The spline as a fused tape op (inputs x, uw, uh, ud; value = [out; logdet] stacked).
+/// Its backward is the fused adjoint kernel: once-differentiable.
+struct RqsOp {
+    config: RqsConfig,
+    inverse: bool,
+}
+
+impl RqsOp {
+    fn forward(&self, x: &[&Tensor]) -> Result<CustomForward> {
+        let stacked = rqs_stacked(x[0], x[1], x[2], x[3], &self.config, self.inverse)?;
+        Ok(CustomForward::new(stacked))
+    }
+}
+
+impl CustomOp for RqsOp {
+    fn name(&self) -> &'static str {
+        "rqs"
+    }
+    fn cpu_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn backward(
+        &self,
+        x: &[&Tensor],
+        _saved: &dyn Any,
+        _output: &Tensor,
+        g: &Tensor,
+        _needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let grads = rqs_backward(x[0], x[1], x[2], x[3], &self.config, self.inverse, g)?;
+        Ok(grads.into_iter().map(Some).collect())
+    }
+}
+
 impl Var {
     /// The spline (or its inverse) of `self` with per-element parameters: returns
-    /// `(out, logdet)` as variables; gradients flow to `self`, `uw`, `uh`, `ud`.
+    /// `(out, logdet)` as variables; gradients flow to `self`, `uw`, `uh`, `ud`
+    /// (once-differentiable).
     pub fn rqs(
         &self,
         uw: &Var,
@@ -769,22 +809,11 @@ impl Var {
         cfg: &RqsConfig,
         inverse: bool,
     ) -> Result<(Var, Var)> {
-        let stacked = rqs_stacked(
-            self.value(),
-            uw.value(),
-            uh.value(),
-            ud.value(),
-            cfg,
+        let op = RqsOp {
+            config: *cfg,
             inverse,
-        )?;
-        let both = self.tape().push(
-            Op::Rqs {
-                config: *cfg,
-                inverse,
-            },
-            &[self, uw, uh, ud],
-            stacked,
-        )?;
+        };
+        let both = Var::custom(op, &[self, uw, uh, ud])?;
         let n = self.value().numel();
         let flat = both.reshape(&[2, n])?;
         Ok((
@@ -792,15 +821,4 @@ impl Var {
             flat.narrow(0, 1, 1)?.reshape(self.shape())?,
         ))
     }
-}
-
-/// Backward of [`Op::Rqs`].
-pub(crate) fn backward_rqs(
-    x: &[&Tensor],
-    cfg: &RqsConfig,
-    inverse: bool,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let grads = rqs_backward(x[0], x[1], x[2], x[3], cfg, inverse, g)?;
-    Ok(grads.into_iter().map(Some).collect())
 }

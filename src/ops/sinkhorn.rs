@@ -34,7 +34,9 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 
-use crate::autograd::{Op, Var};
+use std::any::Any;
+
+use crate::autograd::{saved_as, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
 use crate::ops::n_u32;
 use crate::real::Real;
@@ -837,35 +839,63 @@ fn cuda_backward(
 
 // ------------------------------------------------------------------ tape op
 
-impl Var {
-    /// Entropic OT between `self [B, N, D]` (weights `a [B, N]`) and `y [B, M, D]` (weights
-    /// `b`): the per-pair Sinkhorn divergence S_ε when `cfg.debias`, else OT_ε; shape `[B]`.
-    /// Gradients by the envelope theorem flow to the positions and the weights.
-    pub fn sinkhorn(&self, y: &Var, a: &Var, b: &Var, cfg: &SinkhornConfig) -> Result<Var> {
-        let out = sinkhorn(self.value(), y.value(), a.value(), b.value(), cfg)?;
-        let value = if cfg.debias {
-            out.divergence.clone().expect("debiased")
-        } else {
-            out.ot.clone()
+/// Entropic OT as a fused tape op (inputs x, y, a, b; the dual potentials are saved).
+/// Its backward is the envelope gradient from the potentials: once-differentiable.
+struct SinkhornOp {
+    config: SinkhornConfig,
+}
+
+impl SinkhornOp {
+    fn forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let cfg = &self.config;
+        let out = sinkhorn(inputs[0], inputs[1], inputs[2], inputs[3], cfg)?;
+        let value = match (&out.divergence, cfg.debias) {
+            (Some(divergence), true) => divergence.clone(),
+            (None, true) => {
+                return Err(Error::invalid(
+                    "internal: debiased Sinkhorn returned no divergence",
+                ))
+            }
+            (_, false) => out.ot.clone(),
         };
-        self.tape().push(
-            Op::Sinkhorn {
-                output: Box::new(out),
-                config: *cfg,
-            },
-            &[self, y, a, b],
+        Ok(CustomForward {
             value,
-        )
+            saved: Box::new(out),
+        })
     }
 }
 
-/// Backward of [`Op::Sinkhorn`].
-pub(crate) fn backward_sinkhorn(
-    x: &[&Tensor],
-    out: &SinkhornOutput,
-    cfg: &SinkhornConfig,
-    g: &Tensor,
-) -> Result<Vec<Option<Tensor>>> {
-    let grads = sinkhorn_backward(x[0], x[1], x[2], x[3], out, cfg, cfg.debias, g)?;
-    Ok(grads.into_iter().map(Some).collect())
+impl CustomOp for SinkhornOp {
+    fn name(&self) -> &'static str {
+        "sinkhorn"
+    }
+    fn cpu_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        self.forward(inputs)
+    }
+    fn backward(
+        &self,
+        x: &[&Tensor],
+        saved: &dyn Any,
+        _output: &Tensor,
+        g: &Tensor,
+        _needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let out = saved_as::<SinkhornOutput>(saved, "sinkhorn")?;
+        let cfg = &self.config;
+        let grads = sinkhorn_backward(x[0], x[1], x[2], x[3], out, cfg, cfg.debias, g)?;
+        Ok(grads.into_iter().map(Some).collect())
+    }
+}
+
+impl Var {
+    /// Entropic OT between `self [B, N, D]` (weights `a [B, N]`) and `y [B, M, D]` (weights
+    /// `b`): the per-pair Sinkhorn divergence S_ε when `cfg.debias`, else OT_ε; shape `[B]`.
+    /// Gradients by the envelope theorem flow to the positions and the weights
+    /// (once-differentiable).
+    pub fn sinkhorn(&self, y: &Var, a: &Var, b: &Var, cfg: &SinkhornConfig) -> Result<Var> {
+        Var::custom(SinkhornOp { config: *cfg }, &[self, y, a, b])
+    }
 }
