@@ -1,9 +1,16 @@
 //! Gradient checks: every differentiable op's backward against central finite differences
 //! of its forward, all in f64 on the CPU. L = Σ w ⊙ f(x) with fixed random w, so every
 //! output element's gradient path is exercised.
+//!
+//! Every basic op is also checked to second order: the recorded gradient G = ∂L/∂x
+//! (`CreateGraph::Yes`) equals the fast one, and ∂/∂x ⟨G, v⟩ (a Hessian–vector product, by
+//! a second reverse pass through the recorded backward) equals central differences of
+//! ⟨G(x), v⟩. The fused ops (RQS, Chamfer) are once-differentiable and checked to first
+//! order here (their second derivative is an error: tests/second_order.rs).
 
 mod common;
 
+use jetgen::autograd::CreateGraph;
 use jetgen::ops::index::Indices;
 use jetgen::{Result, Rng, Tape, Tensor, Var};
 
@@ -22,8 +29,94 @@ fn input(rng: &mut Rng, shape: &[usize], positive: bool) -> Tensor {
     Tensor::from_f64(&v, shape).unwrap()
 }
 
-/// Compare tape gradients of L = Σ w ⊙ f(inputs) with central differences (h = 1e-6).
+/// First- and second-order checks of f (see the module doc).
 fn gradcheck(name: &str, inputs: &[Tensor], f: impl Fn(&[Var]) -> Result<Var>) {
+    gradcheck_first_order(name, inputs, &f);
+    gradcheck_second_order(name, inputs, &f);
+}
+
+/// ∂L/∂xₖ of L = Σ w ⊙ f(x) by `Tape::grad`, with the tape it was recorded on.
+fn first_grads(
+    inputs: &[Tensor],
+    w: &Tensor,
+    f: &impl Fn(&[Var]) -> Result<Var>,
+    graph: CreateGraph,
+) -> (Tape, Vec<Var>, Vec<Var>) {
+    let tape = Tape::new();
+    let vars: Vec<Var> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    let y = f(&vars).unwrap();
+    let l = y.mul(&tape.constant(w.clone())).unwrap().sum_all().unwrap();
+    let refs: Vec<&Var> = vars.iter().collect();
+    let grads = tape.grad(&l, &refs, graph).unwrap();
+    (tape, vars, grads)
+}
+
+/// S(x) = Σₖ ⟨∂L/∂xₖ, vₖ⟩; checks ∂S/∂x (through the recorded backward) against central
+/// differences of S (each evaluated by the fast first-order path).
+fn gradcheck_second_order(name: &str, inputs: &[Tensor], f: &impl Fn(&[Var]) -> Result<Var>) {
+    let probe = {
+        let tape = Tape::new();
+        let vars: Vec<Var> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+        f(&vars).unwrap().shape().to_vec()
+    };
+    let w = Rng::new(99).normal_f64(&probe).unwrap();
+    let mut rng = Rng::new(98);
+    let v: Vec<Tensor> = inputs.iter().map(|x| rng.normal_f64(x.shape()).unwrap()).collect();
+    let dot = |gs: &[Var]| -> f64 {
+        gs.iter()
+            .zip(&v)
+            .map(|(g, v)| {
+                let (a, b) = (g.value().to_vec_f64().unwrap(), v.to_vec_f64().unwrap());
+                a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
+            })
+            .sum()
+    };
+    let (tape, vars, recorded) = first_grads(inputs, &w, f, CreateGraph::Yes);
+    let (_, _, fast) = first_grads(inputs, &w, f, CreateGraph::No);
+    for (k, (r, q)) in recorded.iter().zip(&fast).enumerate() {
+        let (r, q) = (r.value().to_vec_f64().unwrap(), q.value().to_vec_f64().unwrap());
+        for (j, (a, b)) in r.iter().zip(&q).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-12 + 1e-12 * b.abs(),
+                "{name}: recorded vs fast d/dx{k}[{j}]: {a} vs {b}"
+            );
+        }
+    }
+    let s = recorded
+        .iter()
+        .zip(&v)
+        .map(|(g, v)| g.mul(&tape.constant(v.clone()))?.sum_all())
+        .reduce(|a, b| a?.add(&b?))
+        .unwrap()
+        .unwrap();
+    let refs: Vec<&Var> = vars.iter().collect();
+    let hv = tape
+        .grad(&s, &refs, CreateGraph::No)
+        .unwrap_or_else(|e| panic!("{name}: second-order grad failed: {e}"));
+    let h = 1e-6;
+    for (k, x) in inputs.iter().enumerate() {
+        let analytic = hv[k].value().to_vec_f64().unwrap();
+        let base = x.to_vec_f64().unwrap();
+        for j in 0..base.len() {
+            let eval = |delta: f64| {
+                let mut shifted = base.clone();
+                shifted[j] += delta;
+                let mut xs = inputs.to_vec();
+                xs[k] = Tensor::from_f64(&shifted, x.shape()).unwrap();
+                dot(&first_grads(&xs, &w, f, CreateGraph::No).2)
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            let a = analytic[j];
+            assert!(
+                (a - numeric).abs() <= 2e-6 + 2e-5 * numeric.abs(),
+                "{name}: second order (Hv) d/dx{k}[{j}] analytic {a} vs numeric {numeric}"
+            );
+        }
+    }
+}
+
+/// Compare tape gradients of L = Σ w ⊙ f(inputs) with central differences (h = 1e-6).
+fn gradcheck_first_order(name: &str, inputs: &[Tensor], f: &impl Fn(&[Var]) -> Result<Var>) {
     let loss = |xs: &[Tensor], w: Option<&Tensor>| -> (f64, Tape, Vec<Var>, Tensor) {
         let tape = Tape::new();
         let vars: Vec<Var> = xs.iter().map(|x| tape.var(x.clone())).collect();
@@ -290,15 +383,15 @@ fn rqs_forward_and_inverse() {
     let uh = input(&mut rng, &[2, 4, 5], false);
     let ud = input(&mut rng, &[2, 4, 4], false);
     for inverse in [false, true] {
-        gradcheck(
+        gradcheck_first_order(
             &format!("rqs out inverse={inverse}"),
             &[x.clone(), uw.clone(), uh.clone(), ud.clone()],
-            |v| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.0),
+            &|v: &[Var]| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.0),
         );
-        gradcheck(
+        gradcheck_first_order(
             &format!("rqs logdet inverse={inverse}"),
             &[x.clone(), uw.clone(), uh.clone(), ud.clone()],
-            |v| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.1),
+            &|v: &[Var]| Ok(v[0].rqs(&v[1], &v[2], &v[3], &cfg, inverse)?.1),
         );
     }
 }
@@ -312,11 +405,71 @@ fn chamfer_both_reductions_with_masks() {
     let mx = Tensor::from_f64(&[1., 0., 1., 1., 1., 1., 1., 1., 1., 1.], &[2, 5]).unwrap();
     let my = Tensor::from_f64(&[1., 1., 0., 1., 1., 1., 1., 1.], &[2, 4]).unwrap();
     for red in [PointReduction::Sum, PointReduction::Mean] {
-        gradcheck("chamfer", &[x.clone(), y.clone()], |v| {
+        gradcheck_first_order("chamfer", &[x.clone(), y.clone()], &|v: &[Var]| {
             v[0].chamfer(&v[1], Some(&mx), Some(&my), red, BatchReduction::None)
         });
-        gradcheck("chamfer mean batch", &[x.clone(), y.clone()], |v| {
+        gradcheck_first_order("chamfer mean batch", &[x.clone(), y.clone()], &|v: &[Var]| {
             v[0].chamfer(&v[1], None, None, red, BatchReduction::Mean)
         });
     }
+}
+
+#[test]
+fn adjoint_ops_pad_index_add_scatter_add() {
+    let mut rng = Rng::new(13);
+    let x = input(&mut rng, &[2, 3, 4], false);
+    gradcheck("pad", &[x.clone()], |v| v[0].pad(&[2, 6, 4], 1, 2));
+    let idx = Indices::new(vec![1, 4, 1], &[3]).unwrap();
+    gradcheck("index_add (repeated indices)", &[x.clone()], |v| {
+        v[0].index_add(&[2, 5, 4], 1, &idx)?.tanh()
+    });
+    let g = Indices::new(
+        (0..2 * 3 * 4).map(|i| (i * 5 % 6) as u32).collect(),
+        &[2, 3, 4],
+    )
+    .unwrap();
+    gradcheck("scatter_add", &[x.clone()], |v| {
+        v[0].scatter_add(&[2, 6, 4], 1, &g)?.sin()
+    });
+}
+
+#[test]
+fn nn_layers_to_second_order() {
+    use jetgen::nn::{Activation, BatchNorm1d, Ctx, Linear, Mlp, Module, ResidualNet, ResidualNetConfig};
+    use jetgen::{DType, Device};
+    let to_f64 = |m: &dyn Module| {
+        for p in m.params() {
+            p.set_value(p.value().to_dtype(DType::F64).unwrap());
+        }
+    };
+    let ctx_of = |v: &Var| Ctx::with_tape(v.tape().clone(), true, Rng::new(0));
+    let mut rng = Rng::new(14);
+    let x = input(&mut rng, &[5, 4], false);
+    let linear = Linear::new("l", 4, 3, true, &mut rng, Device::Cpu).unwrap();
+    to_f64(&linear);
+    gradcheck("Linear", &[x.clone()], |v| linear.forward(&ctx_of(&v[0]), &v[0]));
+    let mlp = Mlp::new("m", &[4, 6, 2], Activation::Elu(1.0), &mut rng, Device::Cpu).unwrap();
+    to_f64(&mlp);
+    gradcheck("Mlp (elu)", &[x.clone()], |v| mlp.forward(&ctx_of(&v[0]), &v[0]));
+    let cfg = ResidualNetConfig {
+        in_features: 4,
+        out_features: 3,
+        hidden_features: 6,
+        context_features: 2,
+        num_blocks: 2,
+        activation: Activation::Relu,
+        dropout: 0.0,
+        batch_norm: true,
+    };
+    let net = ResidualNet::new("r", cfg, &mut rng, Device::Cpu).unwrap();
+    to_f64(&net);
+    let context = input(&mut rng, &[5, 2], false);
+    gradcheck("ResidualNet (batch norm, context gating)", &[x.clone(), context], |v| {
+        net.forward(&ctx_of(&v[0]), &v[0], Some(&v[1]))
+    });
+    let bn = BatchNorm1d::new("bn", 4, 1e-5, 0.1, Device::Cpu).unwrap();
+    to_f64(&bn);
+    gradcheck("BatchNorm1d (train)", &[x.clone()], |v| {
+        bn.forward(&ctx_of(&v[0]), &v[0])?.square()
+    });
 }
