@@ -96,6 +96,71 @@ impl MlpStep {
     }
 }
 
+/// One WGAN critic training step on jet-sized inputs (B × 90: 30 particles × 3 features):
+/// critic MLP `90-256-256-1` (LeakyReLU 0.2), Adam. Plain: L = mean D(fake) − mean D(real).
+/// With `penalty`: + 10·mean_b(‖∂D(x̂_b)/∂x̂_b‖ − 1)², the input gradient recorded on the tape
+/// and differentiated again (a double backward), as WGAN-GP trains.
+pub struct CriticStep {
+    pub critic: Mlp,
+    pub opt: Adam,
+    pub real: Tensor,
+    pub fake: Tensor,
+    pub x_hat: Tensor,
+    pub penalty: bool,
+}
+
+impl CriticStep {
+    /// A critic with `sizes` (e.g. `[90, 256, 256, 1]`) and N(0,1) real/fake batches.
+    pub fn new(sizes: &[usize], batch: usize, penalty: bool, device: Device) -> Result<CriticStep> {
+        let mut rng = Rng::new(3);
+        let critic = Mlp::new("", sizes, Activation::LeakyRelu(0.2), &mut rng, device)?;
+        let opt = Adam::new(critic.params(), AdamConfig::default());
+        let real = rng.normal(&[batch, sizes[0]], 0.0, 1.0, device)?;
+        let fake = rng.normal(&[batch, sizes[0]], 0.3, 0.7, device)?;
+        let alpha = rng.uniform(&[batch, 1], 0.0, 1.0, device)?;
+        // x̂ = α·real + (1 − α)·fake
+        use crate::ops::elementwise::{binary, BinaryOp};
+        let x_hat = binary(
+            BinaryOp::Add,
+            &fake,
+            &binary(BinaryOp::Mul, &alpha, &binary(BinaryOp::Sub, &real, &fake)?)?,
+        )?;
+        Ok(CriticStep {
+            critic,
+            opt,
+            real,
+            fake,
+            x_hat,
+            penalty,
+        })
+    }
+    /// zero_grad, the loss (with the penalty if asked), backward, Adam step; returns the loss.
+    pub fn step(&mut self) -> Result<f64> {
+        use crate::autograd::CreateGraph;
+        self.opt.zero_grad();
+        let ctx = Ctx::new(true, 0);
+        let tape = &ctx.tape;
+        let real = self
+            .critic
+            .forward(&ctx, &tape.constant(self.real.clone()))?;
+        let fake = self
+            .critic
+            .forward(&ctx, &tape.constant(self.fake.clone()))?;
+        let mut loss = fake.mean_all()?.sub(&real.mean_all()?)?;
+        if self.penalty {
+            let x_hat = tape.var(self.x_hat.clone());
+            let d_hat = self.critic.forward(&ctx, &x_hat)?.sum_all()?;
+            let g = tape.grad(&d_hat, &[&x_hat], CreateGraph::Yes)?.remove(0);
+            let norm = g.square()?.sum(&[1], false)?.sqrt()?;
+            let gp = norm.add_scalar(-1.0)?.square()?.mean_all()?;
+            loss = loss.add(&gp.mul_scalar(10.0)?)?;
+        }
+        loss.backward()?;
+        self.opt.step()?;
+        loss.value().item()
+    }
+}
+
 /// Median wall time in ms of `f` over `iters` runs after `warmup` runs (each run must
 /// synchronise, e.g. by reading a value back).
 pub fn time_ms(
@@ -171,6 +236,14 @@ pub fn engine_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
         &t,
         None,
     ));
+    for (penalty, name) in [
+        (false, "critic step 90-256-256-1 b256 (plain)"),
+        (true, "critic step 90-256-256-1 b256 (WGAN-GP)"),
+    ] {
+        let mut step = CriticStep::new(&[90, 256, 256, 1], 256, penalty, device)?;
+        let t = time_ms(3, iters, || step.step().map(|_| ()))?;
+        rows.push(row(name, device, &t, None));
+    }
     Ok(rows)
 }
 

@@ -823,3 +823,24 @@ fn c_api_device_pointers_match_host_calls() {
     }
     compare(&host_div, 1e-4, 1e-3, "sinkhorn divergence device vs host");
 }
+
+/// WGAN-GP on CUDA: the penalty's double backward (input gradient recorded on the tape,
+/// differentiated again into the critic's parameters) equals PyTorch's and the CPU's.
+#[test]
+fn wgan_gp_second_order_parity() {
+    let Some(dev) = cuda_or_skip("wgan_gp_second_order_parity") else {
+        return;
+    };
+    use common::critic::check_wgan_gp;
+    let gpu = check_wgan_gp(jetgen::DType::F32, dev, 2e-5, 2e-4);
+    let cpu = check_wgan_gp(jetgen::DType::F32, Device::Cpu, 2e-5, 2e-4);
+    for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        assert_close(
+            g,
+            c,
+            1e-5,
+            1e-4,
+            &format!("WGAN-GP ∂loss/∂θ[{k}] CUDA vs CPU"),
+        );
+    }
+}

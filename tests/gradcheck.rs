@@ -61,7 +61,10 @@ fn gradcheck_second_order(name: &str, inputs: &[Tensor], f: &impl Fn(&[Var]) -> 
     };
     let w = Rng::new(99).normal_f64(&probe).unwrap();
     let mut rng = Rng::new(98);
-    let v: Vec<Tensor> = inputs.iter().map(|x| rng.normal_f64(x.shape()).unwrap()).collect();
+    let v: Vec<Tensor> = inputs
+        .iter()
+        .map(|x| rng.normal_f64(x.shape()).unwrap())
+        .collect();
     let dot = |gs: &[Var]| -> f64 {
         gs.iter()
             .zip(&v)
@@ -74,7 +77,10 @@ fn gradcheck_second_order(name: &str, inputs: &[Tensor], f: &impl Fn(&[Var]) -> 
     let (tape, vars, recorded) = first_grads(inputs, &w, f, CreateGraph::Yes);
     let (_, _, fast) = first_grads(inputs, &w, f, CreateGraph::No);
     for (k, (r, q)) in recorded.iter().zip(&fast).enumerate() {
-        let (r, q) = (r.value().to_vec_f64().unwrap(), q.value().to_vec_f64().unwrap());
+        let (r, q) = (
+            r.value().to_vec_f64().unwrap(),
+            q.value().to_vec_f64().unwrap(),
+        );
         for (j, (a, b)) in r.iter().zip(&q).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-12 + 1e-12 * b.abs(),
@@ -408,9 +414,11 @@ fn chamfer_both_reductions_with_masks() {
         gradcheck_first_order("chamfer", &[x.clone(), y.clone()], &|v: &[Var]| {
             v[0].chamfer(&v[1], Some(&mx), Some(&my), red, BatchReduction::None)
         });
-        gradcheck_first_order("chamfer mean batch", &[x.clone(), y.clone()], &|v: &[Var]| {
-            v[0].chamfer(&v[1], None, None, red, BatchReduction::Mean)
-        });
+        gradcheck_first_order(
+            "chamfer mean batch",
+            &[x.clone(), y.clone()],
+            &|v: &[Var]| v[0].chamfer(&v[1], None, None, red, BatchReduction::Mean),
+        );
     }
 }
 
@@ -435,7 +443,9 @@ fn adjoint_ops_pad_index_add_scatter_add() {
 
 #[test]
 fn nn_layers_to_second_order() {
-    use jetgen::nn::{Activation, BatchNorm1d, Ctx, Linear, Mlp, Module, ResidualNet, ResidualNetConfig};
+    use jetgen::nn::{
+        Activation, BatchNorm1d, Ctx, Linear, Mlp, Module, ResidualNet, ResidualNetConfig,
+    };
     use jetgen::{DType, Device};
     let to_f64 = |m: &dyn Module| {
         for p in m.params() {
@@ -447,10 +457,14 @@ fn nn_layers_to_second_order() {
     let x = input(&mut rng, &[5, 4], false);
     let linear = Linear::new("l", 4, 3, true, &mut rng, Device::Cpu).unwrap();
     to_f64(&linear);
-    gradcheck("Linear", &[x.clone()], |v| linear.forward(&ctx_of(&v[0]), &v[0]));
+    gradcheck("Linear", &[x.clone()], |v| {
+        linear.forward(&ctx_of(&v[0]), &v[0])
+    });
     let mlp = Mlp::new("m", &[4, 6, 2], Activation::Elu(1.0), &mut rng, Device::Cpu).unwrap();
     to_f64(&mlp);
-    gradcheck("Mlp (elu)", &[x.clone()], |v| mlp.forward(&ctx_of(&v[0]), &v[0]));
+    gradcheck("Mlp (elu)", &[x.clone()], |v| {
+        mlp.forward(&ctx_of(&v[0]), &v[0])
+    });
     let cfg = ResidualNetConfig {
         in_features: 4,
         out_features: 3,
@@ -464,9 +478,11 @@ fn nn_layers_to_second_order() {
     let net = ResidualNet::new("r", cfg, &mut rng, Device::Cpu).unwrap();
     to_f64(&net);
     let context = input(&mut rng, &[5, 2], false);
-    gradcheck("ResidualNet (batch norm, context gating)", &[x.clone(), context], |v| {
-        net.forward(&ctx_of(&v[0]), &v[0], Some(&v[1]))
-    });
+    gradcheck(
+        "ResidualNet (batch norm, context gating)",
+        &[x.clone(), context],
+        |v| net.forward(&ctx_of(&v[0]), &v[0], Some(&v[1])),
+    );
     let bn = BatchNorm1d::new("bn", 4, 1e-5, 0.1, Device::Cpu).unwrap();
     to_f64(&bn);
     gradcheck("BatchNorm1d (train)", &[x.clone()], |v| {

@@ -59,6 +59,29 @@ def main():
         opt.step()
 
     row("mlp step 90-256-256-90 b256 (fwd+bwd+adam)", time_ms(step, 3, args.iters, sync))
+
+    # WGAN critic step (jetgen's CriticStep): critic 90-256-256-1 LeakyReLU(0.2), Adam;
+    # plain: mean D(fake) - mean D(real); WGAN-GP: + 10 * mean (|dD(x_hat)/dx_hat| - 1)^2.
+    critic = torch.nn.Sequential(torch.nn.Linear(90, 256), torch.nn.LeakyReLU(0.2), torch.nn.Linear(256, 256),
+                                 torch.nn.LeakyReLU(0.2), torch.nn.Linear(256, 1)).to(dev)
+    copt = torch.optim.Adam(critic.parameters())
+    real = torch.randn(256, 90, device=dev)
+    fake = 0.3 + 0.7 * torch.randn(256, 90, device=dev)
+    alpha = torch.rand(256, 1, device=dev)
+    x_hat0 = fake + alpha * (real - fake)
+
+    def critic_step(penalty):
+        copt.zero_grad()
+        loss = critic(fake).mean() - critic(real).mean()
+        if penalty:
+            x_hat = x_hat0.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+            loss = loss + 10.0 * ((g.norm(dim=1) - 1.0) ** 2).mean()
+        loss.backward()
+        copt.step()
+
+    row("critic step 90-256-256-1 b256 (plain)", time_ms(lambda: critic_step(False), 3, args.iters, sync))
+    row("critic step 90-256-256-1 b256 (WGAN-GP)", time_ms(lambda: critic_step(True), 3, args.iters, sync))
     print(f"torch {torch.__version__} on {dev}, {args.threads} threads, median of {args.iters}")
     for r in rows:
         gf = "-" if r["gflops"] is None else f"{r['gflops']:.1f}"
