@@ -489,3 +489,99 @@ fn nn_layers_to_second_order() {
         bn.forward(&ctx_of(&v[0]), &v[0])?.square()
     });
 }
+
+#[test]
+fn public_backward_functions_check_their_shapes() {
+    use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
+    use jetgen::ops::elementwise::{unary_backward, UnaryOp};
+    use jetgen::ops::index::{index_add, scatter_add};
+    use jetgen::ops::movement::pad_axis;
+    use jetgen::ops::rqs::{rqs_backward, RqsConfig};
+    use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
+    let shape_err = |r: jetgen::Result<()>, what: &str| match r {
+        Err(jetgen::Error::Shape { .. }) => {}
+        other => panic!("{what}: expected a shape error, got {other:?}"),
+    };
+    let mut rng = Rng::new(15);
+    let x = input(&mut rng, &[2, 5, 3], false);
+    let y = input(&mut rng, &[2, 4, 3], false);
+    let wrong = input(&mut rng, &[3], false);
+    shape_err(
+        unary_backward(UnaryOp::Tanh, &x, &x, &wrong).map(|_| ()),
+        "unary_backward",
+    );
+    let out = chamfer(&x, &y, None, None, PointReduction::Mean).unwrap();
+    shape_err(
+        chamfer_backward(&x, &y, &out, PointReduction::Mean, &wrong).map(|_| ()),
+        "chamfer g",
+    );
+    shape_err(
+        chamfer_backward(&y, &x, &out, PointReduction::Mean, &wrong.narrow_first()).map(|_| ()),
+        "chamfer swapped",
+    );
+    let (a, b) = (
+        Tensor::from_f64(&[0.2; 10], &[2, 5]).unwrap(),
+        Tensor::from_f64(&[0.25; 8], &[2, 4]).unwrap(),
+    );
+    let cfg = SinkhornConfig::new(0.1, 20);
+    let s = sinkhorn(&x, &y, &a, &b, &cfg).unwrap();
+    let g2 = Tensor::from_f64(&[1.0, 1.0], &[2]).unwrap();
+    shape_err(
+        sinkhorn_backward(&x, &y, &b, &a, &s, &cfg, false, &g2).map(|_| ()),
+        "sinkhorn weights",
+    );
+    shape_err(
+        sinkhorn_backward(&x, &y, &a, &b, &s, &cfg, false, &wrong).map(|_| ()),
+        "sinkhorn g",
+    );
+    let rcfg = RqsConfig::new(4, 3.0);
+    let v = input(&mut rng, &[6], false);
+    let (uw, ud) = (
+        input(&mut rng, &[6, 4], false),
+        input(&mut rng, &[6, 3], false),
+    );
+    shape_err(
+        rqs_backward(&v, &uw, &uw, &ud, &rcfg, false, &v).map(|_| ()),
+        "rqs g",
+    );
+    shape_err(
+        rqs_backward(&v, &ud, &uw, &ud, &rcfg, false, &v).map(|_| ()),
+        "rqs widths",
+    );
+    let idx = Indices::new(vec![0, 9], &[2]).unwrap();
+    shape_err(
+        index_add(&x, &[2, 5, 3], 1, &idx).map(|_| ()),
+        "index_add shape",
+    );
+    assert!(
+        index_add(&x.narrow_to(2), &[2, 5, 3], 1, &idx).is_err(),
+        "index_add out of range index"
+    );
+    let gidx = Indices::new(vec![0; 30], &[2, 5, 3]).unwrap();
+    shape_err(
+        scatter_add(&y, &[2, 5, 3], 1, &gidx).map(|_| ()),
+        "scatter_add shape",
+    );
+    shape_err(
+        pad_axis(&x, &[2, 6, 3], 1, 2).map(|_| ()),
+        "pad past the end",
+    );
+}
+
+/// Small helpers for the shape test.
+trait Cut {
+    fn narrow_first(&self) -> Tensor;
+    fn narrow_to(&self, k: usize) -> Tensor;
+}
+
+impl Cut for Tensor {
+    /// The first two elements (a [2] tensor).
+    fn narrow_first(&self) -> Tensor {
+        let v = self.to_vec_f64().unwrap();
+        Tensor::from_f64(&v[..2], &[2]).unwrap()
+    }
+    /// `[2, k, 3]` from the front of `[2, N, 3]`.
+    fn narrow_to(&self, k: usize) -> Tensor {
+        jetgen::ops::movement::narrow(self, 1, 0, k).unwrap()
+    }
+}

@@ -30,7 +30,7 @@ use crate::autograd::{saved_as, CustomForward, CustomOp, Var};
 use crate::device::cuda::CudaBackend;
 use crate::error::{Error, Result};
 use crate::ops::index::Indices;
-use crate::ops::n_u32;
+use crate::ops::{expect_shape, n_u32};
 use crate::real::Real;
 use crate::simd::F32x8;
 use crate::tensor::{Storage, Tensor};
@@ -419,8 +419,27 @@ pub fn chamfer_backward(
     reduction: PointReduction,
     g: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "chamfer_backward";
+    if x.ndim() != 3 || y.ndim() != 3 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "clouds must be [B, N, D], got {:?} and {:?}",
+                x.shape(),
+                y.shape()
+            ),
+        ));
+    }
     let (b, n, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     let m = y.shape()[1];
+    expect_shape(OP, "y", y.shape(), &[b, m, d])?;
+    expect_shape(OP, "the x→y neighbours", out.nn_xy.shape(), &[b, n])?;
+    expect_shape(OP, "the y→x neighbours", out.nn_yx.shape(), &[b, m])?;
+    expect_shape(OP, "the valid counts", out.counts.shape(), &[b, 2])?;
+    expect_shape(OP, "the upstream gradient", g.shape(), &[b])?;
+    for t in [y, &out.counts, g] {
+        x.same_place(OP, t)?;
+    }
     let mean = reduction == PointReduction::Mean;
     if let Storage::Cuda(buf) = x.storage() {
         let be = &buf.backend;

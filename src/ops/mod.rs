@@ -54,6 +54,24 @@ impl Strided3 {
     }
 }
 
+/// `Err` naming `op` and `what` unless `shape == want` (the public backward functions check
+/// every buffer they are given, so no kernel ever runs on buffers of the wrong size).
+pub(crate) fn expect_shape(
+    op: &'static str,
+    what: &str,
+    shape: &[usize],
+    want: &[usize],
+) -> Result<()> {
+    if shape == want {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            op,
+            format!("{what} must be {want:?}, got {shape:?}"),
+        ))
+    }
+}
+
 /// Element count as the `u32` kernels take.
 pub(crate) fn n_u32(op: &'static str, n: usize) -> Result<u32> {
     u32::try_from(n)

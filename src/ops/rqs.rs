@@ -688,6 +688,18 @@ pub fn rqs_backward(
     inverse: bool,
     g: &Tensor,
 ) -> Result<[Tensor; 4]> {
+    check_shapes(x, uw, uh, ud, cfg)?;
+    if g.numel() != 2 * x.numel() {
+        return Err(Error::shape(
+            "rqs_backward",
+            format!(
+                "the upstream gradient [out; logdet] must hold 2 × {:?} elements, got {:?}",
+                x.shape(),
+                g.shape()
+            ),
+        ));
+    }
+    x.same_place("rqs_backward", g)?;
     let n = x.numel();
     let k = cfg.bins;
     if let Storage::Cuda(buf) = x.storage() {

@@ -38,7 +38,7 @@ use std::any::Any;
 
 use crate::autograd::{saved_as, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
-use crate::ops::n_u32;
+use crate::ops::{expect_shape, n_u32};
 use crate::real::Real;
 use crate::tensor::{DType, Tensor};
 use crate::with_real;
@@ -629,8 +629,34 @@ pub fn sinkhorn_backward(
     divergence: bool,
     g: &Tensor,
 ) -> Result<[Tensor; 4]> {
+    const OP: &str = "sinkhorn_backward";
+    if x.ndim() != 3 || y.ndim() != 3 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "clouds must be [B, N, D], got {:?} and {:?}",
+                x.shape(),
+                y.shape()
+            ),
+        ));
+    }
     let (bs, n, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     let m = y.shape()[1];
+    expect_shape(OP, "y", y.shape(), &[bs, m, d])?;
+    expect_shape(OP, "the weights a", a.shape(), &[bs, n])?;
+    expect_shape(OP, "the weights b", b.shape(), &[bs, m])?;
+    expect_shape(OP, "the potential f", out.f.shape(), &[bs, n])?;
+    expect_shape(OP, "the potential g", out.g.shape(), &[bs, m])?;
+    if let Some(t) = &out.f_aa {
+        expect_shape(OP, "the potential f_aa", t.shape(), &[bs, n])?;
+    }
+    if let Some(t) = &out.g_bb {
+        expect_shape(OP, "the potential g_bb", t.shape(), &[bs, m])?;
+    }
+    expect_shape(OP, "the upstream gradient", g.shape(), &[bs])?;
+    for t in [y, a, b, &out.f, &out.g, g] {
+        x.same_place(OP, t)?;
+    }
     if divergence && out.f_aa.is_none() {
         return Err(Error::invalid(
             "the divergence gradient needs a debiased solve",
