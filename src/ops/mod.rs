@@ -1,6 +1,9 @@
 //! Tensor operations, one file per family. Each file holds the op's math (doc comments),
 //! its CPU implementation (generic over f32/f64, parallel with rayon), its CUDA dispatch,
-//! and — in the `impl Var` block — the tape op with its backward next to its forward.
+//! and — in the `impl Var` block — the tape op. The basic ops' derivative rules form one
+//! table in `autograd/rules.rs` (written once for tensors and for recorded `Var`s, so they
+//! are differentiable to any order); the fused ops (Chamfer, Sinkhorn, RQS) implement
+//! `autograd::CustomOp` here, with their hand-written fused backward.
 
 pub mod chamfer;
 pub mod elementwise;
