@@ -166,19 +166,25 @@ fn roc_curves() {
     // top tagging by the relative jet mass: tops (signal) are heavier than gluon jets
     let (g, t) = (sample("g"), sample("t"));
     let by_mass = Roc::from_scores(&relative_masses(&t), &relative_masses(&g)).unwrap();
-    let mult = |d: &JetNetData| -> Vec<f64> {
-        jetgen::physics::multiplicities(d)
-            .into_iter()
-            .map(|n| n as f64)
+    // the jet's girth Σ pT_rel·ΔR: top jets are wider
+    let girth = |d: &JetNetData| -> Vec<f64> {
+        let per_jet = d.particles.chunks_exact(d.n_particles * 4);
+        per_jet
+            .map(|j| {
+                j.chunks_exact(4)
+                    .map(|p| p[2] as f64 * ((p[0] as f64).powi(2) + (p[1] as f64).powi(2)).sqrt())
+                    .sum()
+            })
             .collect()
     };
-    let by_mult = Roc::from_scores(&mult(&t), &mult(&g)).unwrap();
+    let by_girth = Roc::from_scores(&girth(&t), &girth(&g)).unwrap();
+    println!("AUC: mass {:.3}, girth {:.3}", by_mass.auc, by_girth.auc);
     assert!(by_mass.auc > 0.75, "mass AUC {}", by_mass.auc);
     let path = dir.join("roc.png");
     plots::roc_plot(
         &path,
         "Top vs gluon jets",
-        &[("jet mass", &by_mass), ("multiplicity", &by_mult)],
+        &[("jet mass", &by_mass), ("jet girth", &by_girth)],
     )
     .unwrap();
     check_png(&path, 900, 640, &[chart::PALETTE[0], chart::PALETTE[1]]);
