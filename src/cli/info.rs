@@ -9,9 +9,19 @@ pub fn run() -> Result<()> {
     let choice = Device::auto_with_reason();
     println!("device (auto): {} — {}", choice.device, choice.reason);
     println!("cpu threads (rayon): {}", rayon::current_num_threads());
+    let simd = crate::simd::selection();
+    let hint = if simd.isa.is_avx2_fma() {
+        format!(
+            "; {}=portable forces the portable path",
+            crate::simd::ENV_VAR
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "cpu kernel lanes: 8 × f32, {} (Chamfer, RQS)",
-        crate::simd::BACKEND
+        "cpu simd path: {} for the Chamfer, RQS, Sinkhorn and elementwise kernels (chosen at \
+         run time: {}{hint})",
+        simd.isa, simd.reason
     );
     println!(
         "cuda kernels: {} modules, {}",

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::ops::index::Indices;
 use crate::ops::{expect_shape, n_u32};
 use crate::real::Real;
-use crate::simd::F32x8;
+use crate::simd::Lanes;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
@@ -293,15 +293,11 @@ fn nearest_sweep<T: Real>(
         T::as_f32_slice(stream),
         T::as_f32_slice_mut(best),
     );
+    let isa = crate::simd::isa();
     if let (Some(lanes), Some(stream), Some(best)) = simd {
-        match d {
-            2 => sweep_blocks_f32::<2>(lanes, stream, stream_valid, first, 2, best, nn),
-            3 => sweep_blocks_f32::<3>(lanes, stream, stream_valid, first, 3, best, nn),
-            4 => sweep_blocks_f32::<4>(lanes, stream, stream_valid, first, 4, best, nn),
-            _ => sweep_blocks_f32::<0>(lanes, stream, stream_valid, first, d, best, nn),
-        }
+        sweep_f32(isa, lanes, stream, stream_valid, first, d, best, nn);
     } else {
-        sweep_blocks::<T>(lanes, stream, stream_valid, first, d, best, nn);
+        sweep_any(isa, lanes, stream, stream_valid, first, d, best, nn);
     }
     let mut sum = 0f64;
     for i in 0..count {
@@ -314,11 +310,44 @@ fn nearest_sweep<T: Real>(
     sum
 }
 
-/// The register-blocked loop of [`nearest_sweep`] for f32 on explicit 8-lane vectors
-/// ([`crate::simd`]), with the coordinate loop unrolled for `DC` = 2, 3, 4 (0 = `d` at run
-/// time). Writes `best` and `nn` for every lane point below `nn.len()`.
+crate::simd::dispatch! {
+    /// The register-blocked loop of [`nearest_sweep`] for f32 on explicit 8-lane vectors
+    /// ([`crate::simd`]) on `isa`. Writes `best` and `nn` for every lane point below
+    /// `nn.len()`.
+    fn sweep_f32(
+        isa: Isa,
+        lanes: &[f32],
+        stream: &[f32],
+        stream_valid: &[bool],
+        first: usize,
+        d: usize,
+        best: &mut [f32],
+        nn: &mut [u32],
+    ) = sweep_f32_lanes::<lanes>;
+}
+
+/// [`sweep_f32`] on the lane type `V`, the coordinate loop unrolled for D = 2, 3, 4.
 #[inline(always)]
-fn sweep_blocks_f32<const DC: usize>(
+fn sweep_f32_lanes<V: Lanes>(
+    lanes: &[f32],
+    stream: &[f32],
+    stream_valid: &[bool],
+    first: usize,
+    d: usize,
+    best: &mut [f32],
+    nn: &mut [u32],
+) {
+    match d {
+        2 => sweep_blocks_f32::<2, V>(lanes, stream, stream_valid, first, 2, best, nn),
+        3 => sweep_blocks_f32::<3, V>(lanes, stream, stream_valid, first, 3, best, nn),
+        4 => sweep_blocks_f32::<4, V>(lanes, stream, stream_valid, first, 4, best, nn),
+        _ => sweep_blocks_f32::<0, V>(lanes, stream, stream_valid, first, d, best, nn),
+    }
+}
+
+/// [`sweep_f32_lanes`] for `DC` = D known at compile time (0 = `d` at run time).
+#[inline(always)]
+fn sweep_blocks_f32<const DC: usize, V: Lanes>(
     lanes: &[f32],
     stream: &[f32],
     stream_valid: &[bool],
@@ -331,29 +360,26 @@ fn sweep_blocks_f32<const DC: usize>(
     let pad = lanes.len() / d;
     let count = nn.len();
     for block in 0..pad / LANES {
-        let col = |k: usize| F32x8::load(&lanes[k * pad + block * LANES..]);
-        let dist = |q: &[f32]| {
-            let mut acc = F32x8::zero();
-            for (k, &qk) in q.iter().enumerate().take(d) {
-                let diff = col(k) - F32x8::splat(qk);
-                acc = diff.mul_add(diff, acc);
-            }
-            acc
-        };
-        let mut bv = dist(&stream[first * d..(first + 1) * d]);
+        // with D known, the block's coordinates are loaded once, before the stream
+        let mut held = [V::zero(); 4];
+        for (k, h) in held.iter_mut().enumerate().take(DC) {
+            *h = lane_column(lanes, pad, block, k);
+        }
+        // (no closures here: they would not be compiled for AVX2, see `simd::dispatch!`)
+        let mut bv = distance_lanes::<DC, V>(&held, lanes, pad, block, &stream[first * d..], d);
         // the index rides along as f32 (exact below 2^24, see `check`), selected by the same
         // compare mask as the distance
-        let mut av = F32x8::splat(first as f32);
+        let mut av = V::splat(first as f32);
         let mut jf = first as f32;
         for (j, q) in stream.chunks_exact(d).enumerate().skip(first + 1) {
             jf += 1.0; // = j, counted in f32 (no int → float conversion in the loop)
             if !stream_valid[j] {
                 continue;
             }
-            let dv = dist(q);
+            let dv = distance_lanes::<DC, V>(&held, lanes, pad, block, q, d);
             let better = dv.lt(bv);
-            bv = F32x8::select(better, dv, bv);
-            av = F32x8::select(better, F32x8::splat(jf), av);
+            bv = V::select(better, dv, bv);
+            av = V::select(better, V::splat(jf), av);
         }
         let lo = block * LANES;
         bv.store(&mut best[lo..]);
@@ -366,8 +392,54 @@ fn sweep_blocks_f32<const DC: usize>(
     }
 }
 
-/// The register-blocked loop of [`nearest_sweep`] on arrays of [`LANES`] (the f64 path; f32
-/// takes [`sweep_blocks_f32`]). Writes `best` and `nn` for every lane point below `nn.len()`.
+/// Coordinate `k` of lane block `block` (8 points; coordinate-major lanes of stride `pad`).
+#[inline(always)]
+fn lane_column<V: Lanes>(lanes: &[f32], pad: usize, block: usize, k: usize) -> V {
+    V::load(&lanes[k * pad + block * LANES..])
+}
+
+/// ‖p_l − q‖² for the 8 points p_l of a lane block, one FMA per coordinate (`held`: the
+/// block's coordinates when D = `DC` > 0 is known, else they are loaded).
+#[inline(always)]
+fn distance_lanes<const DC: usize, V: Lanes>(
+    held: &[V; 4],
+    lanes: &[f32],
+    pad: usize,
+    block: usize,
+    q: &[f32],
+    d: usize,
+) -> V {
+    let mut acc = V::zero();
+    for (k, &qk) in q.iter().enumerate().take(d) {
+        let c = if DC > 0 {
+            held[k]
+        } else {
+            lane_column(lanes, pad, block, k)
+        };
+        let diff = c - V::splat(qk);
+        acc = diff.mul_add(diff, acc);
+    }
+    acc
+}
+
+crate::simd::dispatch! {
+    /// The register-blocked loop of [`nearest_sweep`] on arrays of [`LANES`] (the f64 path;
+    /// f32 takes [`sweep_f32`]), compiled for `isa`. Writes `best` and `nn` for every lane
+    /// point below `nn.len()`.
+    fn sweep_any<T: Real>(
+        isa: Isa,
+        lanes: &[T],
+        stream: &[T],
+        stream_valid: &[bool],
+        first: usize,
+        d: usize,
+        best: &mut [T],
+        nn: &mut [u32],
+    ) = sweep_blocks;
+}
+
+/// The body of [`sweep_any`].
+#[inline(always)]
 fn sweep_blocks<T: Real>(
     lanes: &[T],
     stream: &[T],
@@ -756,6 +828,72 @@ impl Var {
             BatchReduction::None => Ok(per_pair),
             BatchReduction::Sum => per_pair.sum_all(),
             BatchReduction::Mean => per_pair.mean_all(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::Isa;
+
+    /// The f32 sweep gives the same bits (distances and neighbours) on every instruction set
+    /// this CPU has, for D = 2..5 and with masked points, and agrees with the f64 sweep.
+    #[test]
+    fn f32_sweep_is_the_same_on_every_isa() {
+        let mut rng = crate::rng::Rng::new(11);
+        for d in 2..=5 {
+            let (n, m) = (37, 29);
+            let draw = |rng: &mut crate::rng::Rng, len: usize| -> Vec<f32> {
+                let t = rng.normal(&[len], 0.0, 1.0, crate::device::Device::Cpu);
+                t.unwrap().to_vec().unwrap()
+            };
+            let (xs, ys) = (draw(&mut rng, n * d), draw(&mut rng, m * d));
+            let stream_valid: Vec<bool> = (0..m).map(|j| j % 7 != 0).collect();
+            let pad = n.div_ceil(LANES) * LANES;
+            let mut lanes = vec![0f32; d * pad];
+            to_lanes(&xs, d, &mut lanes);
+            let first = stream_valid.iter().position(|&v| v).unwrap();
+            let run = |isa: Isa| {
+                let (mut best, mut nn) = (vec![0f32; pad], vec![0u32; n]);
+                sweep_f32(
+                    isa,
+                    &lanes,
+                    &ys,
+                    &stream_valid,
+                    first,
+                    d,
+                    &mut best,
+                    &mut nn,
+                );
+                (
+                    best[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    nn,
+                )
+            };
+            let reference = run(Isa::PORTABLE);
+            for isa in Isa::available() {
+                assert_eq!(run(isa), reference, "{isa}, D {d}");
+            }
+            let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+            let (lanes64, ys64) = (widen(&lanes), widen(&ys));
+            let (mut best, mut nn) = (vec![0f64; pad], vec![0u32; n]);
+            let isa = crate::simd::isa();
+            sweep_any(
+                isa,
+                &lanes64,
+                &ys64,
+                &stream_valid,
+                first,
+                d,
+                &mut best,
+                &mut nn,
+            );
+            assert_eq!(nn, reference.1, "D {d}: f64 neighbours");
+            for (b, r) in best.iter().zip(&reference.0) {
+                let r = f32::from_bits(*r) as f64;
+                assert!((b - r).abs() <= 1e-5 * (1.0 + b), "D {d}: {b} vs {r}");
+            }
         }
     }
 }

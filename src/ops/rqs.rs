@@ -38,7 +38,7 @@ use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::n_u32;
 use crate::real::{Arith, Real};
-use crate::simd::F32x8;
+use crate::simd::Lanes;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
@@ -98,7 +98,7 @@ impl RqsConfig {
 }
 
 /// What the bin formulas need of a number: one scalar (`T: Real`) or eight lanes
-/// ([`F32x8`], see `lanes.rs`), so that the formulas below are written once for both paths.
+/// ([`Lanes`], see `lanes.rs`), so that the formulas below are written once for both paths.
 pub(crate) trait BinMath: Arith {
     /// The constant `v` (in every lane).
     fn c(v: f64) -> Self;
@@ -133,24 +133,32 @@ impl<T: Real> BinMath for T {
     }
 }
 
-impl BinMath for F32x8 {
-    #[inline(always)]
-    fn c(v: f64) -> Self {
-        F32x8::splat(v as f32)
-    }
-    #[inline(always)]
-    fn max0(self) -> Self {
-        self.max(F32x8::zero())
-    }
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        F32x8::sqrt(self)
-    }
-    #[inline(always)]
-    fn ln(self) -> Self {
-        F32x8::ln(self)
-    }
+/// The lane types: [`BinMath`] on both of [`crate::simd`]'s implementations of [`Lanes`].
+macro_rules! bin_math_on_lanes {
+    ($($t:ty),*) => {$(
+        impl BinMath for $t {
+            #[inline(always)]
+            fn c(v: f64) -> Self {
+                <$t>::splat(v as f32)
+            }
+            #[inline(always)]
+            fn max0(self) -> Self {
+                Lanes::max(self, <$t>::zero())
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                Lanes::sqrt(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                Lanes::ln(self)
+            }
+        }
+    )*};
 }
+bin_math_on_lanes!(crate::simd::portable::F32x8);
+#[cfg(target_arch = "x86_64")]
+bin_math_on_lanes!(crate::simd::avx2::F32x8);
 
 /// The bin an input fell into: its left knot, size and end-point derivatives.
 #[derive(Clone, Copy, Debug)]
@@ -665,7 +673,7 @@ fn rqs_stacked(
                 let params = lanes::Params { uw: ws, uh: hs, ud: ds };
                 ys.par_chunks_mut(BLOCK).zip(lds.par_chunks_mut(BLOCK)).enumerate().for_each(|(blk, (y, ld))| {
                     let (lo, hi) = (blk * BLOCK, blk * BLOCK + y.len());
-                    lanes::forward(&xs[lo..hi], params.range(lo, hi, k), &c32, inverse, y, ld);
+                    lanes::forward(crate::simd::isa(), &xs[lo..hi], params.range(lo, hi, k), &c32, inverse, y, ld);
                 });
                 return Tensor::from_cpu_vec(out, &shape);
             }
@@ -749,7 +757,7 @@ pub fn rqs_backward(
                 .for_each(|(blk, (((gxb, gwb), ghb), gdb))| {
                     let (lo, hi) = (blk * BLOCK, blk * BLOCK + gxb.len());
                     let out = lanes::Grads { x: gxb, uw: gwb, uh: ghb, ud: gdb };
-                    lanes::backward(&xs[lo..hi], params.range(lo, hi, k), &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], out);
+                    lanes::backward(crate::simd::isa(), &xs[lo..hi], params.range(lo, hi, k), &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], out);
                 });
         } else {
             gx.par_iter_mut()
