@@ -49,13 +49,13 @@ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$R/env.txt"
 if want tests; then
 for t in "$B"/tests/*; do
   name=$(basename "$t")
-  timeout 300 "$t" --test-threads=1 > "$R/test_$name.txt" 2>&1
+  timeout 300 "$t" --test-threads=1 --include-ignored > "$R/test_$name.txt" 2>&1
   echo "test $name: rc=$? $(grep -E '^test result' "$R/test_$name.txt" | tail -1)" >> "$S"
 done
 
 if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/cuda_parity" --test-threads=1 \
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/cuda_parity" --test-threads=1 --include-ignored \
       > "$R/sanitizer_$tool.txt" 2>&1
     echo "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY' "$R/sanitizer_$tool.txt" | tail -1)" >> "$S"
   done
