@@ -205,7 +205,25 @@ impl JetNetData {
         let bytes = fb
             .finish()
             .map_err(|e| Error::file(path, format!("cannot encode HDF5: {e}")))?;
-        crate::nn::store::write_atomic(path, &bytes)
+        crate::io::write_atomic(path, &bytes)
+    }
+
+    /// The jets `idx` (in that order) as a new set; an index out of range is an error.
+    pub fn select(&self, idx: &[usize]) -> Result<JetNetData> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.n_jets) {
+            return Err(Error::invalid(format!(
+                "jet index {bad} out of range for {} jets",
+                self.n_jets
+            )));
+        }
+        let p = self.n_particles;
+        let mut particles = Vec::with_capacity(idx.len() * p * 4);
+        let mut jets = Vec::with_capacity(idx.len() * 4);
+        for &i in idx {
+            particles.extend_from_slice(&self.particles[i * p * 4..(i + 1) * p * 4]);
+            jets.extend_from_slice(self.jet(i));
+        }
+        JetNetData::new(particles, jets, idx.len(), p, "subset")
     }
 
     /// Particle `j` of jet `i` as [η_rel, φ_rel, pT_rel, mask].
