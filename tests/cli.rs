@@ -384,3 +384,57 @@ fn help_and_version_succeed() {
     assert!(jetgen(&["train", "flow", "--help"]).status.success());
     assert!(jetgen(&["--version"]).status.success());
 }
+
+#[test]
+fn an_existing_run_is_never_replaced_or_mixed() {
+    let dir = scratch("existing");
+    let run = dir.join("run");
+    let out = run_tiny(&run, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = std::fs::read(run.join("config.json")).unwrap();
+    let log = std::fs::read(run.join("train_log.csv")).unwrap();
+    // a second run into it is refused, and so is one with a bad option: nothing changes
+    assert_clean_failure(&run_tiny(&run, &["--seed", "9"]), "--overwrite");
+    assert_clean_failure(&run_tiny(&run, &["--bins", "0"]), "bins");
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config);
+    assert_eq!(std::fs::read(run.join("train_log.csv")).unwrap(), log);
+    // a run holding the directory's lock keeps a second writer out
+    let lock = jetgen::runs::RunDir::new(&run).lock().unwrap();
+    assert_clean_failure(
+        &run_tiny(&run, &["--overwrite"]),
+        "in use by another jetgen run",
+    );
+    drop(lock);
+    // --overwrite replaces it
+    let out = run_tiny(&run, &["--overwrite", "--seed", "9"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(settings_of(&run)["seed"], 9);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_json_records_the_data_and_warns_when_a_repeat_differs() {
+    let first = trained();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("config.json")).unwrap()).unwrap();
+    let data = jetgen::data::JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
+    assert_eq!(config["data"]["checksum"], data.checksum().as_str());
+    assert!(config["data"]["path"].as_str().unwrap().ends_with("g.hdf5"));
+    let dir = scratch("otherdata");
+    let out = jetgen(&[
+        "train",
+        "--config",
+        first.join("config.json").to_str().unwrap(),
+        "--class",
+        "t",
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("warning: the data differ"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -89,6 +89,20 @@ pub fn train_from_matches<S: Settings>(
     settings.validate()?;
     settings.run().device()?.ensure_available()?;
     let data = JetNetData::read(&settings.run().data_path())?;
+    if let Some(recorded) = settings
+        .run()
+        .config
+        .as_deref()
+        .and_then(crate::runs::settings::recorded_data_checksum)
+    {
+        let now = data.checksum();
+        if recorded != now {
+            eprintln!(
+                "warning: the data differ from those of the run the config came from \
+                 (checksum {now}, recorded {recorded})"
+            );
+        }
+    }
     println!("{}", describe(&settings, &data));
     let bar = TrainProgress::new(settings.run().steps_for(data.n_jets * 7 / 10));
     let report = crate::on_thread_pool(|| train(&data, &settings, &mut |s| bar.observe(s)));

@@ -92,6 +92,10 @@ pub struct RunSettings {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Replace the run already in --out (its files are removed first)
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl Default for RunSettings {
@@ -212,8 +216,9 @@ pub fn from_command_line<S: Settings>(matches: &ArgMatches) -> Result<S> {
     let file = read_config(&path)?;
     let given = |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
     let mut merged = merge(&cli, &file, given, &path)?;
-    // `config` is not a setting (never serialised); keep where the settings came from
+    // `config` and `overwrite` are not settings of the run (never serialised): keep them
     merged.run_mut().config = Some(path);
+    merged.run_mut().overwrite = cli.run().overwrite;
     Ok(merged)
 }
 
@@ -283,6 +288,12 @@ pub fn read_config(path: &Path) -> Result<Map<String, Value>> {
         .into_iter()
         .map(|(k, v)| (k.replace('-', "_"), v))
         .collect())
+}
+
+/// The data checksum a run's `config.json` recorded ("data" → "checksum"), if `path` is one.
+pub fn recorded_data_checksum(path: &Path) -> Option<String> {
+    let v = crate::io::read_json(path).ok()?;
+    v.get("data")?.get("checksum")?.as_str().map(str::to_string)
 }
 
 /// The settings of a `config.json` written before settings had one source (jetgen ≤ 0.1:

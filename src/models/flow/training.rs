@@ -235,7 +235,7 @@ pub fn train_flow(
     let val_ctx = Conditions::of(data, &split.validation).context(settings.variant, &scale);
 
     let run = RunDir::new(settings.run.out_dir(FAMILY));
-    run.create()?;
+    let _lock = run.prepare(settings.run.overwrite)?;
     let config = serde_json::json!({
         "family": FAMILY,
         "variant": settings.variant.name(),
@@ -244,6 +244,7 @@ pub fn train_flow(
         "steps": steps,
         "data": {
             "path": settings.run.data_path().display().to_string(),
+            "checksum": data.checksum(),
             "jets": data.n_jets, "particles": data.n_particles,
             "train": n_train, "validation": split.validation.len(), "split": "70/30 seeded",
         },
