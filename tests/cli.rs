@@ -438,3 +438,24 @@ fn config_json_records_the_data_and_warns_when_a_repeat_differs() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_default_run_directory_never_replaces_a_run() {
+    let dir = scratch("default-out");
+    for _ in 0..2 {
+        let mut args = tiny(Path::new("unused"));
+        args.truncate(args.len() - 2); // drop "--out unused"
+        let out = Command::new(env!("CARGO_BIN_EXE_jetgen"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(dir.join("runs/flow/config.json").exists());
+    assert!(
+        dir.join("runs/flow-2/config.json").exists(),
+        "second run beside the first"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -41,7 +41,8 @@ pub struct RunSettings {
     /// g, q or t: use <directory of --data>/<class>.hdf5
     #[arg(long, value_enum)]
     pub class: Option<JetClass>,
-    /// Run directory [default: runs/<family>]
+    /// Run directory [default: runs/<family>, or runs/<family>-2, -3, … when that already
+    /// holds a run]; an existing run given here is replaced only with --overwrite
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N
@@ -131,6 +132,22 @@ impl RunSettings {
         self.out
             .clone()
             .unwrap_or_else(|| Path::new("runs").join(family))
+    }
+
+    /// The run directory a new run writes: `--out` when given; else the first of
+    /// `runs/<family>`, `runs/<family>-2`, `runs/<family>-3`, … that holds no run yet.
+    pub fn new_out_dir(&self, family: &str) -> PathBuf {
+        if let Some(out) = &self.out {
+            return out.clone();
+        }
+        let base = self.out_dir(family);
+        (1..)
+            .map(|k| match k {
+                1 => base.clone(),
+                _ => PathBuf::from(format!("{}-{k}", base.display())),
+            })
+            .find(|p| !crate::runs::RunDir::new(p).holds_a_run())
+            .unwrap_or(base)
     }
 
     /// The device to train on (parsed, not yet checked for availability).

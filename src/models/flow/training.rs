@@ -187,7 +187,7 @@ fn mass_constraint(
 }
 
 /// Train a flow on `data` with `settings` into the run directory `settings.run.out`
-/// (default `runs/flow`): validate every option, split 70/30 with the seed, write
+/// (default `runs/flow`, or the next free `runs/flow-N`): validate every option, split 70/30 with the seed, write
 /// `config.json`, train with early stopping on the validation NLL (`train_log.csv`, the best
 /// `checkpoint.safetensors`), then generate from the best checkpoint and evaluate
 /// (`generated.hdf5`, `metrics.json`, `plots/`). `progress` sees every report.
@@ -234,7 +234,7 @@ pub fn train_flow(
     let train_ctx = train_cond.context(settings.variant, &scale);
     let val_ctx = Conditions::of(data, &split.validation).context(settings.variant, &scale);
 
-    let run = RunDir::new(settings.run.out_dir(FAMILY));
+    let run = RunDir::new(settings.run.new_out_dir(FAMILY));
     let _lock = run.prepare(settings.run.overwrite)?;
     let config = serde_json::json!({
         "family": FAMILY,
