@@ -73,7 +73,7 @@ impl Variant {
 }
 
 /// Raw per-jet conditions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Conditions {
     /// Relative jet mass m/pT_jet.
     pub mass: Vec<f64>,

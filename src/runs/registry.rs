@@ -109,3 +109,55 @@ pub fn train_from_matches<S: Settings>(
     bar.finish();
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_dispatch_on_their_recorded_family() {
+        let dir = std::env::temp_dir().join(format!("jetgen-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // a flow checkpoint loads as a flow Generator, from its file or its directory
+        let ckpt = dir.join("checkpoint.safetensors");
+        flow::checkpoint::write_bench_checkpoint(&ckpt, Device::Cpu).unwrap();
+        let g = load_generator(&dir, Device::Cpu).unwrap();
+        assert_eq!(
+            (g.family(), g.variant().as_str(), g.particles()),
+            ("flow", "vnf", 30)
+        );
+        assert_eq!(g.name(), "flow/vnf");
+        assert!(!g.conditioning().mass && !g.conditioning().multiplicity);
+        let jets = g.generate(3, 1).unwrap();
+        assert_eq!((jets.n_jets, jets.n_particles), (3, 30));
+        assert_eq!(
+            jets,
+            load_generator(&ckpt, Device::Cpu)
+                .unwrap()
+                .generate(3, 1)
+                .unwrap()
+        );
+        assert!(g.generate_conditional(&Default::default(), 0).is_err());
+        // a family nobody registered, and a safetensors file of no family: clean errors
+        let t = crate::Tensor::from_slice(&[1.0f32], &[1], Device::Cpu).unwrap();
+        let other = dir.join("other.safetensors");
+        let meta = [("jetgen_model".to_string(), "gan".to_string())].into();
+        crate::nn::store::save_tensors(&other, &[("w".into(), t.clone())], &meta).unwrap();
+        let e = load_generator(&other, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("unknown model family 'gan'") && e.contains("flow"),
+            "{e}"
+        );
+        crate::nn::store::save_tensors(&other, &[("w".into(), t)], &Default::default()).unwrap();
+        let e = load_generator(&other, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no jetgen_model"), "{e}");
+        assert!(family("vae").is_err() && family("flow").is_ok());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
