@@ -78,12 +78,15 @@ pub fn load_generator(model: &Path, device: Device) -> Result<Box<dyn Generator>
     (family_of_checkpoint(&ckpt)?.load)(&ckpt, device)
 }
 
+/// A family's training function: jets, settings, progress callback → the finished run.
+pub type TrainFn<S> = fn(&JetNetData, &S, &mut dyn FnMut(&StepInfo)) -> Result<RunReport>;
+
 /// `jetgen train` for a family with settings `S`: settings from the command line and
 /// `--config` (validated before anything is read), the data, a progress bar, the run.
 pub fn train_from_matches<S: Settings>(
     matches: &ArgMatches,
     describe: fn(&S, &JetNetData) -> String,
-    train: fn(&JetNetData, &S, &mut dyn FnMut(&StepInfo)) -> Result<RunReport>,
+    train: TrainFn<S>,
 ) -> Result<RunReport> {
     let settings: S = from_command_line(matches)?;
     settings.validate()?;

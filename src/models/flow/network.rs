@@ -47,7 +47,7 @@ impl MaskKind {
     /// The mask of layer `k` (true = transformed, as [`alternating_mask`]'s even entries).
     pub fn mask(self, features: usize, k: usize) -> Vec<bool> {
         match self {
-            MaskKind::Alternating => alternating_mask(features, k % 2 == 0),
+            MaskKind::Alternating => alternating_mask(features, k.is_multiple_of(2)),
             MaskKind::Random { seed } => {
                 let mut rng = Rng::new(crate::rng::mix64(
                     seed ^ (k as u64).wrapping_mul(0x9E37_79B9),
