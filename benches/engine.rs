@@ -2,13 +2,16 @@
 //! Adam), on the CPU and, when a GPU is present, on CUDA. Compare with PyTorch by running
 //! `benches/peers/torch_engine.py` on the same machine (see benches/RESULTS.md).
 
+#[path = "../src/cli/bench/workloads.rs"]
+mod workloads;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use jetgen::bench::{GemmCase, MlpStep};
+use workloads::{GemmCase, MlpStep};
 
 fn gemm(c: &mut Criterion) {
     // as the CLI does: keep freed tensor memory (see jetgen::malloc_tuning)
     jetgen::malloc_tuning::retain_freed_memory();
-    for dev in jetgen::bench::bench_devices() {
+    for dev in workloads::bench_devices() {
         let mut g = c.benchmark_group(format!("sgemm/{dev}"));
         for (m, k, n) in [(256, 256, 256), (1024, 256, 256)] {
             let case = GemmCase::new(m, k, n, dev).unwrap();
@@ -22,7 +25,7 @@ fn gemm(c: &mut Criterion) {
 }
 
 fn mlp_step(c: &mut Criterion) {
-    for dev in jetgen::bench::bench_devices() {
+    for dev in workloads::bench_devices() {
         let mut step = MlpStep::new(&[90, 256, 256, 90], 256, dev).unwrap();
         c.bench_function(&format!("mlp_step/{dev}/90-256-256-90_b256"), |b| {
             b.iter(|| step.step().unwrap())

@@ -4,6 +4,9 @@
 //! the CPU and, when present, on CUDA. `jetgen bench kernels --json F` gives the same
 //! numbers in the machine-readable schema; benches/RESULTS.md has the comparison with peers.
 
+#[path = "../src/cli/bench/workloads.rs"]
+mod workloads;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
 use jetgen::ops::rqs::{rqs, rqs_backward, RqsConfig};
@@ -13,7 +16,7 @@ use jetgen::{Rng, Tensor};
 fn bench_chamfer(c: &mut Criterion) {
     // as the CLI does: keep freed tensor memory (see jetgen::malloc_tuning)
     jetgen::malloc_tuning::retain_freed_memory();
-    for dev in jetgen::bench::bench_devices() {
+    for dev in workloads::bench_devices() {
         let mut g = c.benchmark_group(format!("chamfer_fwd_bwd/{dev}"));
         for (b, n) in [(256, 30), (4096, 30), (256, 150)] {
             let mut rng = Rng::new(1);
@@ -36,7 +39,7 @@ fn bench_chamfer(c: &mut Criterion) {
 }
 
 fn bench_sinkhorn(c: &mut Criterion) {
-    for dev in jetgen::bench::bench_devices() {
+    for dev in workloads::bench_devices() {
         let mut rng = Rng::new(2);
         let x = rng.uniform(&[256, 30, 3], 0.0, 1.0, dev).unwrap();
         let y = rng.uniform(&[256, 30, 3], 0.0, 1.0, dev).unwrap();
@@ -63,7 +66,7 @@ fn bench_sinkhorn(c: &mut Criterion) {
 }
 
 fn bench_rqs(c: &mut Criterion) {
-    for dev in jetgen::bench::bench_devices() {
+    for dev in workloads::bench_devices() {
         let mut rng = Rng::new(3);
         let cfg = RqsConfig::new(8, 3.0);
         let x = rng.normal(&[1024, 90], 0.0, 1.5, dev).unwrap();

@@ -58,12 +58,18 @@ const char *jetgen_version(void);
  * jetgen call on this thread. */
 const char *jetgen_last_error(void);
 
-/* Load a trained model: a `jetgen train` run directory or its checkpoint.safetensors.
+/* Load a trained model of any family: a `jetgen train` run directory or its
+ * checkpoint.safetensors. The checkpoint records its family, and every function below works
+ * for every family (a model family added later needs no new C function).
  * On success *out owns the model; free it with jetgen_model_free. */
 jetgen_status jetgen_model_load(const char *path, int device, jetgen_model **out);
 
 /* Free a model (NULL is a no-op). */
 void jetgen_model_free(jetgen_model *model);
+
+/* The model's family name, e.g. "flow": owned by the model, valid until jetgen_model_free.
+ * NULL for a NULL model (with jetgen_last_error set). */
+const char *jetgen_model_family(const jetgen_model *model);
 
 /* Particles per generated jet (P; 30 for JetNet-30 models). */
 jetgen_status jetgen_model_num_particles(const jetgen_model *model, size_t *out);

@@ -6,15 +6,20 @@
 //!
 //! Layers, bottom to top: [`tensor`] / [`device`] (storage, no autodiff) → [`ops`] (math on
 //! tensors, each op with its backward) → [`autograd`] (the tape) → [`nn`] (layers,
-//! optimizers, checkpoints) → models and the CLI.
+//! optimizers, checkpoints) → [`models`] (one folder per family) → [`runs`] (training,
+//! evaluation, the `Generator` interface) → the CLI and the C API.
+
+// `jetgen::` paths inside the crate too: the bench workloads (src/cli/bench/workloads.rs)
+// are also compiled into the criterion benches.
+extern crate self as jetgen;
 
 pub mod autograd;
-pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod ffi;
+pub mod io;
 pub mod malloc_tuning;
 pub mod metrics;
 pub mod models;
@@ -24,6 +29,7 @@ pub mod physics;
 pub mod plots;
 pub mod real;
 pub mod rng;
+pub mod runs;
 pub mod shape;
 pub mod simd;
 pub mod tensor;

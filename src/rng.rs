@@ -76,6 +76,15 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
+    /// Shuffle `items` in place (Fisher–Yates from the back: position i swaps with a uniform
+    /// j ∈ [0, i]), consuming one draw per position after the first. The only shuffle in
+    /// jetgen: splits, random coupling masks and batches all go through it.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+
     /// A derived generator with an independent stream (for per-module seeding).
     pub fn fork(&mut self) -> Rng {
         Rng::new(self.next_u64())

@@ -115,7 +115,7 @@ impl Tensor {
                 let be = cuda::backend(i)?;
                 let n = numel(shape);
                 let mut slice = be.alloc::<f32>(n)?;
-                crate::ops::elementwise::cuda_fill(&be, &mut slice, n, value)?;
+                crate::device::buffers::fill(&be, &mut slice, n, value)?;
                 Ok(Tensor::from_cuda(slice, be, shape))
             }
         }
@@ -335,7 +335,9 @@ impl Tensor {
         match &*self.storage {
             Storage::CpuF32(v) => Ok(v.iter().filter(|x| !x.is_finite()).count()),
             Storage::CpuF64(v) => Ok(v.iter().filter(|x| !x.is_finite()).count()),
-            Storage::Cuda(b) => crate::ops::reduce::cuda_count_non_finite(b, self.numel()),
+            Storage::Cuda(b) => {
+                Ok(crate::device::buffers::count_non_finite_many(&[(b, self.numel())])?[0])
+            }
         }
     }
 
@@ -364,7 +366,7 @@ impl Tensor {
             })
             .collect();
         let mut device_counts =
-            crate::ops::reduce::cuda_count_non_finite_many(&on_device)?.into_iter();
+            crate::device::buffers::count_non_finite_many(&on_device)?.into_iter();
         for (what, t) in inputs {
             let count = match &*t.storage {
                 Storage::Cuda(_) => device_counts.next().unwrap_or(0),

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use jetgen::data::JetNetData;
-use jetgen::models::flow::FlowConfig;
-use jetgen::models::train_flow::{generate, load_checkpoint, train_flow, TrainConfig};
+use jetgen::models::flow::{generate, load_checkpoint, train_flow, FlowSettings};
+use jetgen::runs::settings::RunSettings;
 use jetgen::Device;
 
 fn staticlib() -> Option<PathBuf> {
@@ -37,29 +37,29 @@ fn c_program_uses_the_api() {
     let sample = common::sample_dir();
     let data = JetNetData::read(&sample.join("g.hdf5")).unwrap();
     let run = std::env::temp_dir().join(format!("jetgen-capi-{}", std::process::id()));
-    let flow = FlowConfig {
+    let settings = FlowSettings {
         layers: 2,
         hidden: 16,
         blocks: 1,
-        ..FlowConfig::default_for(90)
-    };
-    let cfg = TrainConfig {
-        steps: 10,
-        batch: 32,
-        val_every: 10,
-        generate: 50,
-        full_eval: false,
-        plots: false,
+        run: RunSettings {
+            steps: 10,
+            batch: 32,
+            val_every: 10,
+            generate: 50,
+            quick_eval: true,
+            plots: false,
+            out: Some(run.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    train_flow(&data, flow, &cfg, &run, |_| ()).unwrap();
+    train_flow(&data, &settings, &mut |_| ()).unwrap();
     // a conditional CNF(m, n) for the conditional-generation checks
     let run_cnf = run.join("cnf_mn");
-    let cfg_cnf = TrainConfig {
-        variant: jetgen::models::conditions::Variant::CnfMn,
-        ..cfg.clone()
-    };
-    train_flow(&data, flow, &cfg_cnf, &run_cnf, |_| ()).unwrap();
+    let mut settings_cnf = settings.clone();
+    settings_cnf.variant = jetgen::models::conditions::Variant::CnfMn;
+    settings_cnf.run.out = Some(run_cnf.clone());
+    train_flow(&data, &settings_cnf, &mut |_| ()).unwrap();
     let not_a_model = common::vectors_dir().join("mlp_adam/init.safetensors");
     let c_args = [
         run.as_os_str(),
@@ -295,6 +295,8 @@ fn header_matches_rust_exports() {
         }
     }
     assert_eq!(c_fns, rust_fns, "jetgen.h and src/ffi disagree");
+    // the family dispatch is part of the API: one name string per model
+    assert_eq!(c_fns.get("jetgen_model_family"), Some(&1));
     for (name, code) in [
         ("JETGEN_OK", 0),
         ("JETGEN_FILE", 3),

@@ -7,37 +7,38 @@ mod common;
 use common::sample_dir;
 
 use jetgen::data::JetNetData;
-use jetgen::models::flow::{Flow, FlowConfig};
-use jetgen::models::train_flow::{generate, load_checkpoint, train_flow, TrainConfig};
+use jetgen::models::flow::{generate, load_checkpoint, train_flow, Flow, FlowConfig, FlowSettings};
 use jetgen::nn::{CouplingKind, Ctx, Module};
 use jetgen::ops::rqs::RqsConfig;
+use jetgen::runs::settings::RunSettings;
 use jetgen::{Device, Rng, Tensor};
 
 #[test]
 fn training_reduces_nll_and_writes_a_complete_run() {
     let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
     let out = std::env::temp_dir().join(format!("jetgen-flow-e2e-{}", std::process::id()));
-    let flow = FlowConfig {
+    let settings = FlowSettings {
         layers: 2,
         hidden: 32,
         blocks: 1,
-        ..FlowConfig::default_for(90)
-    };
-    let cfg = TrainConfig {
-        steps: 40,
-        batch: 64,
-        val_every: 20,
-        generate: 200,
+        run: RunSettings {
+            steps: 40,
+            batch: 64,
+            val_every: 20,
+            generate: 200,
+            out: Some(out.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut lines = 0;
-    let report = train_flow(&data, flow, &cfg, &out, |_| lines += 1).unwrap();
+    let report = train_flow(&data, &settings, &mut |_| lines += 1).unwrap();
     assert!(lines > 0, "progress was reported");
     assert!(
-        report.best_val_nll < report.first_train_nll - 10.0,
+        report.best_score < report.first_loss - 10.0,
         "NLL {} → {}",
-        report.first_train_nll,
-        report.best_val_nll
+        report.first_loss,
+        report.best_score
     );
     for f in [
         "config.json",
@@ -191,24 +192,25 @@ fn conditional_flow_trains_and_respects_multiplicity() {
     use jetgen::models::conditions::Variant;
     let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
     let out = std::env::temp_dir().join(format!("jetgen-cnf-e2e-{}", std::process::id()));
-    let flow = FlowConfig {
+    let settings = FlowSettings {
         layers: 2,
         hidden: 32,
         blocks: 1,
-        ..FlowConfig::default_for(90)
-    };
-    let cfg = TrainConfig {
-        steps: 30,
-        batch: 64,
-        val_every: 15,
-        generate: 300,
         variant: Variant::CnfMn,
-        full_eval: false,
-        plots: false,
+        run: RunSettings {
+            steps: 30,
+            batch: 64,
+            val_every: 15,
+            generate: 300,
+            quick_eval: true,
+            plots: false,
+            out: Some(out.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let report = train_flow(&data, flow, &cfg, &out, |_| ()).unwrap();
-    assert!(report.best_val_nll < report.first_train_nll);
+    let report = train_flow(&data, &settings, &mut |_| ()).unwrap();
+    assert!(report.best_score < report.first_loss);
     let model = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
     assert_eq!(model.variant, Variant::CnfMn);
     assert_eq!(model.flow.config.context, 2);
@@ -230,24 +232,25 @@ fn mass_constrained_flow_trains() {
     use jetgen::models::conditions::Variant;
     let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
     let out = std::env::temp_dir().join(format!("jetgen-ccnf-e2e-{}", std::process::id()));
-    let flow = FlowConfig {
+    let settings = FlowSettings {
         layers: 2,
         hidden: 32,
         blocks: 1,
-        ..FlowConfig::default_for(90)
-    };
-    let cfg = TrainConfig {
-        steps: 20,
-        batch: 32,
-        val_every: 10,
-        generate: 100,
         variant: Variant::CcnfM,
-        full_eval: false,
-        plots: false,
+        run: RunSettings {
+            steps: 20,
+            batch: 32,
+            val_every: 10,
+            generate: 100,
+            quick_eval: true,
+            plots: false,
+            out: Some(out.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let report = train_flow(&data, flow, &cfg, &out, |_| ()).unwrap();
-    assert!(report.best_val_nll.is_finite() && report.metrics.w1m.value.is_finite());
+    let report = train_flow(&data, &settings, &mut |_| ()).unwrap();
+    assert!(report.best_score.is_finite() && report.metrics.w1m.value.is_finite());
     let model = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
     assert_eq!(model.variant, Variant::CcnfM);
     assert_eq!(generate(&model, 10, 0, Device::Cpu).unwrap().n_jets, 10);
@@ -260,7 +263,7 @@ fn mass_constrained_flow_trains() {
 #[test]
 fn mass_constraint_lowers_the_mass_error() {
     use jetgen::models::conditions::{Conditions, Variant};
-    use jetgen::models::train_flow::generate_conditional;
+    use jetgen::models::flow::generate_conditional;
     let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
     let given = Conditions::of(&data, &(0..300).collect::<Vec<_>>());
     let mut errors = Vec::new();
@@ -270,23 +273,25 @@ fn mass_constraint_lowers_the_mass_error() {
             variant.name(),
             std::process::id()
         ));
-        let flow = FlowConfig {
+        let settings = FlowSettings {
             layers: 3,
             hidden: 64,
             blocks: 1,
-            ..FlowConfig::default_for(90)
-        };
-        let cfg = TrainConfig {
-            steps: 250,
-            batch: 128,
-            val_every: 250,
-            generate: 100,
             variant,
-            full_eval: false,
-            plots: false,
+            reflect: false,
+            run: RunSettings {
+                steps: 250,
+                batch: 128,
+                val_every: 250,
+                generate: 100,
+                quick_eval: true,
+                plots: false,
+                out: Some(out.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        train_flow(&data, flow, &cfg, &out, |_| ()).unwrap();
+        train_flow(&data, &settings, &mut |_| ()).unwrap();
         let model = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
         let gen = generate_conditional(&model, &given, 11, Device::Cpu).unwrap();
         let masses = jetgen::physics::relative_masses(&gen);
@@ -335,23 +340,25 @@ fn random_masks_are_seeded_and_survive_checkpoints() {
     );
     let data = JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
     let out = std::env::temp_dir().join(format!("jetgen-random-masks-{}", std::process::id()));
-    let flow = FlowConfig {
+    let settings = FlowSettings {
         layers: 2,
         hidden: 16,
         blocks: 1,
-        masks,
-        ..FlowConfig::default_for(90)
-    };
-    let cfg = TrainConfig {
-        steps: 10,
-        batch: 32,
-        val_every: 10,
-        generate: 20,
-        full_eval: false,
-        plots: false,
+        masks: jetgen::models::flow::MaskChoice::Random,
+        run: RunSettings {
+            seed: 5,
+            steps: 10,
+            batch: 32,
+            val_every: 10,
+            generate: 20,
+            quick_eval: true,
+            plots: false,
+            out: Some(out.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    train_flow(&data, flow, &cfg, &out, |_| ()).unwrap();
+    train_flow(&data, &settings, &mut |_| ()).unwrap();
     let model = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
     assert_eq!(model.flow.config.masks, masks);
     assert_eq!(model.flow.layers[1].mask, masks.mask(90, 1));

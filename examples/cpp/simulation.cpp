@@ -26,8 +26,10 @@ class Generator {
         jetgen_model_num_particles(model_.get(), &p);
         particles_ = p;
         jetgen_model_conditions(model_.get(), &with_mass_, &with_n_);
+        family_ = jetgen_model_family(model_.get());
     }
     size_t particles() const { return particles_; }
+    const std::string &family() const { return family_; }
     bool mass_conditioned() const { return with_mass_ != 0; }
     bool multiplicity_conditioned() const { return with_n_ != 0; }
     // one jet per requested relative mass m/pT (mass-conditioned flows); multiplicities are
@@ -56,6 +58,7 @@ class Generator {
     std::unique_ptr<jetgen_model, Free> model_;
     size_t particles_ = 0;
     int with_mass_ = 0, with_n_ = 0;
+    std::string family_;
 };
 
 }  // namespace
@@ -103,8 +106,9 @@ int main(int argc, char **argv) {
                 sum_mult += mult;
             }
         }
-        std::printf("jetgen %s: %d events, %zu jets (%s), mean m/pT %.4f, mean multiplicity %.1f, %zu inconsistent\n",
-                    jetgen_version(), events, total, gen.mass_conditioned() ? "given masses" : "unconditional",
+        std::printf("jetgen %s, %s model: %d events, %zu jets (%s), mean m/pT %.4f, mean multiplicity %.1f, %zu inconsistent\n",
+                    jetgen_version(), gen.family().c_str(), events, total,
+                    gen.mass_conditioned() ? "given masses" : "unconditional",
                     sum_mass / total, sum_mult / total, bad);
         return bad == 0 ? 0 : 1;
     } catch (const std::exception &e) {

@@ -14,7 +14,12 @@ use crate::metrics::{evaluate, EvalConfig, Protocol};
 #[derive(Clone, Debug)]
 pub struct EvalArgs {
     pub real: PathBuf,
-    pub generated: PathBuf,
+    /// Generated jets, or
+    pub generated: Option<PathBuf>,
+    /// a trained model to generate `n` jets from (seeded by `seed`) on `device`.
+    pub model: Option<PathBuf>,
+    pub n: Option<usize>,
+    pub device: String,
     pub protocol: String,
     pub seed: u64,
     pub json: Option<PathBuf>,
@@ -40,13 +45,35 @@ pub fn stage_spinner() -> ProgressBar {
 pub fn run(a: EvalArgs) -> Result<()> {
     let protocol = Protocol::parse(&a.protocol)?;
     let real = JetNetData::read(&a.real)?;
-    let gen = JetNetData::read(&a.generated)?;
-    for (what, path, d) in [("real", &a.real, &real), ("gen ", &a.generated, &gen)] {
+    let (gen, gen_name) = match (&a.generated, &a.model) {
+        (Some(path), None) => (JetNetData::read(path)?, path.display().to_string()),
+        (None, Some(model)) => {
+            let device = crate::device::Device::parse(&a.device)?;
+            device.ensure_available()?;
+            let g = crate::runs::load_generator(model, device)?;
+            let n = a.n.unwrap_or(real.n_jets);
+            if n == 0 {
+                return Err(Error::invalid("--n must be at least 1"));
+            }
+            let jets = crate::on_thread_pool(|| g.generate(n, a.seed))?;
+            (
+                jets,
+                format!("{} jets from {} ({})", n, model.display(), g.name()),
+            )
+        }
+        _ => {
+            return Err(Error::invalid(
+                "give --gen FILE or --model RUN (one of them)",
+            ))
+        }
+    };
+    for (what, name, d) in [
+        ("real", a.real.display().to_string(), &real),
+        ("gen ", gen_name.clone(), &gen),
+    ] {
         println!(
-            "{what}: {} ({} jets × {} particles)",
-            path.display(),
-            d.n_jets,
-            d.n_particles
+            "{what}: {name} ({} jets × {} particles)",
+            d.n_jets, d.n_particles
         );
     }
     let fpnd = match a.fpnd.as_deref() {
@@ -89,11 +116,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(path) = &a.json {
         let mut value = report.to_json();
         value["real"] = a.real.display().to_string().into();
-        value["generated"] = a.generated.display().to_string().into();
+        value["generated"] = gen_name.into();
         value["seed"] = a.seed.into();
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| Error::invalid(e.to_string()))?;
-        crate::nn::store::write_atomic(path, text.as_bytes())?;
+        crate::io::write_atomic(path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &a.plots {

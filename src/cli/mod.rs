@@ -3,7 +3,7 @@
 mod bench;
 mod eval;
 mod info;
-mod train;
+mod sample;
 
 use std::path::PathBuf;
 
@@ -24,91 +24,14 @@ pub enum Command {
     Info,
     /// Train a generative model (`flow`, the default) on JetNet-layout jets; with no
     /// arguments, a small RQS flow on the built-in gluon sample in a few minutes on 2 cores.
-    Train {
-        /// Model family (flow)
-        #[arg(default_value = "flow")]
-        model: String,
-        /// Jets to train on (JetNet layout, .hdf5 or .npy pair)
-        #[arg(long, default_value = "data/sample/g.hdf5")]
-        data: PathBuf,
-        /// rqs or affine coupling layers
-        #[arg(long, default_value = "rqs")]
-        coupling: String,
-        /// vnf (unconditional), cnf-m (jet mass), cnf-mn (mass and multiplicity), ccnf-m / ccnf-mn
-        /// (the same with the mass constraint)
-        #[arg(long, default_value = "vnf")]
-        variant: String,
-        /// λ of the CCNF mass constraint (loss = NLL per jet + λ·MSE of the relative mass)
-        #[arg(long, default_value_t = 1000.0)]
-        mass_lambda: f64,
-        #[arg(long, default_value_t = 6)]
-        layers: usize,
-        #[arg(long, default_value_t = 8)]
-        bins: usize,
-        #[arg(long, default_value_t = 128)]
-        hidden: usize,
-        #[arg(long, default_value_t = 2)]
-        blocks: usize,
-        /// Spline range [−B, B] in standardised units
-        #[arg(long, default_value_t = 8.0)]
-        tail_bound: f64,
-        #[arg(long, default_value_t = 1500)]
-        steps: usize,
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        /// auto, cpu, cuda or cuda:N
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Run directory
-        #[arg(long, default_value = "runs/flow")]
-        out: PathBuf,
-        /// Passes over the training split (overrides --steps)
-        #[arg(long)]
-        epochs: Option<usize>,
-        /// g, q or t: use <directory of --data>/<class>.hdf5
-        #[arg(long)]
-        class: Option<String>,
-        /// JSON file of settings (option names as keys; a run's config.json works too);
-        /// options given on the command line win
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Only W1M/W1P/W1EFP at the end (skip FPD, KPD, COV and MMD)
-        #[arg(long)]
-        quick_eval: bool,
-        /// Coupling masks: alternating (even/odd features) or random (seeded by --seed)
-        #[arg(long, default_value = "alternating")]
-        masks: String,
-        /// Jets generated for the final evaluation against the validation split (at most
-        /// its size)
-        #[arg(long, default_value_t = 2000)]
-        generate: usize,
-        /// Dropout probability inside the conditioners' residual blocks
-        #[arg(long, default_value_t = 0.0)]
-        dropout: f32,
-        /// AdamW decoupled weight decay
-        #[arg(long, default_value_t = 1e-5)]
-        weight_decay: f64,
-        /// constant, or cosine (from --lr down to 0 at the last step)
-        #[arg(long, default_value = "constant")]
-        lr_schedule: String,
-        /// Reflect training jets at random about their axis (η_rel → −η_rel, φ_rel → −φ_rel):
-        /// mass, pT fractions and multiplicity unchanged, four times the distinct jets
-        /// (`--reflect false` trains on the jets as they are)
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        reflect: bool,
-        /// Early stopping: validations (every 100 steps) without improvement before stopping
-        #[arg(long, default_value_t = 5)]
-        patience: usize,
-    },
-    /// Generate jets from a trained model into a JetNet-layout HDF5 file.
+    /// `jetgen train <family> --help` lists a family's options.
+    Train(TrainCommand),
+    /// Generate jets from a trained model (any family) into a JetNet-layout HDF5 file.
     Sample {
         /// Run directory (or checkpoint file) of `jetgen train`
         #[arg(long, default_value = "runs/flow")]
         model: PathBuf,
+        /// Jets to generate
         #[arg(long, default_value_t = 1000)]
         n: usize,
         #[arg(long, default_value_t = 0)]
@@ -117,11 +40,11 @@ pub enum Command {
         out: PathBuf,
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Relative jet mass m/pT of every jet (conditional flows; default: drawn from the
+        /// Relative jet mass m/pT of every jet (conditional models; default: drawn from the
         /// training distribution)
         #[arg(long)]
         mass: Option<f64>,
-        /// Number of particles of every jet (cnf-mn / ccnf-mn flows)
+        /// Number of particles of every jet (models conditioned on it, e.g. cnf-mn flows)
         #[arg(long)]
         multiplicity: Option<usize>,
     },
@@ -131,9 +54,23 @@ pub enum Command {
         /// Real jets (default: the built-in gluon sample)
         #[arg(long, default_value = "data/sample/g.hdf5")]
         real: PathBuf,
-        /// Generated jets
-        #[arg(long = "gen")]
-        generated: PathBuf,
+        /// Generated jets (JetNet layout)
+        #[arg(
+            long = "gen",
+            required_unless_present = "model",
+            conflicts_with = "model"
+        )]
+        generated: Option<PathBuf>,
+        /// Or: a trained model (run directory or checkpoint, any family) to generate --n
+        /// jets from
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Jets to generate with --model [default: as many as the real jets]
+        #[arg(long, requires = "model")]
+        n: Option<usize>,
+        /// auto, cpu, cuda or cuda:N (for --model)
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// jetnet (5 × 50,000) or mpgan (5 × 10,000)
         #[arg(long, default_value = "jetnet")]
         protocol: String,
@@ -155,7 +92,7 @@ pub enum Command {
         fpnd: Option<String>,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
-    /// Sinkhorn, RQS), `generate` (flow generation through the Rust and the C API), or
+    /// Sinkhorn, RQS), `generate` (every family's generation through the Rust and the C API), or
     /// `all`; `--json` writes the rows for machines.
     Bench {
         /// engine, kernels, generate or all
@@ -182,12 +119,71 @@ pub enum Command {
     },
 }
 
-/// Parse arguments and run; returns the process exit code.
+/// `jetgen train [<family>] [options]`: the options of the default family, or a family
+/// subcommand with its own; both built from the family registry, so a new family needs no
+/// change here.
+#[derive(Clone, Debug)]
+pub struct TrainCommand {
+    matches: clap::ArgMatches,
+}
+
+impl clap::FromArgMatches for TrainCommand {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(TrainCommand { matches: m.clone() })
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.matches = m.clone();
+        Ok(())
+    }
+}
+
+impl clap::Args for TrainCommand {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let families = crate::runs::registry::FAMILIES;
+        // `--lr -1` reaches the range check as a number instead of looking like a flag
+        let mut cmd = (families[0].train_args)(cmd)
+            .args_conflicts_with_subcommands(true)
+            .allow_negative_numbers(true);
+        for f in families {
+            let sub = clap::Command::new(f.name)
+                .about(f.about)
+                .allow_negative_numbers(true);
+            cmd = cmd.subcommand((f.train_args)(sub));
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl TrainCommand {
+    /// Train the chosen family and print the run's summary.
+    fn run(&self) -> crate::error::Result<()> {
+        use crate::runs::registry::{family, FAMILIES};
+        let (fam, matches) = match self.matches.subcommand() {
+            Some((name, sub)) => (family(name)?, sub),
+            None => (&FAMILIES[0], &self.matches),
+        };
+        let report = (fam.train)(matches)?;
+        print!("{}", report.summary());
+        Ok(())
+    }
+}
+
+/// Parse arguments and run; returns the process exit code. Bad arguments print clap's
+/// message and exit with 2; failures print `error: …` and exit with 1.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
     let result = match cli.command {
         Command::Info => info::run(),
-        cmd @ Command::Train { .. } => run_train_command(cmd),
+        Command::Train(t) => t.run(),
         Command::Sample {
             model,
             n,
@@ -196,10 +192,13 @@ pub fn main() -> i32 {
             device,
             mass,
             multiplicity,
-        } => train::run_sample(model, n, seed, out, &device, mass, multiplicity),
+        } => sample::run(model, n, seed, out, &device, mass, multiplicity),
         Command::Eval {
             real,
             generated,
+            model,
+            n,
+            device,
             protocol,
             seed,
             json,
@@ -209,6 +208,9 @@ pub fn main() -> i32 {
         } => eval::run(eval::EvalArgs {
             real,
             generated,
+            model,
+            n,
+            device,
             protocol,
             seed,
             json,
@@ -241,88 +243,4 @@ pub fn main() -> i32 {
             1
         }
     }
-}
-
-/// The settings of a `train` command: model name, arguments, config file.
-fn train_args(cmd: Command) -> Option<(String, train::TrainArgs, Option<PathBuf>)> {
-    let Command::Train {
-        model,
-        data,
-        coupling,
-        variant,
-        mass_lambda,
-        layers,
-        bins,
-        hidden,
-        blocks,
-        tail_bound,
-        steps,
-        batch,
-        lr,
-        device,
-        seed,
-        out,
-        epochs,
-        class,
-        config,
-        quick_eval,
-        masks,
-        generate,
-        dropout,
-        weight_decay,
-        lr_schedule,
-        reflect,
-        patience,
-    } = cmd
-    else {
-        return None;
-    };
-    let args = train::TrainArgs {
-        data,
-        coupling,
-        variant,
-        mass_lambda,
-        layers,
-        bins,
-        hidden,
-        blocks,
-        tail_bound,
-        steps,
-        batch,
-        lr,
-        device,
-        seed,
-        out,
-        epochs,
-        class,
-        quick_eval,
-        masks,
-        generate,
-        dropout,
-        weight_decay,
-        lr_schedule,
-        reflect,
-        patience,
-    };
-    Some((model, args, config))
-}
-
-fn run_train_command(cmd: Command) -> crate::error::Result<()> {
-    let Some((model, mut args, config)) = train_args(cmd) else {
-        return Ok(());
-    };
-    if model != "flow" {
-        return Err(crate::error::Error::invalid(format!(
-            "unknown model '{model}' (available: flow)"
-        )));
-    }
-    if let Some(path) = config {
-        let defaults = Cli::try_parse_from(["jetgen", "train"])
-            .ok()
-            .and_then(|c| train_args(c.command))
-            .map(|(_, a, _)| a)
-            .ok_or_else(|| crate::error::Error::invalid("internal: no default train settings"))?;
-        train::apply_config(&mut args, &defaults, &path)?;
-    }
-    train::run_train(args)
 }

@@ -72,33 +72,10 @@ impl CartesianJets {
 }
 
 /// Seeded split of `n` indices into consecutive parts with the given fractions (summing to
-/// 1, e.g. jetnet's 0.7/0.15/0.15 or the MPGAN/flow papers' 0.7/0.3): a seeded shuffle, then
-/// cut; the last part takes the rounding remainder.
+/// 1, e.g. jetnet's 0.7/0.15/0.15 or the MPGAN/flow papers' 0.7/0.3): the run layer's
+/// [`crate::runs::split::split_indices`] with a generator seeded by `seed`.
 pub fn split_indices(n: usize, fractions: &[f64], seed: u64) -> Result<Vec<Vec<usize>>> {
-    let total: f64 = fractions.iter().sum();
-    if fractions.is_empty() || fractions.iter().any(|f| !(*f >= 0.0)) || (total - 1.0).abs() > 1e-9
-    {
-        return Err(Error::invalid(format!(
-            "split fractions must be ≥ 0 and sum to 1, got {fractions:?}"
-        )));
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(seed);
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (k, f) in fractions.iter().enumerate() {
-        let end = if k + 1 == fractions.len() {
-            n
-        } else {
-            (start + (f * n as f64).round() as usize).min(n)
-        };
-        parts.push(order[start..end].to_vec());
-        start = end;
-    }
-    Ok(parts)
+    crate::runs::split::split_indices(n, fractions, &mut Rng::new(seed))
 }
 
 /// The average jet image: pT_rel summed on a `bins × bins` grid over η_rel, φ_rel ∈

@@ -205,7 +205,44 @@ impl JetNetData {
         let bytes = fb
             .finish()
             .map_err(|e| Error::file(path, format!("cannot encode HDF5: {e}")))?;
-        crate::nn::store::write_atomic(path, &bytes)
+        crate::io::write_atomic(path, &bytes)
+    }
+
+    /// A checksum of the jets' contents (shape and every value's bits; FNV-1a, 64 bits, as
+    /// `fnv1a64:<hex>`): equal for the same jets whatever the file format, different for
+    /// other jets. Runs record it, so a repeat can tell when its data differ.
+    pub fn checksum(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&(self.n_jets as u64).to_le_bytes());
+        eat(&(self.n_particles as u64).to_le_bytes());
+        for v in self.particles.iter().chain(&self.jets) {
+            eat(&v.to_bits().to_le_bytes());
+        }
+        format!("fnv1a64:{h:016x}")
+    }
+
+    /// The jets `idx` (in that order) as a new set; an index out of range is an error.
+    pub fn select(&self, idx: &[usize]) -> Result<JetNetData> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.n_jets) {
+            return Err(Error::invalid(format!(
+                "jet index {bad} out of range for {} jets",
+                self.n_jets
+            )));
+        }
+        let p = self.n_particles;
+        let mut particles = Vec::with_capacity(idx.len() * p * 4);
+        let mut jets = Vec::with_capacity(idx.len() * 4);
+        for &i in idx {
+            particles.extend_from_slice(&self.particles[i * p * 4..(i + 1) * p * 4]);
+            jets.extend_from_slice(self.jet(i));
+        }
+        JetNetData::new(particles, jets, idx.len(), p, "subset")
     }
 
     /// Particle `j` of jet `i` as [η_rel, φ_rel, pT_rel, mask].

@@ -3,6 +3,7 @@
 //! The CUDA driver is loaded dynamically at run time: the same binary works on machines
 //! without CUDA, and asking for CUDA there gives [`Error::CudaUnavailable`], never a panic.
 
+pub mod buffers;
 pub mod cuda;
 
 use crate::error::{Error, Result};

@@ -1,26 +1,26 @@
-//! The model half of the C ABI: load a trained flow, generate jets (with drawn or given
+//! The model half of the C ABI: load a trained model of any family (dispatching on the
+//! family its checkpoint records, through [`Generator`]), generate jets (with drawn or given
 //! conditions), score jets by log-density.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{err, fail, guard, JetgenStatus};
 use crate::data::JetNetData;
-use crate::device::Device;
 use crate::models::conditions::Conditions;
-use crate::models::train_flow::{
-    generate, generate_conditional, load_checkpoint, log_prob_jets, TrainedFlow,
-};
+use crate::runs::generator::Generator;
 
 /// An opaque loaded model.
 pub struct JetgenModel {
-    model: TrainedFlow,
-    device: Device,
+    model: Box<dyn Generator>,
+    /// The family name as a C string (returned by jetgen_model_family).
+    family: CString,
 }
 
-/// Load a flow checkpoint (a run directory or its checkpoint.safetensors) onto `device`
+/// Load a model checkpoint of any family (a run directory or its checkpoint.safetensors)
+/// onto `device`
 /// (JETGEN_DEVICE_AUTO, JETGEN_DEVICE_CPU or a CUDA ordinal); on success `*out` owns the
 /// model (free it with jetgen_model_free).
 ///
@@ -48,15 +48,15 @@ pub unsafe extern "C" fn jetgen_model_load(
             )
         })?;
         let device = super::device_of(device)?;
-        let p = Path::new(path);
-        let ckpt = if p.is_dir() {
-            p.join("checkpoint.safetensors")
-        } else {
-            p.to_path_buf()
-        };
-        let model = load_checkpoint(&ckpt, device).map_err(err)?;
+        let model = crate::runs::load_generator(Path::new(path), device).map_err(err)?;
+        let family = CString::new(model.family()).map_err(|_| {
+            (
+                JetgenStatus::Internal,
+                "family name has a NUL byte".to_string(),
+            )
+        })?;
         // SAFETY: checked non-NULL.
-        unsafe { *out = Box::into_raw(Box::new(JetgenModel { model, device })) };
+        unsafe { *out = Box::into_raw(Box::new(JetgenModel { model, family })) };
         Ok(())
     })
 }
@@ -73,6 +73,21 @@ pub unsafe extern "C" fn jetgen_model_free(model: *mut JetgenModel) {
             drop(unsafe { Box::from_raw(model) });
         }));
     }
+}
+
+/// The model's family name ("flow", …): a NUL-terminated string owned by the model (valid
+/// until jetgen_model_free); NULL for a NULL model.
+///
+/// # Safety
+/// `model` must be NULL or a live model from jetgen_model_load.
+#[no_mangle]
+pub unsafe extern "C" fn jetgen_model_family(model: *const JetgenModel) -> *const c_char {
+    if model.is_null() {
+        super::set_error("jetgen_model_family: NULL model");
+        return std::ptr::null();
+    }
+    // SAFETY: checked non-NULL; alive per the contract.
+    unsafe { (*model).family.as_ptr() }
 }
 
 /// Particles per generated jet (30 for JetNet-30 models).
@@ -92,7 +107,7 @@ pub unsafe extern "C" fn jetgen_model_num_particles(
             ));
         }
         // SAFETY: checked non-NULL; the model is alive per the contract.
-        unsafe { *out = (*model).model.n_particles };
+        unsafe { *out = (*model).model.particles() };
         Ok(())
     })
 }
@@ -125,8 +140,7 @@ pub unsafe extern "C" fn jetgen_model_generate(
         // SAFETY: checked non-NULL; alive per the contract.
         let m = unsafe { &*model };
         check_outputs(m, n_jets, particles_len, jets_len)?;
-        let jets =
-            crate::on_thread_pool(|| generate(&m.model, n_jets, seed, m.device)).map_err(err)?;
+        let jets = crate::on_thread_pool(|| m.model.generate(n_jets, seed)).map_err(err)?;
         // SAFETY: sizes checked by check_outputs.
         unsafe { write_jets(&jets, out_particles, out_jets) };
         Ok(())
@@ -146,7 +160,7 @@ fn check_outputs(
             format!("n_jets must be in 1..=1e8, got {n_jets}"),
         );
     }
-    let need_p = super::checked_size("out_particles", &[n_jets, m.model.n_particles, 4])?;
+    let need_p = super::checked_size("out_particles", &[n_jets, m.model.particles(), 4])?;
     if particles_len < need_p || jets_len < n_jets * 4 {
         return fail(
             JetgenStatus::InvalidArgument,
@@ -189,11 +203,11 @@ pub unsafe extern "C" fn jetgen_model_conditions(
             );
         }
         // SAFETY: checked non-NULL; alive per the contract.
-        let v = unsafe { &*model }.model.variant;
+        let c = unsafe { &*model }.model.conditioning();
         // SAFETY: checked non-NULL.
         unsafe {
-            *mass = (v.context_dim() >= 1) as c_int;
-            *multiplicity = v.has_multiplicity() as c_int;
+            *mass = c.mass as c_int;
+            *multiplicity = c.multiplicity as c_int;
         }
         Ok(())
     })
@@ -229,7 +243,7 @@ pub unsafe extern "C" fn jetgen_model_generate_conditional(
         check_outputs(m, n_jets, particles_len, jets_len)?;
         // SAFETY: the caller promises n_jets floats.
         let masses = unsafe { super::slice_in(mass, n_jets, "mass") }?;
-        let wants_n = m.model.variant.has_multiplicity();
+        let wants_n = m.model.conditioning().multiplicity;
         let counts: Vec<f64> = match (wants_n, multiplicity.is_null()) {
             (true, true) => {
                 return fail(
@@ -248,14 +262,14 @@ pub unsafe extern "C" fn jetgen_model_generate_conditional(
                     "this model is not conditioned on the multiplicity: pass NULL",
                 )
             }
-            (false, true) => vec![m.model.n_particles as f64; n_jets],
+            (false, true) => vec![m.model.particles() as f64; n_jets],
         };
         let given = Conditions {
             mass: masses.iter().map(|&x| x as f64).collect(),
             n: counts,
         };
-        let jets = crate::on_thread_pool(|| generate_conditional(&m.model, &given, seed, m.device))
-            .map_err(err)?;
+        let jets =
+            crate::on_thread_pool(|| m.model.generate_conditional(&given, seed)).map_err(err)?;
         // SAFETY: sizes checked by check_outputs.
         unsafe { write_jets(&jets, out_particles, out_jets) };
         Ok(())
@@ -286,7 +300,7 @@ pub unsafe extern "C" fn jetgen_model_log_prob(
         }
         // SAFETY: checked non-NULL; alive per the contract.
         let m = unsafe { &*model };
-        let p = m.model.n_particles;
+        let p = m.model.particles();
         let need = super::checked_size("particles", &[n_jets, p, 4])?;
         if n_jets == 0 || particles_len < need {
             return fail(
@@ -306,7 +320,7 @@ pub unsafe extern "C" fn jetgen_model_log_prob(
             "jetgen_model_log_prob input",
         )
         .map_err(|e| (JetgenStatus::InvalidArgument, e.to_string()))?;
-        let lp = crate::on_thread_pool(|| log_prob_jets(&m.model, &data, m.device)).map_err(err)?;
+        let lp = crate::on_thread_pool(|| m.model.log_prob(&data)).map_err(err)?;
         // SAFETY: the caller promises n_jets doubles.
         unsafe { std::ptr::copy_nonoverlapping(lp.as_ptr(), out, n_jets) };
         Ok(())

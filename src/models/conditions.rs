@@ -11,8 +11,12 @@ use crate::models::pchip::InverseCdf;
 use crate::physics::jet_p4;
 use crate::rng::Rng;
 
-/// Which conditions a flow sees, and whether it trains with the mass constraint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which conditions a flow sees, and whether it trains with the mass constraint. On the
+/// command line and in config files: `vnf`, `cnf-m`, `cnf-mn`, `ccnf-m`, `ccnf-mn`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// Unconditional ("vanilla") flow.
     Vnf,
@@ -69,7 +73,7 @@ impl Variant {
 }
 
 /// Raw per-jet conditions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Conditions {
     /// Relative jet mass m/pT_jet.
     pub mass: Vec<f64>,

@@ -1,9 +1,11 @@
-//! Generative models built from the engine's layers: normalising flows so far.
+//! Generative model families built from the engine's layers, one folder each; every family
+//! trains through [`crate::runs`] and generates through
+//! [`Generator`](crate::runs::generator::Generator). So far: coupling normalising flows.
+//! Shared by the families: jet conditions (mass, multiplicity) and their sampler.
 
 pub mod conditions;
 pub mod flow;
 pub mod flow_data;
 pub mod pchip;
-pub mod train_flow;
 
 pub use flow::{Flow, FlowConfig};

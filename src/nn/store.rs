@@ -45,16 +45,8 @@ pub fn save_tensors(
     write_atomic(path, &serialized)
 }
 
-/// Write `data` to `path` via a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, data).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::file(path, format!("cannot rename into place: {e}")))
-}
+/// Atomic file writes now live in [`crate::io`]; kept here for existing callers.
+pub use crate::io::write_atomic;
 
 /// Read every tensor of a safetensors file as CPU f32 (F32, F64, F16, BF16, I64, I32, U8 and
 /// BOOL are converted), with the file's metadata.

@@ -1,10 +1,10 @@
 //! Elementwise ops: unary functions y = f(x) with their derivatives, NumPy-broadcasting
 //! binary arithmetic, and `select` (where).
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
 use crate::autograd::{Op, Var};
-use crate::device::cuda::{grid_for, CudaBackend};
+use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
 use crate::ops::{for_each_chunk, n_u32, Strided3, PAR_MIN};
 use crate::real::Real;
@@ -634,20 +634,6 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Fill the first `n` elements of a device buffer with `value`.
-pub(crate) fn cuda_fill(
-    be: &CudaBackend,
-    out: &mut CudaSlice<f32>,
-    n: usize,
-    value: f32,
-) -> Result<()> {
-    let f = be.function("elementwise", "fill")?;
-    let nn = n_u32("fill", n)?;
-    let mut lb = be.stream.launch_builder(&f);
-    lb.arg(&nn).arg(&value).arg(out);
-    // SAFETY: out holds at least n elements.
-    be.check_launch("fill", unsafe { lb.launch(grid_for(n)) })
-}
 
 // ------------------------------------------------------------------ tape ops
 

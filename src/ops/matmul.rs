@@ -246,7 +246,7 @@ fn cuda_matmul(
     } = d;
     let mut out = be.alloc::<f32>(batch * m * n)?;
     if m * n > 0 && k == 0 {
-        crate::ops::elementwise::cuda_fill(be, &mut out, batch * m * n, 0.0)?;
+        crate::device::buffers::fill(be, &mut out, batch * m * n, 0.0)?;
     }
     if m * n * k > 0 {
         let blas = be.blas()?;

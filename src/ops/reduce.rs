@@ -326,43 +326,6 @@ pub fn onehot_scatter(
     })
 }
 
-/// Count NaN/inf among the first `n` elements of a device buffer (one 4-byte read-back).
-pub(crate) fn cuda_count_non_finite(buf: &crate::tensor::CudaBuffer, n: usize) -> Result<usize> {
-    Ok(cuda_count_non_finite_many(&[(buf, n)])?[0])
-}
-
-/// NaN/∞ counts of several device buffers (`(buffer, elements)`, all on one device): one
-/// counting launch per buffer into its own slot, then a single read-back (one host sync for
-/// all of an op's inputs instead of one per input).
-pub(crate) fn cuda_count_non_finite_many(
-    bufs: &[(&crate::tensor::CudaBuffer, usize)],
-) -> Result<Vec<usize>> {
-    let Some((first, _)) = bufs.first() else {
-        return Ok(Vec::new());
-    };
-    let be = &first.backend;
-    let mut counts = be.alloc_zeros::<u32>(bufs.len())?;
-    let f = be.function("reduce", "count_nonfinite")?;
-    for (slot, (buf, n)) in bufs.iter().enumerate() {
-        if *n == 0 {
-            continue;
-        }
-        let nn = n_u32("count_non_finite", *n)?;
-        let mut count = counts.slice_mut(slot..slot + 1);
-        let mut b = be.stream.launch_builder(&f);
-        b.arg(&nn).arg(&buf.slice).arg(&mut count);
-        // SAFETY: the buffer holds n elements; `count` is one slot of `counts`.
-        be.check_launch("count_nonfinite", unsafe {
-            b.launch(crate::device::cuda::grid_for((*n).min(1 << 20)))
-        })?;
-    }
-    Ok(be
-        .dtoh(&counts, bufs.len())?
-        .into_iter()
-        .map(|c| c as usize)
-        .collect())
-}
-
 // ------------------------------------------------------------------ tape ops
 
 impl Var {

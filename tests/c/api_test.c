@@ -167,6 +167,8 @@ int main(int argc, char **argv) {
 
     CHECK(jetgen_model_load(argv[1], JETGEN_DEVICE_CPU, &m) == JETGEN_OK, "load");
     CHECK(strcmp(jetgen_last_error(), "") == 0, "message cleared after success");
+    CHECK(jetgen_model_family(m) != NULL && strcmp(jetgen_model_family(m), "flow") == 0, "family");
+    CHECK(jetgen_model_family(NULL) == NULL && strlen(jetgen_last_error()) > 0, "family of NULL");
     size_t p = 0;
     CHECK(jetgen_model_num_particles(m, &p) == JETGEN_OK && p == 30, "num particles %zu", p);
 

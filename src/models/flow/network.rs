@@ -47,16 +47,14 @@ impl MaskKind {
     /// The mask of layer `k` (true = transformed, as [`alternating_mask`]'s even entries).
     pub fn mask(self, features: usize, k: usize) -> Vec<bool> {
         match self {
-            MaskKind::Alternating => alternating_mask(features, k % 2 == 0),
+            MaskKind::Alternating => alternating_mask(features, k.is_multiple_of(2)),
             MaskKind::Random { seed } => {
                 let mut rng = Rng::new(crate::rng::mix64(
                     seed ^ (k as u64).wrapping_mul(0x9E37_79B9),
                 ));
-                // Fisher–Yates shuffle; the first ⌈D/2⌉ positions are transformed
+                // a seeded shuffle; the first ⌈D/2⌉ positions are transformed
                 let mut order: Vec<usize> = (0..features).collect();
-                for i in (1..features).rev() {
-                    order.swap(i, rng.below(i + 1));
-                }
+                rng.shuffle(&mut order);
                 let mut mask = vec![false; features];
                 for &i in &order[..features.div_ceil(2)] {
                     mask[i] = true;
@@ -89,6 +87,44 @@ impl FlowConfig {
     }
 }
 
+impl FlowConfig {
+    /// Every size in range before anything is allocated: features 2..=65,536, context
+    /// 0..=64, layers 1..=256, hidden 1..=16,384, blocks 1..=64, RQS bins 2..=64 with a
+    /// positive finite tail bound, dropout in [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        let range = |name: &str, v: usize, lo: usize, hi: usize| {
+            if v < lo || v > hi {
+                Err(Error::invalid(format!(
+                    "flow {name} must be in {lo}..={hi}, got {v}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        range("features", self.features, 2, 1 << 16)?;
+        range("context", self.context, 0, 64)?;
+        range("layers", self.layers, 1, 256)?;
+        range("hidden", self.hidden, 1, 1 << 14)?;
+        range("blocks", self.blocks, 1, 64)?;
+        if let CouplingKind::Rqs(r) = self.coupling {
+            range("bins", r.bins, 2, 64)?;
+            if !(r.tail_bound.is_finite() && r.tail_bound > 0.0) {
+                return Err(Error::invalid(format!(
+                    "flow tail bound must be positive and finite, got {}",
+                    r.tail_bound
+                )));
+            }
+        }
+        if !(self.dropout >= 0.0 && self.dropout < 1.0) {
+            return Err(Error::invalid(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A stack of coupling layers with a standard normal base.
 pub struct Flow {
     pub config: FlowConfig,
@@ -104,11 +140,7 @@ impl std::fmt::Debug for Flow {
 impl Flow {
     /// A freshly initialised flow.
     pub fn new(config: FlowConfig, rng: &mut Rng, device: Device) -> Result<Flow> {
-        if config.features < 2 || config.layers == 0 {
-            return Err(Error::invalid(
-                "a coupling flow needs at least 2 features and 1 layer",
-            ));
-        }
+        config.validate()?;
         let layers = (0..config.layers)
             .map(|k| {
                 CouplingTransform::new(

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::bench::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
+pub(crate) mod workloads;
+
 use crate::device::Device;
 use crate::error::{Error, Result};
+use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
 
 /// What `jetgen bench` was asked to run.
 pub struct BenchArgs {
@@ -124,7 +126,7 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let text =
             serde_json::to_string_pretty(&items).map_err(|e| Error::invalid(e.to_string()))?;
-        crate::nn::store::write_atomic(path, text.as_bytes())?;
+        crate::io::write_atomic(path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -133,7 +135,7 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
 /// Prints rows with a jets/s column (`jets` per timed call) and appends them to `items`.
 fn print_rates(
     title: &str,
-    rows: &[crate::bench::BenchRow],
+    rows: &[workloads::BenchRow],
     jets: f64,
     threads: usize,
     items: &mut Vec<serde_json::Value>,

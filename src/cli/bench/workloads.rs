@@ -1,20 +1,23 @@
-//! Benchmark workloads shared by the criterion benches (`cargo bench`) and `jetgen bench`
-//! (which also runs on the GPU machine from the bundle and writes JSON).
+//! Benchmark workloads shared by `jetgen bench` (which also runs on the GPU machine from the
+//! bundle and writes JSON) and the criterion benches (`cargo bench`), which include this
+//! file with `#[path]`. Not part of the library's API: it uses only public items, through
+//! `jetgen::` paths, so it compiles in both places.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::nn::{Activation, Adam, AdamConfig, Ctx, Mlp, Module};
-use crate::ops::matmul::matmul;
-use crate::rng::Rng;
-use crate::tensor::Tensor;
+use jetgen::device::Device;
+use jetgen::error::{Error, Result};
+use jetgen::nn::{Activation, Adam, AdamConfig, Ctx, Mlp, Module};
+use jetgen::ops::matmul::matmul;
+use jetgen::rng::Rng;
+use jetgen::tensor::Tensor;
 
 /// The devices to benchmark: the CPU, and CUDA device 0 when a GPU is usable (printing why
 /// not otherwise).
 pub fn bench_devices() -> Vec<Device> {
     let mut d = vec![Device::Cpu];
-    match crate::device::cuda::driver_available() {
+    match jetgen::device::cuda::driver_available() {
         Ok(_) => d.push(Device::Cuda(0)),
         Err(e) => eprintln!("CUDA benches skipped: {e}"),
     }
@@ -170,7 +173,7 @@ pub fn time_ms(
 ) -> Result<Vec<f64>> {
     // Run on a rayon worker: ops called from a worker split work with `join` in place
     // instead of handing every job to sleeping pool threads (see `on_thread_pool`).
-    crate::on_thread_pool(move || time_ms_here(warmup, iters, &mut f))
+    jetgen::on_thread_pool(move || time_ms_here(warmup, iters, &mut f))
 }
 
 fn time_ms_here(
@@ -290,7 +293,7 @@ pub fn time_adaptive(
     min_time_s: f64,
     mut f: impl FnMut() -> Result<()> + Send,
 ) -> Result<(f64, f64, f64, usize)> {
-    crate::on_thread_pool(move || {
+    jetgen::on_thread_pool(move || {
         sample_runs(min_time_s, || {
             let t = Instant::now();
             f()?;
@@ -312,8 +315,8 @@ pub fn time_op(
         let (med, min, max, runs) = time_adaptive(min_time_s, || f().map(|_| ()))?;
         return Ok((med, min, max, runs, "wall"));
     };
-    let be = crate::device::cuda::backend(ordinal)?;
-    let (med, min, max, runs) = crate::on_thread_pool(move || {
+    let be = jetgen::device::cuda::backend(ordinal)?;
+    let (med, min, max, runs) = jetgen::on_thread_pool(move || {
         sample_runs(min_time_s, || Ok(be.time_events(&mut f)?.1 / 1e3))
     })?;
     Ok((med, min, max, runs, "cuda_events"))
@@ -352,9 +355,9 @@ pub fn kernel_suite(
         )));
     }
     let wanted = |op: &str| only.is_empty() || only.iter().any(|o| o == op);
-    use crate::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
-    use crate::ops::rqs::{rqs, rqs_backward, RqsConfig};
-    use crate::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
+    use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
+    use jetgen::ops::rqs::{rqs, rqs_backward, RqsConfig};
+    use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
     let dev = device.to_string();
     let mut rows = Vec::new();
     let mut rng = Rng::new(7);
@@ -487,7 +490,7 @@ pub fn kernel_suite(
 /// flow_step`): D = 90, batch 256, K = 8, tail bound 3, alternating masks, ResidualNet
 /// `hidden × blocks`, zero_grad + (−log p).mean() + backward + Adam(lr 1e-4).
 pub struct FlowStep {
-    pub flow: crate::models::flow::Flow,
+    pub flow: jetgen::models::flow::Flow,
     pub opt: Adam,
     pub x: Tensor,
 }
@@ -501,13 +504,13 @@ impl FlowStep {
         batch: usize,
         device: Device,
     ) -> Result<FlowStep> {
-        use crate::models::flow::{Flow, FlowConfig};
+        use jetgen::models::flow::{Flow, FlowConfig};
         let mut rng = Rng::new(3);
         let config = FlowConfig {
             layers,
             hidden,
             blocks,
-            coupling: crate::nn::CouplingKind::Rqs(crate::ops::rqs::RqsConfig::new(8, 3.0)),
+            coupling: jetgen::nn::CouplingKind::Rqs(jetgen::ops::rqs::RqsConfig::new(8, 3.0)),
             ..FlowConfig::default_for(90)
         };
         let flow = Flow::new(config, &mut rng, device)?;
@@ -568,71 +571,68 @@ pub fn flow_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
     Ok(rows)
 }
 
-/// Generation throughput of a 10-layer RQS flow (8 bins, ResidualNet 128 × 2, 30 particles,
-/// freshly initialised — speed does not depend on training) for batches of 10,000 jets,
-/// through the Rust API and through the C API (`jetgen_model_generate` on a checkpoint of
-/// the same model), interleaved. Rows report ms per batch; the C/Rust overhead is the ratio
-/// of the medians.
+/// Generation throughput of every model family's benchmark model (for flows a freshly
+/// initialised 10-layer RQS flow, 8 bins, ResidualNet 128 × 2, 30 particles — speed does not
+/// depend on training) for batches of 10,000 jets, through the Rust [`Generator`] and
+/// through the C API (`jetgen_model_load` + `jetgen_model_generate` on the same checkpoint),
+/// interleaved. Rows report ms per batch; the C/Rust overhead is the ratio of the medians.
+///
+/// [`Generator`]: jetgen::runs::generator::Generator
 pub fn generation_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
-    use crate::models::conditions::{Conditions, Variant};
-    use crate::models::flow::{Flow, FlowConfig};
-    use crate::models::flow_data::Standardizer;
-    use crate::models::train_flow::{generate, save_checkpoint, TrainedFlow};
-    let d = 90;
-    let config = FlowConfig {
-        layers: 10,
-        ..FlowConfig::default_for(d)
-    };
-    let model = TrainedFlow {
-        flow: Flow::new(config, &mut crate::rng::Rng::new(1), device)?,
-        standardizer: Standardizer {
-            mean: vec![0.0; d],
-            std: vec![0.1; d],
-        },
-        n_particles: 30,
-        variant: Variant::Vnf,
-        scale: [0.0, 1.0, 0.0, 1.0],
-        conditions: Conditions {
-            mass: Vec::new(),
-            n: Vec::new(),
-        },
-    };
-    let dir = std::env::temp_dir().join(format!("jetgen-bench-gen-{}", std::process::id()));
+    let mut rows = Vec::new();
+    for family in jetgen::runs::registry::FAMILIES {
+        rows.extend(generation_rows(family, device, iters)?);
+    }
+    Ok(rows)
+}
+
+fn generation_rows(
+    family: &jetgen::runs::registry::Family,
+    device: Device,
+    iters: usize,
+) -> Result<Vec<BenchRow>> {
+    let dir = std::env::temp_dir().join(format!(
+        "jetgen-bench-gen-{}-{}",
+        family.name,
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir)?;
     let ckpt = dir.join("checkpoint.safetensors");
-    save_checkpoint(&ckpt, &model)?;
+    (family.bench_model)(&ckpt, device)?;
+    let model = jetgen::runs::load_generator(&ckpt, device)?;
+    let p = model.particles();
     let path = std::ffi::CString::new(ckpt.to_string_lossy().as_bytes())
         .map_err(|e| Error::invalid(e.to_string()))?;
     let code = match device {
-        Device::Cpu => crate::ffi::JETGEN_DEVICE_CPU,
+        Device::Cpu => jetgen::ffi::JETGEN_DEVICE_CPU,
         Device::Cuda(n) => n as std::ffi::c_int,
     };
     let mut handle = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated path and out pointer.
-    let status = unsafe { crate::ffi::jetgen_model_load(path.as_ptr(), code, &mut handle) };
-    if status != crate::ffi::JetgenStatus::Ok {
+    let status = unsafe { jetgen::ffi::jetgen_model_load(path.as_ptr(), code, &mut handle) };
+    if status != jetgen::ffi::JetgenStatus::Ok {
         return Err(Error::invalid(format!(
             "C API could not load the bench model: {status:?}"
         )));
     }
     let n = 10_000;
-    let (mut parts, mut jets) = (vec![0f32; n * 30 * 4], vec![0f32; n * 4]);
+    let (mut parts, mut jets) = (vec![0f32; n * p * 4], vec![0f32; n * 4]);
     let (mut rust_t, mut c_t) = (Vec::new(), Vec::new());
     // the model is thread-safe (see ffi); pass its address into the pool's closure
     let addr = handle as usize;
     let run = || -> Result<()> {
-        let handle = addr as *mut crate::ffi::JetgenModel;
+        let handle = addr as *mut jetgen::ffi::JetgenModel;
         for k in 0..iters + 1 {
             let time_rust = || -> Result<f64> {
                 let t = Instant::now();
-                generate(&model, n, k as u64, device)?;
+                model.generate(n, k as u64)?;
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             };
             let mut time_c = || -> Result<f64> {
                 let t = Instant::now();
-                // SAFETY: the buffers hold n·30·4 and n·4 floats; handle is a loaded model.
+                // SAFETY: the buffers hold n·P·4 and n·4 floats; handle is a loaded model.
                 let s = unsafe {
-                    crate::ffi::jetgen_model_generate(
+                    jetgen::ffi::jetgen_model_generate(
                         handle,
                         n,
                         k as u64,
@@ -642,7 +642,7 @@ pub fn generation_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
                         jets.len(),
                     )
                 };
-                if s != crate::ffi::JetgenStatus::Ok {
+                if s != jetgen::ffi::JetgenStatus::Ok {
                     return Err(Error::invalid(format!(
                         "jetgen_model_generate failed: {s:?}"
                     )));
@@ -664,25 +664,16 @@ pub fn generation_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
         }
         Ok(())
     };
-    let result = crate::on_thread_pool(run);
+    let result = jetgen::on_thread_pool(run);
     // SAFETY: handle came from jetgen_model_load and is not used afterwards.
-    unsafe { crate::ffi::jetgen_model_free(handle) };
+    unsafe { jetgen::ffi::jetgen_model_free(handle) };
     std::fs::remove_dir_all(&dir).ok();
     result?;
     rust_t.sort_by(f64::total_cmp);
     c_t.sort_by(f64::total_cmp);
+    let what = format!("generate 10k jets, {}", family.bench_model_name);
     Ok(vec![
-        row(
-            "generate 10k jets, 10-layer RQS flow, Rust API",
-            device,
-            &rust_t,
-            None,
-        ),
-        row(
-            "generate 10k jets, 10-layer RQS flow, C API",
-            device,
-            &c_t,
-            None,
-        ),
+        row(&format!("{what}, Rust API"), device, &rust_t, None),
+        row(&format!("{what}, C API"), device, &c_t, None),
     ])
 }

@@ -1,0 +1,156 @@
+//! The end of every training run: generate jets from the best checkpoint, evaluate them
+//! against the validation split with the full JetNet suite, put the truth floor beside them
+//! (as many *training* jets against the same validation jets: what a perfect generator would
+//! score at these sample sizes), and write `generated.hdf5`, `metrics.json` and the plots.
+
+use std::path::PathBuf;
+
+use crate::data::JetNetData;
+use crate::error::Result;
+use crate::metrics::{evaluate, EvalConfig, EvalReport, Protocol};
+use crate::runs::generator::Generator;
+use crate::runs::split::Split;
+use crate::runs::train_loop::{LoopOutcome, LoopSettings};
+use crate::runs::RunDir;
+
+/// How a run ends.
+#[derive(Clone, Debug)]
+pub struct FinishSettings {
+    /// Jets to generate (at most the validation split's size, at least 1).
+    pub generate: usize,
+    /// The whole suite (FPD, KPD, COV, MMD too) or only the W1s.
+    pub full_eval: bool,
+    /// Write PNG plots into `<run>/plots`.
+    pub plots: bool,
+    /// Seed of the generation (`seed ^ 0x5EED`) and of the metrics' bootstraps.
+    pub seed: u64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub run_dir: PathBuf,
+    /// The last step that moved the parameters.
+    pub steps_run: usize,
+    /// Training loss of the first step.
+    pub first_loss: f64,
+    /// Best value of the monitored validation score, and its key.
+    pub best_score: f64,
+    pub monitor: &'static str,
+    /// The early-stopping patience the run had.
+    pub patience: usize,
+    /// Generated vs validation jets (MPGAN protocol, W1 batches of ≤ 10,000 jets).
+    pub metrics: EvalReport,
+    /// The same metrics for as many training jets against the validation jets.
+    pub truth_floor: EvalReport,
+    /// PNG files written (empty without plots).
+    pub plots: Vec<PathBuf>,
+}
+
+/// Generate from `best` (the reloaded best checkpoint), evaluate against the validation jets
+/// of `split`, write `generated.hdf5`, `metrics.json` (with the truth floor and the loop's
+/// summary) and, when asked, the plots (comparison histograms and the loss curve).
+pub fn finish_run(
+    run: &RunDir,
+    best: &dyn Generator,
+    data: &JetNetData,
+    split: &Split,
+    loop_settings: &LoopSettings,
+    outcome: &LoopOutcome,
+    settings: &FinishSettings,
+) -> Result<RunReport> {
+    let n_gen = settings.generate.min(split.validation.len()).max(1);
+    let generated = best.generate(n_gen, settings.seed ^ 0x5EED)?;
+    generated.write_hdf5(&run.generated())?;
+    let real = data.select(&split.validation)?;
+    let eval_cfg = EvalConfig {
+        w1_batch_size: Some(n_gen.min(10_000)),
+        full: settings.full_eval,
+        ..EvalConfig::new(Protocol::Mpgan, settings.seed)
+    };
+    let metrics = evaluate(&real, &generated, &eval_cfg, &mut |_| {})?;
+    let truth = data.select(&split.train[..n_gen.min(split.train.len())])?;
+    let truth_floor = evaluate(&real, &truth, &eval_cfg, &mut |_| {})?;
+    let mut json = metrics.to_json();
+    json["truth_floor"] = truth_floor.to_json();
+    json["truth_floor"]["note"] =
+        "training jets (as many as generated) vs the same validation jets".into();
+    json[format!("best_{}", loop_settings.monitor)] = outcome.best_score.into();
+    json["steps_run"] = outcome.steps_run.into();
+    json[format!("first_{}", loop_settings.loss_key)] = outcome.first_loss.into();
+    json["model"] = best.name().into();
+    json["real"] = "validation split".into();
+    crate::io::write_json(&run.metrics(), &json)?;
+    let mut plots = Vec::new();
+    if settings.plots {
+        let dir = run.plots();
+        plots = crate::plots::comparison_plots(&real, &generated, &dir)?;
+        let curve = dir.join("loss.png");
+        crate::plots::line_plot(
+            &curve,
+            "Training",
+            "step",
+            "loss",
+            &[
+                (
+                    "train",
+                    crate::plots::chart::REAL,
+                    outcome.train_history.clone(),
+                ),
+                (
+                    loop_settings.monitor,
+                    crate::plots::chart::GEN,
+                    outcome.val_history.clone(),
+                ),
+            ],
+        )?;
+        plots.push(curve);
+    }
+    Ok(RunReport {
+        run_dir: run.root().to_path_buf(),
+        steps_run: outcome.steps_run,
+        first_loss: outcome.first_loss,
+        best_score: outcome.best_score,
+        monitor: loop_settings.monitor,
+        patience: loop_settings.patience,
+        metrics,
+        truth_floor,
+        plots,
+    })
+}
+
+impl RunReport {
+    /// The summary printed at the end of `jetgen train`: steps, loss → best score, the
+    /// metric table with the truth-floor column, where the files are.
+    pub fn summary(&self) -> String {
+        let patience = self.patience;
+        let mut s = String::new();
+        s += &format!(
+            "\nsteps run: {} (early stopping patience {patience})\n",
+            self.steps_run
+        );
+        s += &format!(
+            "loss: first step {:.2} → best {} {:.2}\n",
+            self.first_loss, self.monitor, self.best_score
+        );
+        s += &format!(
+            "generated vs validation jets ({} generated, {} real; W1: 5 batches of {} with replacement):\n",
+            self.metrics.n_generated,
+            self.metrics.n_real,
+            self.metrics.n_generated.min(10_000)
+        );
+        s += &self.metrics.table_with_floor(Some(&self.truth_floor));
+        s += &format!(
+            "run directory: {} (config.json, checkpoint.safetensors, train_log.csv, generated.hdf5, metrics.json)\n",
+            self.run_dir.display()
+        );
+        if let Some(first) = self.plots.first() {
+            s += &format!(
+                "plots: {} ({} PNG files)\n",
+                first.parent().unwrap_or(first).display(),
+                self.plots.len()
+            );
+        }
+        s
+    }
+}

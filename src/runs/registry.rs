@@ -1,0 +1,166 @@
+//! The model families, by the name their checkpoints record (`jetgen_model`): the one place
+//! that names them. `jetgen train <family>`, `jetgen sample`, `jetgen eval --model`, the
+//! benches and the C API's `jetgen_model_load` all dispatch through [`FAMILIES`].
+
+use std::path::Path;
+
+use clap::ArgMatches;
+
+use crate::data::JetNetData;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::models::flow;
+use crate::runs::finish::RunReport;
+use crate::runs::generator::Generator;
+use crate::runs::progress::{StepInfo, TrainProgress};
+use crate::runs::settings::{from_command_line, Settings};
+
+/// One model family.
+pub struct Family {
+    /// Its name (`jetgen train <name>`, `jetgen_model` in checkpoints).
+    pub name: &'static str,
+    /// One line for `jetgen train --help`.
+    pub about: &'static str,
+    /// Adds the family's training options to a command.
+    pub train_args: fn(clap::Command) -> clap::Command,
+    /// Trains from parsed options (with `--config` applied), showing progress.
+    pub train: fn(&ArgMatches) -> Result<RunReport>,
+    /// Loads a checkpoint of this family.
+    pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
+    /// Writes the checkpoint of the family's (untrained) benchmark model.
+    pub bench_model: fn(&Path, Device) -> Result<()>,
+    /// What that model is, for the bench table.
+    pub bench_model_name: &'static str,
+}
+
+/// Every family; the first is `jetgen train`'s default.
+pub const FAMILIES: &[Family] = &[Family {
+    name: flow::FAMILY,
+    about: "A coupling normalising flow (RQS or affine; unconditional or conditioned on mass and multiplicity)",
+    train_args: <flow::FlowSettings as clap::Args>::augment_args,
+    train: |m| {
+        train_from_matches::<flow::FlowSettings>(m, flow::FlowSettings::describe, |d, s, p| {
+            flow::train_flow(d, s, p)
+        })
+    },
+    load: |path, device| Ok(Box::new(flow::FlowGenerator::load(path, device)?)),
+    bench_model: flow::checkpoint::write_bench_checkpoint,
+    bench_model_name: "10-layer RQS flow",
+}];
+
+/// The family called `name`.
+pub fn family(name: &str) -> Result<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name).ok_or_else(|| {
+        let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        Error::invalid(format!(
+            "unknown model family '{name}' (available: {})",
+            names.join(", ")
+        ))
+    })
+}
+
+/// The family a checkpoint records in its `jetgen_model` metadata.
+pub fn family_of_checkpoint(path: &Path) -> Result<&'static Family> {
+    let meta = crate::io::safetensors_metadata(path)?;
+    let name = meta.get("jetgen_model").ok_or_else(|| {
+        Error::file(
+            path,
+            "not a jetgen model checkpoint (no jetgen_model metadata)",
+        )
+    })?;
+    family(name).map_err(|e| Error::file(path, e.to_string()))
+}
+
+/// Load any family's checkpoint (a run directory or its `checkpoint.safetensors`) onto
+/// `device`, dispatching on the family it records.
+pub fn load_generator(model: &Path, device: Device) -> Result<Box<dyn Generator>> {
+    let ckpt = crate::runs::dir::checkpoint_of(model);
+    (family_of_checkpoint(&ckpt)?.load)(&ckpt, device)
+}
+
+/// A family's training function: jets, settings, progress callback → the finished run.
+pub type TrainFn<S> = fn(&JetNetData, &S, &mut dyn FnMut(&StepInfo)) -> Result<RunReport>;
+
+/// `jetgen train` for a family with settings `S`: settings from the command line and
+/// `--config` (validated before anything is read), the data, a progress bar, the run.
+pub fn train_from_matches<S: Settings>(
+    matches: &ArgMatches,
+    describe: fn(&S, &JetNetData) -> String,
+    train: TrainFn<S>,
+) -> Result<RunReport> {
+    let settings: S = from_command_line(matches)?;
+    settings.validate()?;
+    settings.run().device()?.ensure_available()?;
+    let data = JetNetData::read(&settings.run().data_path())?;
+    if let Some(recorded) = settings
+        .run()
+        .config
+        .as_deref()
+        .and_then(crate::runs::settings::recorded_data_checksum)
+    {
+        let now = data.checksum();
+        if recorded != now {
+            eprintln!(
+                "warning: the data differ from those of the run the config came from \
+                 (checksum {now}, recorded {recorded})"
+            );
+        }
+    }
+    println!("{}", describe(&settings, &data));
+    let bar = TrainProgress::new(settings.run().steps_for(data.n_jets * 7 / 10));
+    let report = crate::on_thread_pool(|| train(&data, &settings, &mut |s| bar.observe(s)));
+    bar.finish();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_dispatch_on_their_recorded_family() {
+        let dir = std::env::temp_dir().join(format!("jetgen-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // a flow checkpoint loads as a flow Generator, from its file or its directory
+        let ckpt = dir.join("checkpoint.safetensors");
+        flow::checkpoint::write_bench_checkpoint(&ckpt, Device::Cpu).unwrap();
+        let g = load_generator(&dir, Device::Cpu).unwrap();
+        assert_eq!(
+            (g.family(), g.variant().as_str(), g.particles()),
+            ("flow", "vnf", 30)
+        );
+        assert_eq!(g.name(), "flow/vnf");
+        assert!(!g.conditioning().mass && !g.conditioning().multiplicity);
+        let jets = g.generate(3, 1).unwrap();
+        assert_eq!((jets.n_jets, jets.n_particles), (3, 30));
+        assert_eq!(
+            jets,
+            load_generator(&ckpt, Device::Cpu)
+                .unwrap()
+                .generate(3, 1)
+                .unwrap()
+        );
+        assert!(g.generate_conditional(&Default::default(), 0).is_err());
+        // a family nobody registered, and a safetensors file of no family: clean errors
+        let t = crate::Tensor::from_slice(&[1.0f32], &[1], Device::Cpu).unwrap();
+        let other = dir.join("other.safetensors");
+        let meta = [("jetgen_model".to_string(), "gan".to_string())].into();
+        crate::nn::store::save_tensors(&other, &[("w".into(), t.clone())], &meta).unwrap();
+        let e = load_generator(&other, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("unknown model family 'gan'") && e.contains("flow"),
+            "{e}"
+        );
+        crate::nn::store::save_tensors(&other, &[("w".into(), t)], &Default::default()).unwrap();
+        let e = load_generator(&other, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no jetgen_model"), "{e}");
+        assert!(family("vae").is_err() && family("flow").is_ok());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

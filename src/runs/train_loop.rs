@@ -1,0 +1,226 @@
+//! The training loop every model family shares: learning-rate schedule, a guard against
+//! non-finite steps, periodic validation, `train_log.csv`, progress reports, early stopping
+//! on a chosen validation score and a checkpoint of the best model.
+//!
+//! A family supplies a [`TrainTask`]: one optimisation step, its validation scores and how
+//! to save itself. The loop never looks inside the model.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::nn::{clip_grad_norm, Adam, Param};
+use crate::runs::early_stop::{EarlyStopping, Goal, Verdict};
+use crate::runs::progress::{Score, StepInfo};
+use crate::runs::schedule::LrSchedule;
+use crate::runs::RunDir;
+
+/// What one optimisation step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepOutcome {
+    /// The parameters moved; the step's training loss.
+    Applied(f64),
+    /// The loss or the gradients were not finite: the gradients were dropped, nothing moved.
+    Skipped,
+}
+
+/// One model family's side of a training run.
+pub trait TrainTask {
+    /// Jets per step (for jets/s).
+    fn batch_size(&self) -> usize;
+    /// One optimisation step (`step` is 1-based) at learning rate `lr`.
+    fn step(&mut self, step: usize, lr: f64) -> Result<StepOutcome>;
+    /// The keys of the scores [`TrainTask::validate`] returns, in its order (the
+    /// `train_log.csv` columns).
+    fn score_keys(&self) -> Vec<&'static str>;
+    /// The validation scores, in eval mode; the loop stops early on the one it monitors.
+    fn validate(&mut self) -> Result<Vec<Score>>;
+    /// Write the current model as the run's checkpoint.
+    fn save_checkpoint(&self, path: &Path) -> Result<()>;
+}
+
+/// Settings of the loop itself.
+#[derive(Clone, Debug)]
+pub struct LoopSettings {
+    pub steps: usize,
+    pub lr: f64,
+    pub lr_schedule: LrSchedule,
+    /// Validate every this many steps (and at the last).
+    pub val_every: usize,
+    /// Validations without improvement of `monitor` before stopping.
+    pub patience: usize,
+    /// The validation score early stopping watches (a [`Score::key`]), and its goal.
+    pub monitor: &'static str,
+    pub goal: Goal,
+    /// Name of the training loss column in `train_log.csv` (e.g. `train_nll`).
+    pub loss_key: &'static str,
+}
+
+/// Consecutive non-finite steps after which a run fails.
+pub const MAX_BAD_STEPS: usize = 5;
+
+/// What the loop reports at the end.
+#[derive(Clone, Debug)]
+pub struct LoopOutcome {
+    /// The last step that moved the parameters.
+    pub steps_run: usize,
+    /// Training loss of the first applied step.
+    pub first_loss: f64,
+    /// Best value of the monitored score (its checkpoint is the run's checkpoint).
+    pub best_score: f64,
+    /// (step, mean training loss) at every report, for the loss curve.
+    pub train_history: Vec<(f64, f64)>,
+    /// (step, monitored score) at every validation.
+    pub val_history: Vec<(f64, f64)>,
+}
+
+/// The common single-optimizer step ending: clip the global gradient norm to `clip`; if the
+/// loss or the norm is not finite drop the gradients ([`StepOutcome::Skipped`]), else set
+/// the learning rate and take the optimizer step.
+pub fn clip_and_step(
+    opt: &mut Adam,
+    params: &[Param],
+    loss: f64,
+    clip: f64,
+    lr: f64,
+) -> Result<StepOutcome> {
+    let norm = clip_grad_norm(params, clip)?;
+    if !loss.is_finite() || !norm.is_finite() {
+        opt.zero_grad();
+        return Ok(StepOutcome::Skipped);
+    }
+    opt.config.lr = lr;
+    opt.step()?;
+    Ok(StepOutcome::Applied(loss))
+}
+
+/// Run `task` for `settings.steps` steps into `run` (writes `train_log.csv` and the best
+/// `checkpoint.safetensors`), calling `progress` every 10 steps and at every validation.
+/// Fails after [`MAX_BAD_STEPS`] non-finite steps in a row, or when no validation gave a
+/// finite score.
+pub fn train_loop(
+    task: &mut dyn TrainTask,
+    settings: &LoopSettings,
+    run: &RunDir,
+    progress: &mut dyn FnMut(&StepInfo),
+) -> Result<LoopOutcome> {
+    if settings.steps == 0 || settings.val_every == 0 {
+        return Err(Error::invalid("a run needs ≥ 1 step and val_every ≥ 1"));
+    }
+    let ckpt = run.checkpoint();
+    let log_path = run.train_log();
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(&log_path)
+            .map_err(|e| Error::file(&log_path, format!("cannot create: {e}")))?,
+    );
+    let keys = task.score_keys();
+    writeln!(
+        log,
+        "step,{},{},jets_per_s",
+        settings.loss_key,
+        keys.join(",")
+    )?;
+    let mut stopping = EarlyStopping::new(settings.goal, settings.patience);
+    let (mut bad_steps, mut steps_run, mut first_loss) = (0usize, 0usize, f64::NAN);
+    let mut window = (0f64, 0usize, Instant::now());
+    let mut out = LoopOutcome {
+        steps_run: 0,
+        first_loss: f64::NAN,
+        best_score: f64::NAN,
+        train_history: Vec::new(),
+        val_history: Vec::new(),
+    };
+    let mut saved = false;
+    for step in 1..=settings.steps {
+        let lr = settings.lr_schedule.at(settings.lr, step, settings.steps);
+        let loss = match task.step(step, lr)? {
+            StepOutcome::Applied(loss) => loss,
+            StepOutcome::Skipped => {
+                bad_steps += 1;
+                if bad_steps >= MAX_BAD_STEPS {
+                    return Err(Error::NonFinite {
+                        what: format!(
+                            "loss/gradients for {bad_steps} steps in a row (step {step})"
+                        ),
+                        count: bad_steps,
+                        total: step,
+                    });
+                }
+                continue;
+            }
+        };
+        bad_steps = 0;
+        steps_run = step;
+        if first_loss.is_nan() {
+            first_loss = loss;
+        }
+        window.0 += loss;
+        window.1 += 1;
+        let validating = step % settings.val_every == 0 || step == settings.steps;
+        let scores = if validating {
+            Some(task.validate()?)
+        } else {
+            None
+        };
+        if validating || step % 10 == 0 {
+            let elapsed = window.2.elapsed().as_secs_f64();
+            let info = StepInfo {
+                step,
+                steps: settings.steps,
+                train_loss: window.0 / window.1 as f64,
+                scores: scores.clone(),
+                jets_per_s: (window.1 * task.batch_size()) as f64 / elapsed.max(1e-9),
+            };
+            let values: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let found = scores.iter().flatten().find(|s| s.key == *k);
+                    found.map(|s| format!("{:.6}", s.value)).unwrap_or_default()
+                })
+                .collect();
+            writeln!(
+                log,
+                "{},{:.6},{},{:.1}",
+                step,
+                info.train_loss,
+                values.join(","),
+                info.jets_per_s
+            )?;
+            progress(&info);
+            out.train_history.push((step as f64, info.train_loss));
+            window = (0.0, 0, Instant::now());
+        }
+        if let Some(scores) = scores {
+            let monitored = scores
+                .iter()
+                .find(|s| s.key == settings.monitor)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "validation gives no '{}' score to monitor",
+                        settings.monitor
+                    ))
+                })?
+                .value;
+            out.val_history.push((step as f64, monitored));
+            match stopping.observe(monitored) {
+                Verdict::Improved => {
+                    task.save_checkpoint(&ckpt)?;
+                    saved = true;
+                }
+                Verdict::Worse => {}
+                Verdict::Stop => break,
+            }
+        }
+    }
+    log.flush()?;
+    if !saved {
+        return Err(Error::invalid(
+            "training produced no finite validation score; no checkpoint written",
+        ));
+    }
+    out.steps_run = steps_run;
+    out.first_loss = first_loss;
+    out.best_score = stopping.best().unwrap_or(f64::NAN);
+    Ok(out)
+}

@@ -1,0 +1,461 @@
+//! The `jetgen` binary as a user runs it: a tiny `train`, then `sample` and `eval` from its
+//! run directory, `--config` round trips (command-line options win, unknown keys are
+//! errors), `--class`, and bad arguments — a clear message and a non-zero exit, never a
+//! panic. Every run is tiny (a few steps of a 2-layer flow), so the file takes seconds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::sample_dir;
+
+fn jetgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jetgen"))
+        .args(args)
+        .output()
+        .expect("the jetgen binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jetgen-cli-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sample_file() -> String {
+    sample_dir().join("g.hdf5").display().to_string()
+}
+
+/// The options of a tiny training run (seconds).
+fn tiny(out: &Path) -> Vec<String> {
+    [
+        "train",
+        "--steps",
+        "4",
+        "--batch",
+        "16",
+        "--layers",
+        "2",
+        "--hidden",
+        "8",
+        "--blocks",
+        "1",
+        "--val-every",
+        "2",
+        "--generate",
+        "40",
+        "--quick-eval",
+        "--plots",
+        "false",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--data".into(),
+        sample_file(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
+    .collect()
+}
+
+fn run_tiny(out: &Path, extra: &[&str]) -> Output {
+    let mut args = tiny(out);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    jetgen(&refs)
+}
+
+fn settings_of(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["settings"].clone()
+}
+
+/// One tiny trained run shared by the tests that only read it.
+fn trained() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let run = scratch("trained").join("run");
+        let out = run_tiny(&run, &[]);
+        assert!(out.status.success(), "train failed:\n{}", text(&out));
+        run
+    })
+}
+
+/// A failed command: non-zero exit, no panic, and a message containing `want`.
+fn assert_clean_failure(out: &Output, want: &str) {
+    let all = text(out);
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success:\n{all}"
+    );
+    assert_ne!(out.status.code(), Some(101), "panicked:\n{all}");
+    assert!(!all.contains("panicked"), "panic message:\n{all}");
+    assert!(all.contains(want), "message lacks '{want}':\n{all}");
+}
+
+#[test]
+fn train_writes_a_complete_run_directory() {
+    let run = trained();
+    for f in [
+        "config.json",
+        "checkpoint.safetensors",
+        "train_log.csv",
+        "generated.hdf5",
+        "metrics.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let s = settings_of(run);
+    assert_eq!(
+        (s["steps"].as_u64(), s["layers"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert_eq!(s["quick_eval"], true);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["family"], "flow");
+    let log = std::fs::read_to_string(run.join("train_log.csv")).unwrap();
+    assert!(
+        log.starts_with("step,train_nll,val_nll,jets_per_s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sample_and_eval_from_a_trained_run() {
+    let run = trained();
+    let dir = scratch("sample");
+    let gen = dir.join("gen.hdf5");
+    let out = jetgen(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--n",
+        "30",
+        "--seed",
+        "3",
+        "--out",
+        gen.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("wrote 30 jets"), "{}", text(&out));
+    // a second sample for a small real set, then the full suite between the two
+    let real = dir.join("real.hdf5");
+    let out = jetgen(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--n",
+        "30",
+        "--seed",
+        "4",
+        "--out",
+        real.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json = dir.join("eval.json");
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        gen.to_str().unwrap(),
+        "--real",
+        real.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["w1m", "w1p", "w1efp", "fpd", "kpd", "cov", "mmd"] {
+        assert!(v[key]["value"].is_number(), "{key}: {}", v[key]);
+        assert!(v[key].get("error").is_some(), "{key} has no error");
+    }
+    assert_eq!(v["w1p"]["per_feature"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        (v["n_real"].as_u64(), v["n_generated"].as_u64()),
+        (Some(30), Some(30))
+    );
+    for key in ["protocol", "seconds", "real", "generated", "seed"] {
+        assert!(v.get(key).is_some(), "{key} missing");
+    }
+    // eval straight from the model, through its Generator
+    let out = jetgen(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--n",
+        "25",
+        "--real",
+        real.to_str().unwrap(),
+        "--quick",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("25 jets from"), "{}", text(&out));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_round_trip_repeats_a_run() {
+    let first = trained();
+    let dir = scratch("roundtrip");
+    let second = dir.join("again");
+    let out = jetgen(&[
+        "train",
+        "--config",
+        first.join("config.json").to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (mut a, mut b) = (settings_of(first), settings_of(&second));
+    a["out"] = serde_json::Value::Null;
+    b["out"] = serde_json::Value::Null;
+    assert_eq!(a, b, "the repeated run has the same settings");
+    // same seed, same settings: the same jets
+    let g1 = std::fs::read(first.join("generated.hdf5")).unwrap();
+    let g2 = std::fs::read(second.join("generated.hdf5")).unwrap();
+    assert_eq!(
+        g1, g2,
+        "same settings and seed give the same generated jets"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn command_line_options_win_over_the_config_file() {
+    let dir = scratch("precedence");
+    let config = dir.join("settings.json");
+    std::fs::write(
+        &config,
+        r#"{"layers": 3, "patience": 2, "lr-schedule": "cosine"}"#,
+    )
+    .unwrap();
+    let run = dir.join("run");
+    // --layers 2 on the command line (tiny() gives it), --patience 5 equal to its default
+    let out = run_tiny(
+        &run,
+        &["--config", config.to_str().unwrap(), "--patience", "5"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = settings_of(&run);
+    assert_eq!(s["layers"], 2, "command line beats the file");
+    assert_eq!(s["patience"], 5, "an explicit default still beats the file");
+    assert_eq!(s["lr_schedule"], "cosine", "the file beats the default");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unknown_or_mistyped_config_keys_are_errors() {
+    let dir = scratch("badconfig");
+    for (body, want) in [
+        (r#"{"quick_evaluation": true}"#, "did you mean 'quick_eval'"),
+        (r#"{"layer": 3}"#, "did you mean 'layers'"),
+        (r#"{"layers": "three"}"#, "setting 'layers'"),
+        (r#"{"variant": "gan"}"#, "setting 'variant'"),
+        (r#"[1, 2]"#, "JSON object"),
+        ("{not json", "not valid JSON"),
+    ] {
+        let config = dir.join("c.json");
+        std::fs::write(&config, body).unwrap();
+        let run = dir.join("never");
+        let out = run_tiny(&run, &["--config", config.to_str().unwrap()]);
+        assert_clean_failure(&out, want);
+        assert!(!run.exists(), "a refused run leaves no directory ({body})");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn class_picks_the_file_next_to_data() {
+    let dir = scratch("class");
+    let run = dir.join("run");
+    let out = run_tiny(&run, &["--class", "t"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert!(
+        config["data"]["path"].as_str().unwrap().ends_with("t.hdf5"),
+        "{}",
+        config["data"]
+    );
+    assert_eq!(config["settings"]["class"], "t");
+    assert_clean_failure(&run_tiny(&dir.join("x"), &["--class", "x"]), "--class");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    let dir = scratch("badargs");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    for (extra, want) in [
+        (&["--bins", "0"][..], "bins"),
+        (&["--bins", "100000"][..], "bins"),
+        (&["--hidden", "0"][..], "hidden"),
+        (&["--lr", "-1"][..], "--lr"),
+        (&["--lr", "nan"][..], "--lr"),
+        (&["--generate", "0"][..], "--generate"),
+        (&["--epochs", "0"][..], "--epochs"),
+        (&["--batch", "5000"][..], "larger than the training split"),
+        (&["--dropout", "1.5"][..], "dropout"),
+        (&["--steps", "many"][..], "--steps"),
+        (&["--variant", "gan"][..], "--variant"),
+        (&["--device", "tpu"][..], "tpu"),
+    ] {
+        // every one of these is refused before anything is read or written
+        let sample = sample_file();
+        let mut args = vec!["train", "--data", &sample, "--out", run_s];
+        args.extend(extra);
+        assert_clean_failure(&jetgen(&args), want);
+        assert!(
+            !run.exists(),
+            "a refused run leaves no directory ({extra:?})"
+        );
+    }
+    for (args, want) in [
+        (&["train", "vae"][..], "vae"),
+        (&["frobnicate"][..], "frobnicate"),
+        (
+            &["sample", "--model", "/nonexistent/run"][..],
+            "/nonexistent/run",
+        ),
+        (&["sample", "--model", run_s, "--n", "0"][..], "--n"),
+        (
+            &[
+                "eval",
+                "--real",
+                "/nonexistent.hdf5",
+                "--gen",
+                "/nonexistent.hdf5",
+            ][..],
+            "nonexistent",
+        ),
+        (&["eval"][..], "--gen"),
+        (
+            &["bench", "nothing", "--iters", "1"][..],
+            "unknown bench suite",
+        ),
+    ] {
+        assert_clean_failure(&jetgen(args), want);
+    }
+    // a checkpoint-shaped file of another kind
+    let not_model = common::vectors_dir().join("mlp_adam/init.safetensors");
+    assert_clean_failure(
+        &jetgen(&[
+            "sample",
+            "--model",
+            not_model.to_str().unwrap(),
+            "--out",
+            run_s,
+        ]),
+        "jetgen_model",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let out = jetgen(&["train", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out);
+    for option in [
+        "--variant",
+        "--config",
+        "--lr-schedule",
+        "--quick-eval",
+        "--val-every",
+    ] {
+        assert!(help.contains(option), "train --help lacks {option}");
+    }
+    assert!(jetgen(&["train", "flow", "--help"]).status.success());
+    assert!(jetgen(&["--version"]).status.success());
+}
+
+#[test]
+fn an_existing_run_is_never_replaced_or_mixed() {
+    let dir = scratch("existing");
+    let run = dir.join("run");
+    let out = run_tiny(&run, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = std::fs::read(run.join("config.json")).unwrap();
+    let log = std::fs::read(run.join("train_log.csv")).unwrap();
+    // a second run into it is refused, and so is one with a bad option: nothing changes
+    assert_clean_failure(&run_tiny(&run, &["--seed", "9"]), "--overwrite");
+    assert_clean_failure(&run_tiny(&run, &["--bins", "0"]), "bins");
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config);
+    assert_eq!(std::fs::read(run.join("train_log.csv")).unwrap(), log);
+    // a run holding the directory's lock keeps a second writer out
+    let lock = jetgen::runs::RunDir::new(&run).lock().unwrap();
+    assert_clean_failure(
+        &run_tiny(&run, &["--overwrite"]),
+        "in use by another jetgen run",
+    );
+    drop(lock);
+    // --overwrite replaces it
+    let out = run_tiny(&run, &["--overwrite", "--seed", "9"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(settings_of(&run)["seed"], 9);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_json_records_the_data_and_warns_when_a_repeat_differs() {
+    let first = trained();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("config.json")).unwrap()).unwrap();
+    let data = jetgen::data::JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
+    assert_eq!(config["data"]["checksum"], data.checksum().as_str());
+    assert!(config["data"]["path"].as_str().unwrap().ends_with("g.hdf5"));
+    let dir = scratch("otherdata");
+    let out = jetgen(&[
+        "train",
+        "--config",
+        first.join("config.json").to_str().unwrap(),
+        "--class",
+        "t",
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("warning: the data differ"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_default_run_directory_never_replaces_a_run() {
+    let dir = scratch("default-out");
+    for _ in 0..2 {
+        let mut args = tiny(Path::new("unused"));
+        args.truncate(args.len() - 2); // drop "--out unused"
+        let out = Command::new(env!("CARGO_BIN_EXE_jetgen"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(dir.join("runs/flow/config.json").exists());
+    assert!(
+        dir.join("runs/flow-2/config.json").exists(),
+        "second run beside the first"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
