@@ -7,18 +7,11 @@
 //! or local-memory use fails the build, and the ptxas report is written to
 //! `$OUT_DIR/ptxas-report.txt`. Without nvcc the sources are compiled by NVRTC at first use
 //! on a GPU machine; with `CI` set, a missing nvcc is a build error.
-//!
-//! With the `cuda-emu` feature, the same kernels are also compiled as C++ into the
-//! CUDA-on-CPU executor and its stand-in `libcuda.so.1` (kernels/emu/build_emu.rs).
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-#[cfg(feature = "cuda-emu")]
-#[path = "kernels/emu/build_emu.rs"]
-mod build_emu;
 
 fn expand_includes(path: &Path, depth: usize) -> String {
     assert!(depth < 8, "include nesting too deep at {}", path.display());
@@ -141,7 +134,4 @@ fn main() {
     table.push_str(&format!("/// True when nvcc compiled and spill-checked every kernel at build time.\npub const PRECOMPILED: bool = {};\n", nvcc.is_some()));
     fs::write(out_dir.join("kernels.rs"), table).unwrap();
     fs::write(out_dir.join("ptxas-report.txt"), report).unwrap();
-
-    #[cfg(feature = "cuda-emu")]
-    build_emu::build(&kernel_dir, &out_dir);
 }

@@ -9,6 +9,7 @@
 // errors with a diagnostic (cuGetErrorString appends it; it is also printed to stderr).
 #include "driver.h"
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -866,4 +867,20 @@ JG_API const char* jg_emu_launch_report() {
     out = launch_report();
     for (const KernelEntry* k : all_kernels()) out += std::string("compiled\t") + k->name + "\t" + k->module + "\n";
     return out.c_str();
+}
+
+/// The directory of this build (the parent of the lib/ directory this library was loaded
+/// from), where the executor's self-test program lies; for tests that find the stand-in loaded.
+JG_API const char* jg_emu_install_dir() {
+    static std::string dir = [] {
+        Dl_info info;
+        if (!dladdr((void*)&jg_emu_install_dir, &info) || !info.dli_fname) return std::string();
+        std::string p = info.dli_fname;
+        for (int up = 0; up < 2; ++up) {
+            size_t slash = p.rfind('/');
+            p = slash == std::string::npos ? std::string(".") : p.substr(0, slash);
+        }
+        return p;
+    }();
+    return dir.c_str();
 }

@@ -1,5 +1,5 @@
-//! Build step of the `cuda-emu` feature (included by build.rs): compiles the CUDA-on-CPU
-//! executor, every `kernels/*.cu` and the stand-in driver into `$OUT_DIR/cuda-emu/lib/`
+//! Build script of the `jetgen-cuda-emu` crate: compiles the CUDA-on-CPU executor, every
+//! `kernels/*.cu` and the stand-in driver into `$OUT_DIR/cuda-emu/lib/`
 //! (`libcuda.so.1`, also reachable as `libcuda.so`, `libcublas.so.13` and `libcublas.so`, one
 //! library so the stand-in cuBLAS sees the driver's allocations), plus the executor's self-test
 //! program `$OUT_DIR/cuda-emu/cuda-emu-selftest`.
@@ -12,15 +12,29 @@
 //!
 //! The `cc` crate finds and configures the C++ compiler; the files are compiled in parallel
 //! (NUM_JOBS) and only when a source or header is newer than its object. The library directory
-//! is announced with `cargo:rustc-link-search`, which makes `cargo test` / `cargo run` put it
-//! on LD_LIBRARY_PATH, where cudarc's dynamic loading finds it. The path is also exported as
-//! `JETGEN_CUDA_EMU_DIR`. `JETGEN_CUDA_EMU_SANITIZE=address,undefined` builds the same with
-//! AddressSanitizer/UBSan (see kernels/emu/README.md for running it).
+//! is announced with `cargo:rustc-link-search`, which makes `cargo test` / `cargo run` of a
+//! package depending on this one (jetgen with `--features cuda-emu`) put it on
+//! LD_LIBRARY_PATH, where cudarc's dynamic loading finds it. The build's directory is also
+//! exported as `JETGEN_CUDA_EMU_DIR` (this crate's `DIR`; its program prints it). `JETGEN_CUDA_EMU_SANITIZE=address,undefined` builds the same with
+//! AddressSanitizer/UBSan into `$OUT_DIR/cuda-emu-address-undefined/` (kernels/emu/sanitized.sh
+//! runs the CUDA tests through it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernel_dir = manifest
+        .parent()
+        .expect("kernels/emu lies in kernels/")
+        .to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // kernels/ as a whole (cargo scans directories recursively): a new kernel file counts too
+    println!("cargo:rerun-if-changed={}", kernel_dir.display());
+    build(&kernel_dir, &out_dir);
+}
 
 /// The executor and driver sources, relative to kernels/emu.
 const CORE: &[&str] = &[
@@ -32,9 +46,15 @@ const CORE: &[&str] = &[
     "cublas.cpp",
 ];
 
-pub fn build(kernel_dir: &Path, out_dir: &Path) {
+fn build(kernel_dir: &Path, out_dir: &Path) {
     let emu_dir = kernel_dir.join("emu");
-    let root = out_dir.join("cuda-emu");
+    let sanitize = std::env::var("JETGEN_CUDA_EMU_SANITIZE").unwrap_or_default();
+    // A sanitized build lives apart, so switching back never loads an instrumented library.
+    let root = out_dir.join(if sanitize.is_empty() {
+        "cuda-emu".to_string()
+    } else {
+        format!("cuda-emu-{}", sanitize.replace(',', "-"))
+    });
     let src_dir = root.join("src");
     let lib_dir = root.join("lib");
     fs::create_dir_all(&src_dir).unwrap();
@@ -56,7 +76,10 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
         let sdir = src_dir.join("selftest");
         for (stem, entries) in entry_tables(&emu_dir.join("selftest")) {
             let tu = sdir.join(format!("{stem}_entries.cpp"));
-            write_if_changed(&tu, &entry_tu(&format!("selftest/{stem}"), &format!("{stem}.cu"), &entries));
+            write_if_changed(
+                &tu,
+                &entry_tu(&format!("selftest/{stem}"), &format!("{stem}.cu"), &entries),
+            );
             v.push(tu);
         }
         v
@@ -69,7 +92,6 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
     }
 
     // 2. Compile.
-    let sanitize = std::env::var("JETGEN_CUDA_EMU_SANITIZE").unwrap_or_default();
     let mut build = cc::Build::new();
     build
         .cpp(true)
@@ -90,11 +112,7 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
             .flag("-fno-omit-frame-pointer");
     }
     let compiler = build.get_compiler();
-    let obj_dir = root.join(if sanitize.is_empty() {
-        "obj".to_string()
-    } else {
-        format!("obj-{}", sanitize.replace(',', "-"))
-    });
+    let obj_dir = root.join("obj");
     fs::create_dir_all(&obj_dir).unwrap();
     let headers = newest_mtime(&[&emu_dir, kernel_dir], &["h", "cuh"]);
     // (source, object, extra flags, newest input): kernel TUs depend on every rewritten source.
@@ -108,13 +126,27 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
     }
     let generated_newest = newest_in(&src_dir).max(headers);
     for tu in kernel_tus.iter().chain(&selftest_tables) {
-        let name = tu.strip_prefix(&src_dir).unwrap().to_string_lossy().replace('/', "_");
-        jobs.push((tu.clone(), obj_dir.join(format!("{name}.o")), vec![], generated_newest));
+        let name = tu
+            .strip_prefix(&src_dir)
+            .unwrap()
+            .to_string_lossy()
+            .replace('/', "_");
+        jobs.push((
+            tu.clone(),
+            obj_dir.join(format!("{name}.o")),
+            vec![],
+            generated_newest,
+        ));
     }
     let selftest_main = emu_dir.join("selftest/selftest.cpp");
     println!("cargo:rerun-if-changed={}", selftest_main.display());
     let deps = mtime(&selftest_main).max(headers);
-    jobs.push((selftest_main, obj_dir.join("selftest_main.o"), strict.clone(), deps));
+    jobs.push((
+        selftest_main,
+        obj_dir.join("selftest_main.o"),
+        strict.clone(),
+        deps,
+    ));
     let stale: Vec<_> = jobs
         .iter()
         .filter(|(_, obj, _, deps)| mtime(obj) < *deps)
@@ -177,7 +209,8 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
         .arg(&lib)
         .args(&core_objs)
         .args(&kernel_objs)
-        .arg("-lpthread");
+        .arg("-lpthread")
+        .arg("-ldl");
     run(&mut link, "linking libcuda.so.1");
     for alias in ["libcuda.so", "libcublas.so.13", "libcublas.so"] {
         let p = lib_dir.join(alias);
@@ -188,7 +221,11 @@ pub fn build(kernel_dir: &Path, out_dir: &Path) {
     let selftest_objs: Vec<PathBuf> = selftest_tables
         .iter()
         .map(|tu| {
-            let name = tu.strip_prefix(&src_dir).unwrap().to_string_lossy().replace('/', "_");
+            let name = tu
+                .strip_prefix(&src_dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('/', "_");
             obj_dir.join(format!("{name}.o"))
         })
         .collect();
@@ -221,8 +258,7 @@ fn rewrite_dir(from: &Path, to: &Path, shown: &str, written: &mut Vec<PathBuf>) 
         let mut out = format!("#line 1 \"{shown}/{name}\"\n");
         for (n, line) in text.lines().enumerate() {
             out.push_str(
-                &rewrite_shared(line)
-                    .unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), n + 1)),
+                &rewrite_shared(line).unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), n + 1)),
             );
             out.push('\n');
         }
@@ -300,7 +336,7 @@ fn entry_tables(dir: &Path) -> Vec<(String, Vec<String>)> {
 }
 
 /// Names of the `extern "C" __global__ void NAME(` entries of a kernel source.
-pub fn entry_names(text: &str) -> Vec<String> {
+fn entry_names(text: &str) -> Vec<String> {
     let code: String = text
         .lines()
         .map(|l| l.split("//").next().unwrap_or(""))
@@ -373,7 +409,11 @@ fn newest_mtime(dirs: &[&Path], exts: &[&str]) -> SystemTime {
 
 fn newest_in(dir: &Path) -> SystemTime {
     let mut t = SystemTime::UNIX_EPOCH;
-    for e in fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()) {
+    for e in fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
         let p = e.path();
         t = t.max(if p.is_dir() { newest_in(&p) } else { mtime(&p) });
     }
