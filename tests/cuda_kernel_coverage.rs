@@ -40,7 +40,16 @@ fn normal(rng: &mut Rng, shape: &[usize], std: f32) -> Tensor {
 
 /// `x` with some entries replaced by NaN, ±inf, ±0 and huge values (every `every`-th).
 fn with_specials(x: &Tensor, every: usize) -> Tensor {
-    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e30, -1e30, 1e-30];
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e30,
+        -1e30,
+        1e-30,
+    ];
     let mut v = x.to_vec().unwrap();
     for (k, i) in (0..v.len()).step_by(every).enumerate() {
         v[i] = specials[k % specials.len()];
@@ -53,7 +62,11 @@ fn elementwise_cases(gpu: Device) {
     let n = 1037; // five blocks of 256, the last one partial
     let x = normal(&mut rng, &[n], 2.0);
     let pos = Tensor::from_slice(
-        &x.to_vec().unwrap().iter().map(|v| v.abs() + 0.1).collect::<Vec<_>>(),
+        &x.to_vec()
+            .unwrap()
+            .iter()
+            .map(|v| v.abs() + 0.1)
+            .collect::<Vec<_>>(),
         &[n],
         Device::Cpu,
     )
@@ -118,7 +131,13 @@ fn elementwise_cases(gpu: Device) {
         let c = elementwise::binary(op, &a, &b).unwrap();
         let cd = elementwise::binary(op, &a.to_device(gpu).unwrap(), &b.to_device(gpu).unwrap())
             .unwrap();
-        same(&cd, &c, 1e-6, 1e-6, &format!("{op:?} broadcast [3,1,5,7] x [1,4,1,7]"));
+        same(
+            &cd,
+            &c,
+            1e-6,
+            1e-6,
+            &format!("{op:?} broadcast [3,1,5,7] x [1,4,1,7]"),
+        );
     }
     let cond = Tensor::from_slice(&[1.0, 0.0, f32::NAN, 0.0], &[4, 1], Device::Cpu).unwrap();
     let sa = with_specials(&normal(&mut rng, &[4, 9], 1.0), 4);
@@ -130,10 +149,22 @@ fn elementwise_cases(gpu: Device) {
         &sb.to_device(gpu).unwrap(),
     )
     .unwrap();
-    same(&sd, &s, 0.0, 0.0, "select with a broadcast condition (NaN counts as true)");
+    same(
+        &sd,
+        &s,
+        0.0,
+        0.0,
+        "select with a broadcast condition (NaN counts as true)",
+    );
     for (len, value) in [(1usize, -3.5f32), (257, f32::NAN), (1000, 0.25)] {
         let f = Tensor::full(&[len], value, gpu).unwrap();
-        same(&f, &Tensor::full(&[len], value, Device::Cpu).unwrap(), 0.0, 0.0, "fill");
+        same(
+            &f,
+            &Tensor::full(&[len], value, Device::Cpu).unwrap(),
+            0.0,
+            0.0,
+            "fill",
+        );
     }
 }
 
@@ -156,7 +187,13 @@ fn reduce_cases(gpu: Device) {
             &x.to_vec()
                 .unwrap()
                 .iter()
-                .map(|v| if v.is_finite() { (v * 2.0).round() / 2.0 } else { *v })
+                .map(|v| {
+                    if v.is_finite() {
+                        (v * 2.0).round() / 2.0
+                    } else {
+                        *v
+                    }
+                })
                 .collect::<Vec<_>>(),
             shape,
             Device::Cpu,
@@ -183,7 +220,12 @@ fn reduce_cases(gpu: Device) {
         let (m, am) = reduce::max_axis(&xq, axis, false).unwrap();
         let (md, amd) = reduce::max_axis(&xd, axis, false).unwrap();
         same(&md, &m, 0.0, 0.0, &what("max (NaN wins, ties)"));
-        assert_eq!(amd.to_vec().unwrap(), am.to_vec().unwrap(), "{}", what("argmax: first of ties"));
+        assert_eq!(
+            amd.to_vec().unwrap(),
+            am.to_vec().unwrap(),
+            "{}",
+            what("argmax: first of ties")
+        );
         let g = normal(&mut rng, m.shape(), 1.0);
         same(
             &reduce::onehot_scatter(&g.to_device(gpu).unwrap(), &amd, shape, axis).unwrap(),
@@ -245,13 +287,19 @@ fn reduce_cases(gpu: Device) {
     // non-finite counts: specials at block edges and at the end, exact integers
     let n = 70_001;
     let mut v = vec![0.5f32; n];
-    for (k, i) in [0usize, 255, 256, 511, 65_535, 65_536, n - 1].into_iter().enumerate() {
+    for (k, i) in [0usize, 255, 256, 511, 65_535, 65_536, n - 1]
+        .into_iter()
+        .enumerate()
+    {
         v[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][k % 3];
     }
     let t = Tensor::from_slice(&v, &[n], gpu).unwrap();
     assert_eq!(t.count_non_finite().unwrap(), 7, "count of NaN/inf");
     assert_eq!(
-        Tensor::full(&[1], 1.0, gpu).unwrap().count_non_finite().unwrap(),
+        Tensor::full(&[1], 1.0, gpu)
+            .unwrap()
+            .count_non_finite()
+            .unwrap(),
         0
     );
 }
@@ -262,7 +310,10 @@ fn index_and_movement_cases(gpu: Device) {
     let xd = x.to_device(gpu).unwrap();
     // repeated and unsorted indices along the middle and the first axis
     for (axis, idx) in [
-        (1usize, Indices::new(vec![30, 0, 7, 7, 12, 0], &[6]).unwrap()),
+        (
+            1usize,
+            Indices::new(vec![30, 0, 7, 7, 12, 0], &[6]).unwrap(),
+        ),
         (0, Indices::new(vec![2, 2, 0], &[3]).unwrap()),
     ] {
         let s = index::index_select(&x, axis, &idx).unwrap();
@@ -270,21 +321,36 @@ fn index_and_movement_cases(gpu: Device) {
         same(&sd, &s, 0.0, 0.0, &format!("index_select axis {axis}"));
         let g = normal(&mut rng, s.shape(), 1.0);
         same(
-            &index::index_add(&g.to_device(gpu).unwrap(), x.shape(), axis, &idx.to_device(gpu).unwrap())
-                .unwrap(),
+            &index::index_add(
+                &g.to_device(gpu).unwrap(),
+                x.shape(),
+                axis,
+                &idx.to_device(gpu).unwrap(),
+            )
+            .unwrap(),
             &index::index_add(&g, x.shape(), axis, &idx).unwrap(),
             1e-6,
             1e-6,
             &format!("index_add axis {axis}"),
         );
     }
-    let gidx = Indices::new((0..3 * 4 * 5).map(|i| (i * 13 % 31) as u32).collect(), &[3, 4, 5]).unwrap();
+    let gidx = Indices::new(
+        (0..3 * 4 * 5).map(|i| (i * 13 % 31) as u32).collect(),
+        &[3, 4, 5],
+    )
+    .unwrap();
     let gt = index::gather(&x, 1, &gidx).unwrap();
     let gtd = index::gather(&xd, 1, &gidx.to_device(gpu).unwrap()).unwrap();
     same(&gtd, &gt, 0.0, 0.0, "gather");
     let g = normal(&mut rng, gt.shape(), 1.0);
     same(
-        &index::scatter_add(&g.to_device(gpu).unwrap(), x.shape(), 1, &gidx.to_device(gpu).unwrap()).unwrap(),
+        &index::scatter_add(
+            &g.to_device(gpu).unwrap(),
+            x.shape(),
+            1,
+            &gidx.to_device(gpu).unwrap(),
+        )
+        .unwrap(),
         &index::scatter_add(&g, x.shape(), 1, &gidx).unwrap(),
         1e-6,
         1e-6,
@@ -314,7 +380,10 @@ fn index_and_movement_cases(gpu: Device) {
         0.0,
         "broadcast_to",
     );
-    let parts: Vec<Tensor> = [1usize, 4, 2].iter().map(|&k| normal(&mut rng, &[2, 3, k, 7], 1.0)).collect();
+    let parts: Vec<Tensor> = [1usize, 4, 2]
+        .iter()
+        .map(|&k| normal(&mut rng, &[2, 3, k, 7], 1.0))
+        .collect();
     let dparts: Vec<Tensor> = parts.iter().map(|p| p.to_device(gpu).unwrap()).collect();
     same(
         &movement::concat(&dparts.iter().collect::<Vec<_>>(), 2).unwrap(),
@@ -341,7 +410,10 @@ fn random_and_optim_cases(gpu: Device) {
         let _ = dev.uniform(&[5], 0.0, 1.0, gpu).unwrap();
         assert_eq!(
             dev.uniform(&[n], -1.0, 2.0, gpu).unwrap().to_vec().unwrap(),
-            cpu.uniform(&[n], -1.0, 2.0, Device::Cpu).unwrap().to_vec().unwrap(),
+            cpu.uniform(&[n], -1.0, 2.0, Device::Cpu)
+                .unwrap()
+                .to_vec()
+                .unwrap(),
             "uniforms n={n} must be bit-identical"
         );
         same(
@@ -366,12 +438,20 @@ fn random_and_optim_cases(gpu: Device) {
                 },
             );
             for s in 0..3 {
-                p.set_grad(Some(Rng::new(40 + s).normal(&[333], 0.0, 1.0, dev).unwrap()));
+                p.set_grad(Some(
+                    Rng::new(40 + s).normal(&[333], 0.0, 1.0, dev).unwrap(),
+                ));
                 opt.step().unwrap();
             }
             finals.push(f64s(&p.value()));
         }
-        assert_close(&finals[1], &finals[0], 1e-6, 1e-5, &format!("adam decoupled={decoupled}"));
+        assert_close(
+            &finals[1],
+            &finals[0],
+            1e-6,
+            1e-5,
+            &format!("adam decoupled={decoupled}"),
+        );
     }
     scale_inplace_case(gpu);
 }
@@ -379,7 +459,9 @@ fn random_and_optim_cases(gpu: Device) {
 /// `scale_inplace` (kernels/optim.cu) is not called by jetgen's ops; it is launched directly.
 fn scale_inplace_case(gpu: Device) {
     use jetgen::device::cuda::{backend, grid_for, PushKernelArg};
-    let Device::Cuda(ordinal) = gpu else { unreachable!() };
+    let Device::Cuda(ordinal) = gpu else {
+        unreachable!()
+    };
     let be = backend(ordinal).unwrap();
     let n = 1001usize;
     let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.37 - 100.0).collect();
@@ -389,7 +471,8 @@ fn scale_inplace_case(gpu: Device) {
     let mut b = be.stream.launch_builder(&f);
     b.arg(&nn).arg(&s).arg(&mut buf);
     // SAFETY: (n, s, x[n]) is scale_inplace's signature; buf holds n floats.
-    be.check_launch("scale_inplace", unsafe { b.launch(grid_for(n)) }).unwrap();
+    be.check_launch("scale_inplace", unsafe { b.launch(grid_for(n)) })
+        .unwrap();
     let got = be.dtoh(&buf, n).unwrap();
     let want: Vec<f32> = x.iter().map(|v| v * s).collect();
     assert_eq!(got, want, "scale_inplace");
@@ -408,7 +491,10 @@ fn rqs_cases(gpu: Device) {
         let uw = normal(&mut rng, &[n, bins], 1.0);
         let uh = normal(&mut rng, &[n, bins], 1.0);
         let ud = normal(&mut rng, &[n, bins - 1], 1.0);
-        let dev: Vec<Tensor> = [&x, &uw, &uh, &ud].iter().map(|t| t.to_device(gpu).unwrap()).collect();
+        let dev: Vec<Tensor> = [&x, &uw, &uh, &ud]
+            .iter()
+            .map(|t| t.to_device(gpu).unwrap())
+            .collect();
         for inverse in [false, true] {
             let what = format!("rqs K={bins} inverse={inverse}");
             let (y, ld) = rqs(&x, &uw, &uh, &ud, &cfg, inverse).unwrap();
@@ -436,7 +522,15 @@ fn rqs_cases(gpu: Device) {
         bad[7] = f32::NAN;
         let bad = Tensor::from_slice(&bad, &[n], Device::Cpu).unwrap();
         assert!(rqs(&bad, &uw, &uh, &ud, &cfg, false).is_err());
-        assert!(rqs(&bad.to_device(gpu).unwrap(), &dev[1], &dev[2], &dev[3], &cfg, false).is_err());
+        assert!(rqs(
+            &bad.to_device(gpu).unwrap(),
+            &dev[1],
+            &dev[2],
+            &dev[3],
+            &cfg,
+            false
+        )
+        .is_err());
     }
 }
 
@@ -459,15 +553,31 @@ fn chamfer_cases(gpu: Device) {
         let y = normal(&mut rng, &[b, m, d], 1.0);
         // pair 0: x empty; pair 1 (if any): y empty; otherwise every third point padded
         let mxv: Vec<f32> = (0..b * n)
-            .map(|k| if k < n { 0.0 } else { (k % 3 != 2) as u8 as f32 })
+            .map(|k| {
+                if k < n {
+                    0.0
+                } else {
+                    (k % 3 != 2) as u8 as f32
+                }
+            })
             .collect();
         let myv: Vec<f32> = (0..b * m)
-            .map(|k| if (m..2 * m).contains(&k) && b > 2 { 0.0 } else { (k % 4 != 1) as u8 as f32 })
+            .map(|k| {
+                if (m..2 * m).contains(&k) && b > 2 {
+                    0.0
+                } else {
+                    (k % 4 != 1) as u8 as f32
+                }
+            })
             .collect();
         let mx = Tensor::from_slice(&mxv, &[b, n], Device::Cpu).unwrap();
         let my = Tensor::from_slice(&myv, &[b, m], Device::Cpu).unwrap();
         let g = rng.uniform(&[b], 0.5, 1.5, Device::Cpu).unwrap();
-        let (xd, yd, gd) = (x.to_device(gpu).unwrap(), y.to_device(gpu).unwrap(), g.to_device(gpu).unwrap());
+        let (xd, yd, gd) = (
+            x.to_device(gpu).unwrap(),
+            y.to_device(gpu).unwrap(),
+            g.to_device(gpu).unwrap(),
+        );
         let (mxd, myd) = (mx.to_device(gpu).unwrap(), my.to_device(gpu).unwrap());
         for red in [PointReduction::Sum, PointReduction::Mean] {
             for masked in [false, true] {
@@ -480,9 +590,23 @@ fn chamfer_cases(gpu: Device) {
                 let cpu = chamfer(&x, &y, mc.0, mc.1, red).unwrap();
                 let dev = chamfer(&xd, &yd, mdv.0, mdv.1, red).unwrap();
                 same(&dev.distance, &cpu.distance, 1e-4, 1e-5, &what);
-                same(&dev.counts, &cpu.counts, 0.0, 0.0, &format!("{what} counts"));
-                assert_eq!(dev.nn_xy.to_vec().unwrap(), cpu.nn_xy.to_vec().unwrap(), "{what} nn_xy");
-                assert_eq!(dev.nn_yx.to_vec().unwrap(), cpu.nn_yx.to_vec().unwrap(), "{what} nn_yx");
+                same(
+                    &dev.counts,
+                    &cpu.counts,
+                    0.0,
+                    0.0,
+                    &format!("{what} counts"),
+                );
+                assert_eq!(
+                    dev.nn_xy.to_vec().unwrap(),
+                    cpu.nn_xy.to_vec().unwrap(),
+                    "{what} nn_xy"
+                );
+                assert_eq!(
+                    dev.nn_yx.to_vec().unwrap(),
+                    cpu.nn_yx.to_vec().unwrap(),
+                    "{what} nn_yx"
+                );
                 let (gxc, gyc) = chamfer_backward(&x, &y, &cpu, red, &g).unwrap();
                 let (gxd, gyd) = chamfer_backward(&xd, &yd, &dev, red, &gd).unwrap();
                 same(&gxd, &gxc, 1e-5, 1e-4, &format!("{what} grad x"));
@@ -499,7 +623,11 @@ fn sinkhorn_cases(gpu: Device) {
         let x = rng.uniform(&[bs, n, d], 0.0, 1.0, Device::Cpu).unwrap();
         let y = rng.uniform(&[bs, m, d], 0.0, 1.0, Device::Cpu).unwrap();
         let weights = |rng: &mut Rng, k: usize, empty_pair: usize| {
-            let mut w = rng.uniform(&[bs * k], 0.5, 1.5, Device::Cpu).unwrap().to_vec().unwrap();
+            let mut w = rng
+                .uniform(&[bs * k], 0.5, 1.5, Device::Cpu)
+                .unwrap()
+                .to_vec()
+                .unwrap();
             for (i, v) in w.iter_mut().enumerate() {
                 if i / k == empty_pair || (i % 3 == 1 && k > 1) {
                     *v = 0.0;
@@ -516,7 +644,10 @@ fn sinkhorn_cases(gpu: Device) {
         let a = weights(&mut rng, n, 0); // pair 0: x empty
         let b = weights(&mut rng, m, 1); // pair 1: y empty
         let g = rng.uniform(&[bs], 0.5, 1.5, Device::Cpu).unwrap();
-        let dev: Vec<Tensor> = [&x, &y, &a, &b, &g].iter().map(|t| t.to_device(gpu).unwrap()).collect();
+        let dev: Vec<Tensor> = [&x, &y, &a, &b, &g]
+            .iter()
+            .map(|t| t.to_device(gpu).unwrap())
+            .collect();
         for (cost, debias, tolerance) in [
             (Cost::SquaredEuclidean, true, None),
             (Cost::Euclidean, false, Some(1e-4)),
@@ -529,11 +660,18 @@ fn sinkhorn_cases(gpu: Device) {
                 scaling: tolerance.map(|_| 0.8),
                 ..SinkhornConfig::new(0.05, 60)
             };
-            let what = format!("sinkhorn b{bs} n{n} m{m} d{d} {cost:?} debias={debias} tol={tolerance:?}");
+            let what =
+                format!("sinkhorn b{bs} n{n} m{m} d{d} {cost:?} debias={debias} tol={tolerance:?}");
             let cpu = sinkhorn(&x, &y, &a, &b, &cfg).unwrap();
             let gd = sinkhorn(&dev[0], &dev[1], &dev[2], &dev[3], &cfg).unwrap();
             same(&gd.ot, &cpu.ot, 1e-4, 1e-3, &format!("{what} ot"));
-            same(&gd.transport_cost, &cpu.transport_cost, 1e-4, 1e-3, &format!("{what} cost"));
+            same(
+                &gd.transport_cost,
+                &cpu.transport_cost,
+                1e-4,
+                1e-3,
+                &format!("{what} cost"),
+            );
             same(&gd.f, &cpu.f, 1e-4, 1e-3, &format!("{what} f"));
             same(&gd.g, &cpu.g, 1e-4, 1e-3, &format!("{what} g"));
             if debias {
@@ -547,10 +685,18 @@ fn sinkhorn_cases(gpu: Device) {
             }
             for divergence in [false, debias] {
                 let gc = sinkhorn_backward(&x, &y, &a, &b, &cpu, &cfg, divergence, &g).unwrap();
-                let gg = sinkhorn_backward(&dev[0], &dev[1], &dev[2], &dev[3], &gd, &cfg, divergence, &dev[4])
-                    .unwrap();
+                let gg = sinkhorn_backward(
+                    &dev[0], &dev[1], &dev[2], &dev[3], &gd, &cfg, divergence, &dev[4],
+                )
+                .unwrap();
                 for (k, (c, v)) in gc.iter().zip(&gg).enumerate() {
-                    same(v, c, 1e-4, 1e-3, &format!("{what} divergence={divergence} grad {k}"));
+                    same(
+                        v,
+                        c,
+                        1e-4,
+                        1e-3,
+                        &format!("{what} divergence={divergence} grad {k}"),
+                    );
                 }
             }
         }
@@ -607,7 +753,11 @@ fn check_launch_table() {
                 compiled.insert(name.to_string());
             }
             [name, count, sizes] => {
-                let sizes = sizes.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+                let sizes = sizes
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
                 launched.insert(name.to_string(), (count.parse().unwrap(), sizes));
             }
             _ => panic!("unexpected launch-table line {line:?}"),
@@ -615,7 +765,10 @@ fn check_launch_table() {
     }
     let sources = source_kernels();
     let in_sources: BTreeSet<String> = sources.keys().cloned().collect();
-    assert_eq!(compiled, in_sources, "the executor compiled a different set of kernels than kernels/*.cu holds");
+    assert_eq!(
+        compiled, in_sources,
+        "the executor compiled a different set of kernels than kernels/*.cu holds"
+    );
     let never: Vec<String> = sources
         .iter()
         .filter(|(k, _)| !launched.contains_key(*k))
@@ -631,7 +784,11 @@ fn check_launch_table() {
     ];
     for (k, sizes) in want {
         for s in sizes {
-            assert!(launched[k].1.contains(s), "{k} never launched with {s} threads per block: {:?}", launched[k].1);
+            assert!(
+                launched[k].1.contains(s),
+                "{k} never launched with {s} threads per block: {:?}",
+                launched[k].1
+            );
         }
     }
     eprintln!("launch table:\n{table}");
