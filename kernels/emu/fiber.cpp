@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define JG_EMU_ASAN 1
 #else
@@ -127,6 +128,11 @@ void fiber_make(FiberContext* ctx, FiberStack* stack, void (*fn)(void*), void* a
     ctx->stack_bottom = stack->base;
     ctx->stack_size = stack->size;
     ctx->asan_fake_stack = nullptr;
+#if JG_EMU_ASAN
+    // Stacks are reused, and a fiber never returns through its frames (it switches away at
+    // its end, or is abandoned when a launch fails): clear their redzones' stale poison.
+    ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
+#endif
     char* top = (char*)stack->base + stack->size;
     if (fibers_use_ucontext()) {
         // The Start record lives at the top of the fiber's own stack.
