@@ -1,8 +1,10 @@
 // Rational-quadratic spline with linear tails (nflows semantics), forward/inverse and the
 // fused backward. One thread per element; the K bin parameters are streamed from global
 // memory (no per-thread arrays, so no local memory), and K is a compile-time constant for
-// the common bin counts (loops unroll), a run-time value otherwise. Mirrors src/ops/rqs.rs
-// line for line; see there for the math.
+// the common bin counts (loops unroll), a run-time value otherwise. Mirrors src/ops/rqs.rs;
+// see there for the math. The knot adjoints reach the width/height logits as the adjoint of
+// shifting the whole bin (∂L/∂x_b + ∂L/∂x_{b+1}) and of its right knot alone; in the inverse
+// direction the x-shift adjoint is exactly ∂L/∂x* (see rqs_backward_body).
 #include "common.cuh"
 
 struct RqsBin {
@@ -84,7 +86,10 @@ __device__ __forceinline__ void rqs_inverse_in_bin(float y, const RqsBin& b, flo
     ld = -l;
 }
 
-// Adjoints (gx, g_xknot_b, g_xknot_b1, g_yknot_b, g_yknot_b1, g_d0, g_d1) of the forward map.
+// Adjoints of the forward map in its bin: (gx, g_xshift, g_xknot_b1, g_yshift, g_yknot_b1, g_d0,
+// g_d1), where a shift moves both knots of the bin together (x_b and x_{b+1}, or y_b and y_{b+1})
+// and g_xknot_b1 / g_yknot_b1 move the right knot alone; the left knot's own adjoint is the
+// shift minus the right knot's.
 __device__ __forceinline__ void rqs_forward_adjoint(float x, const RqsBin& b, float gy, float gl, float* g) {
     float w = b.w, h = b.h, d0 = b.d0, d1 = b.d1;
     float xi = (x - b.x0) / w;
@@ -118,28 +123,29 @@ __device__ __forceinline__ void rqs_forward_adjoint(float x, const RqsBin& b, fl
     float g_x = g_xi / w;
     float g_x0 = -g_xi / w;
     g_w += -g_xi * xi / w;
-    g[0] = g_x; g[1] = g_x0 - g_w; g[2] = g_w; g[3] = gy - g_h; g[4] = g_h; g[5] = g_d0; g[6] = g_d1;
+    g[0] = g_x; g[1] = g_x0; g[2] = g_w; g[3] = gy; g[4] = g_h; g[5] = g_d0; g[6] = g_d1;
 }
 
-// Knot adjoints at knots b, b+1 -> gradient of one softmax row of logits (writes all K).
+// Bin adjoints (shift of bin b, its right knot alone) -> gradient of one softmax row of logits
+// (writes all K). Interior knot j = 2B·Σ_{i<j} (m + (1 − Km)·p_i) − B, so logit i < b moves both
+// knots of the bin (the shift; only the left one when the right knot is the fixed end B), logit
+// b moves the right knot only, later logits neither: piecewise-constant knot weights G, then
+// the softmax Jacobian ∂L/∂u_j = p_j (G_j − Σ_i p_i G_i).
 template <int KT>
-__device__ __forceinline__ void rqs_knots_to_logits(const float* __restrict__ u, int b, float g_left, float g_right,
+__device__ __forceinline__ void rqs_knots_to_logits(const float* __restrict__ u, int b, float g_shift, float g_right,
                                                     int K, float B, float min, float* __restrict__ grad) {
     const int k = KT > 0 ? KT : K;
     float m, s;
     rqs_softmax_stats<KT>(u, k, m, s);
     const float c = 2.f * B * (1.f - min * (float)k);
+    const bool right_interior = b + 1 < k;
+    const float below = (right_interior ? g_shift : g_shift - g_right) * c;
+    const float at = right_interior ? g_right * c : 0.f;
     float dot = 0.f;
 #pragma unroll
-    for (int j = 0; j < k; ++j) {
-        float gw = ((b >= 1 && j < b) ? g_left : 0.f) + ((b + 1 < k && j < b + 1) ? g_right : 0.f);
-        dot += expf(u[j] - m) / s * gw * c;
-    }
+    for (int j = 0; j < k; ++j) dot += expf(u[j] - m) / s * (j < b ? below : (j == b ? at : 0.f));
 #pragma unroll
-    for (int j = 0; j < k; ++j) {
-        float gw = (((b >= 1 && j < b) ? g_left : 0.f) + ((b + 1 < k && j < b + 1) ? g_right : 0.f)) * c;
-        grad[j] = expf(u[j] - m) / s * (gw - dot);
-    }
+    for (int j = 0; j < k; ++j) grad[j] = expf(u[j] - m) / s * ((j < b ? below : (j == b ? at : 0.f)) - dot);
 }
 
 template <int KT>
@@ -194,6 +200,10 @@ __device__ void rqs_backward_body(unsigned int n, int K, int inverse, float B, f
             rqs_forward_adjoint(xs, bin, 0.f, 1.f, adj);
             float alpha = (gy - gl * adj[0]) / expf(ell);
             rqs_forward_adjoint(xs, bin, -alpha, -gl, adj);
+            // Shifting the bin's x-knots shifts the output x* with them, so the x-shift adjoint
+            // is exactly gy; the adjoint pass forms it as the difference of two terms ~1/W
+            // apart (cancellation of 1e-3 relative and more in narrow bins).
+            adj[1] = gy;
             gval = alpha;
         } else {
             rqs_forward_adjoint(v, bin, gy, gl, adj);

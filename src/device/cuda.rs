@@ -38,6 +38,10 @@ pub fn kernel_module(name: &str) -> Result<&'static KernelModule> {
         })
 }
 
+/// Device-name prefix of the stand-in driver built by the `cuda-emu` feature (kernels/emu):
+/// the CUDA kernels executed on the CPU, exact about semantics and very slow.
+pub const EMULATOR_NAME_PREFIX: &str = "jetgen cuda-emu";
+
 /// Static facts about a GPU, for `jetgen info`.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {

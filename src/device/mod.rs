@@ -51,7 +51,8 @@ pub struct DeviceChoice {
 }
 
 impl Device {
-    /// CUDA device 0 when a driver and a GPU are usable, else the CPU.
+    /// CUDA device 0 when a driver and a GPU are usable, else the CPU. The CUDA-on-CPU stand-in
+    /// driver (`cuda-emu`) is never chosen: it checks kernels, it is not fast.
     pub fn auto() -> Device {
         Self::auto_with_reason().device
     }
@@ -59,6 +60,13 @@ impl Device {
     /// Like [`Device::auto`], with a human-readable reason.
     pub fn auto_with_reason() -> DeviceChoice {
         match cuda::device_info(0) {
+            Ok(info) if info.name.starts_with(cuda::EMULATOR_NAME_PREFIX) => DeviceChoice {
+                device: Device::Cpu,
+                reason: format!(
+                    "{} is the CUDA-on-CPU executor, not a GPU (use --device cuda to run the kernels on it): using CPU",
+                    info.name
+                ),
+            },
             Ok(info) => DeviceChoice {
                 device: Device::Cuda(0),
                 reason: format!(
