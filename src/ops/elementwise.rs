@@ -634,7 +634,6 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-
 // ------------------------------------------------------------------ tape ops
 
 impl Var {
