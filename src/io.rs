@@ -42,6 +42,41 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     })
 }
 
+/// True when `a` and `b` are the same existing file, however spelled (same device and
+/// inode on Unix; the same canonical path elsewhere).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// An error when the output `out` is one of the command's `inputs` (writing it would destroy
+/// an input).
+pub fn refuse_input_as_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    match inputs.iter().find(|i| same_file(out, i)) {
+        Some(input) => Err(Error::file(
+            out,
+            format!(
+                "is also an input ({}): writing it would destroy it; choose another output",
+                input.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Write `value` as pretty-printed JSON (with a final newline), atomically.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)

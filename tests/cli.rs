@@ -352,6 +352,35 @@ fn bad_arguments_fail_cleanly() {
     ] {
         assert_clean_failure(&jetgen(args), want);
     }
+    // outputs that are inputs: refused before anything is written
+    let trained = trained();
+    let ckpt = trained.join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let spelled = trained.join(".").join("checkpoint.safetensors");
+    assert_clean_failure(
+        &jetgen(&[
+            "sample",
+            "--model",
+            trained.to_str().unwrap(),
+            "--out",
+            spelled.to_str().unwrap(),
+        ]),
+        "is also an input",
+    );
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the model survives");
+    let gen = trained.join("generated.hdf5");
+    assert_clean_failure(
+        &jetgen(&[
+            "eval",
+            "--gen",
+            gen.to_str().unwrap(),
+            "--real",
+            gen.to_str().unwrap(),
+            "--json",
+            gen.to_str().unwrap(),
+        ]),
+        "is also an input",
+    );
     // a checkpoint-shaped file of another kind
     let not_model = common::vectors_dir().join("mlp_adam/init.safetensors");
     assert_clean_failure(

@@ -44,6 +44,12 @@ pub fn stage_spinner() -> ProgressBar {
 /// Read both files, run the suite, print the table, write JSON and plots when asked.
 pub fn run(a: EvalArgs) -> Result<()> {
     let protocol = Protocol::parse(&a.protocol)?;
+    if let Some(json) = &a.json {
+        let mut inputs = vec![a.real.as_path()];
+        inputs.extend(a.generated.as_deref());
+        inputs.extend(a.model.as_deref());
+        crate::io::refuse_input_as_output(json, &inputs)?;
+    }
     let real = JetNetData::read(&a.real)?;
     let (gen, gen_name) = match (&a.generated, &a.model) {
         (Some(path), None) => (JetNetData::read(path)?, path.display().to_string()),

@@ -145,10 +145,11 @@ impl clap::Args for TrainCommand {
             .args_conflicts_with_subcommands(true)
             .allow_negative_numbers(true);
         for f in families {
-            let sub = clap::Command::new(f.name)
+            // about after the family's args: their struct doc would replace it
+            let sub = (f.train_args)(clap::Command::new(f.name))
                 .about(f.about)
                 .allow_negative_numbers(true);
-            cmd = cmd.subcommand((f.train_args)(sub));
+            cmd = cmd.subcommand(sub);
         }
         cmd
     }

@@ -24,6 +24,7 @@ pub fn run(
     if n == 0 {
         return Err(Error::invalid("--n must be at least 1"));
     }
+    crate::io::refuse_input_as_output(&out, &[&crate::runs::dir::checkpoint_of(&model)])?;
     device.ensure_available()?;
     let model = load_generator(&model, device)?;
     let wants = model.conditioning();
