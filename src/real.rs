@@ -177,7 +177,7 @@ pub fn ln_f32(x: f32) -> f32 {
                 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0))))));
     let y = e * std::f32::consts::LN_2 + poly;
     if x < f32::MIN_POSITIVE {
-        if x == 0.0 || (x > 0.0) {
+        if x >= 0.0 {
             f32::NEG_INFINITY
         } else {
             f32::NAN
@@ -202,6 +202,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits, so 2^k can
     // be built with integer ops only (no float→int conversion, no libm call: it vectorises).
     const SHIFT: f32 = 12_582_912.0;
+    // max/min, not clamp: NaN maps into the range here exactly as the lane twin's does
+    #[allow(clippy::manual_clamp)]
     let xc = x.max(-87.336_55).min(88.722_83);
     let shifted = xc * LOG2_E + SHIFT;
     let k = shifted - SHIFT;

@@ -12,6 +12,7 @@
 //! - no neighbours: the scalar Σ_j w_j;
 //! - one neighbour u through G (rows v, columns u): a unary factor on u, Σ_j G_ju w_j;
 //! - two neighbours u, x through G and H: a pairwise factor on (u, x), Gᵀ diag(w) H.
+//!
 //! Vertices are eliminated in minimum-degree order, which never needs more than two
 //! neighbours when the tree-width is ≤ 2.
 //!

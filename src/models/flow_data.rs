@@ -4,6 +4,7 @@
 //!   dims (the mask column is dropped);
 //! * padded entries replaced by |N(0, 1)|·1e-7, so no dimension has a delta peak at 0;
 //! * every dimension standardised with the training set's mean and std.
+//!
 //! Generated vectors are de-standardised, negative pT clipped to 0, and particles with pT
 //! below `min_pt` (default 1e-4 of the jet pT) become padding (all zero, mask 0).
 
@@ -21,7 +22,7 @@ pub struct Standardizer {
 impl Standardizer {
     /// Fit on `rows` (each `dim` long), in f64; a constant dimension gets std 1.
     pub fn fit(rows: &[f32], dim: usize) -> Result<Standardizer> {
-        if dim == 0 || rows.is_empty() || rows.len() % dim != 0 {
+        if dim == 0 || rows.is_empty() || !rows.len().is_multiple_of(dim) {
             return Err(Error::shape(
                 "standardizer",
                 format!("{} values are not rows of {dim}", rows.len()),
@@ -99,7 +100,7 @@ pub fn to_flow_vectors(data: &JetNetData, idx: &[usize], rng: &mut Rng) -> Vec<f
 /// the generated constituents in relative units.
 pub fn from_flow_vectors(vectors: &[f32], n_particles: usize, min_pt: f32) -> Result<JetNetData> {
     let dim = n_particles * 3;
-    if vectors.len() % dim != 0 || vectors.is_empty() {
+    if !vectors.len().is_multiple_of(dim) || vectors.is_empty() {
         return Err(Error::shape(
             "from_flow_vectors",
             format!("{} values are not jets of {dim}", vectors.len()),

@@ -170,7 +170,7 @@ pub fn max_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<(Tensor, Indic
                 let v = xs[base + j * inner];
                 let v_nan = v.to_f64().is_nan();
                 let b_nan = best.0.to_f64().is_nan();
-                if (v > best.0 && !b_nan) || (v_nan && !b_nan) {
+                if !b_nan && (v > best.0 || v_nan) {
                     best = (v, j as u32);
                 }
             }

@@ -730,8 +730,8 @@ pub fn sinkhorn_backward(
                 let (fa, gbv) = (&faa.unwrap()[p * n..(p + 1) * n], &gbb.unwrap()[p * m..(p + 1) * m]);
                 plan_gradient(xq, xq, &la, &la, fa, fa, eps, cfg.cost, d, gxp, -s);
                 plan_gradient(yr, yr, &lb, &lb, gbv, gbv, eps, cfg.cost, d, gyp, -s);
-                for i in 0..n { gap[i] = gap[i] - s * fa[i]; }
-                for j in 0..m { gbp[j] = gbp[j] - s * gbv[j]; }
+                for i in 0..n { gap[i] -= s * fa[i]; }
+                for j in 0..m { gbp[j] -= s * gbv[j]; }
             }
         });
         Ok([Tensor::from_cpu_vec(gx, x.shape())?, Tensor::from_cpu_vec(gy, y.shape())?, Tensor::from_cpu_vec(ga, a.shape())?, Tensor::from_cpu_vec(gb, b.shape())?])

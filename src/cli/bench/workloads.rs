@@ -122,7 +122,7 @@ impl CriticStep {
         let fake = rng.normal(&[batch, sizes[0]], 0.3, 0.7, device)?;
         let alpha = rng.uniform(&[batch, 1], 0.0, 1.0, device)?;
         // x̂ = α·real + (1 − α)·fake
-        use crate::ops::elementwise::{binary, BinaryOp};
+        use jetgen::ops::elementwise::{binary, BinaryOp};
         let x_hat = binary(
             BinaryOp::Add,
             &fake,
@@ -139,7 +139,7 @@ impl CriticStep {
     }
     /// zero_grad, the loss (with the penalty if asked), backward, Adam step; returns the loss.
     pub fn step(&mut self) -> Result<f64> {
-        use crate::autograd::CreateGraph;
+        use jetgen::autograd::CreateGraph;
         self.opt.zero_grad();
         let ctx = Ctx::new(true, 0);
         let tape = &ctx.tape;
