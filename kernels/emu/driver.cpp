@@ -770,7 +770,7 @@ JG_API CUresult cuFuncGetAttribute(int* value, int attribute, CUfunction fn) {
     if (!valid_handle(drv().functions, fn)) return kInvalidHandle;
     Function* f = (Function*)fn;
     switch (attribute) {
-    case 0: *value = kMaxThreads; break;             // MAX_THREADS_PER_BLOCK
+    case 0: *value = f->kernel->max_threads ? (int)f->kernel->max_threads : kMaxThreads; break;  // MAX_THREADS_PER_BLOCK
     case 8: *value = f->max_dynamic_shared; break;   // MAX_DYNAMIC_SHARED_SIZE_BYTES
     default: *value = 0; break;
     }
