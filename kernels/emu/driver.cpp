@@ -288,6 +288,8 @@ JG_API CUresult cuGetErrorString(CUresult code, const char** out) {
 JG_API CUresult cuInit(unsigned flags) {
     note_call("cuInit");
     if (flags != 0) return kInvalidValue;
+    std::string config = config_error();
+    if (!config.empty()) return invalid(kInvalidValue, "cannot start: " + config);
     static std::once_flag once;
     std::call_once(once, [] { atexit(write_report); });
     drv().initialised = true;

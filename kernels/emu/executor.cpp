@@ -70,7 +70,8 @@ struct Schedule {
     std::string name = "forward";
 };
 
-std::vector<Schedule> parse_schedules() {
+// The schedules of JETGEN_EMU_SCHEDULE; `error` names a malformed entry.
+std::vector<Schedule> parse_schedules(std::string* error) {
     std::vector<Schedule> out;
     const char* env = getenv("JETGEN_EMU_SCHEDULE");
     std::string spec = env && *env ? env : "forward";
@@ -82,16 +83,20 @@ std::vector<Schedule> parse_schedules() {
         if (item.empty()) continue;
         Schedule s;
         s.name = item;
-        if (item == "forward") s.kind = Schedule::Forward;
-        else if (item == "reverse") s.kind = Schedule::Reverse;
-        else if (item.rfind("random", 0) == 0) {
+        char* end = nullptr;
+        if (item == "forward") {
+            s.kind = Schedule::Forward;
+        } else if (item == "reverse") {
+            s.kind = Schedule::Reverse;
+        } else if (item == "random") {
             s.kind = Schedule::Random;
-            s.seed = item.size() > 7 && item[6] == ':' ? strtoull(item.c_str() + 7, nullptr, 10) : 1;
-            s.name = "random:" + std::to_string(s.seed);
+            s.seed = 1;
+            s.name = "random:1";
+        } else if (item.rfind("random:", 0) == 0 && item.size() > 7 &&
+                   (s.seed = strtoull(item.c_str() + 7, &end, 10), *end == 0)) {
+            s.kind = Schedule::Random;
         } else {
-            fprintf(stderr, "jetgen cuda-emu: unknown schedule '%s' in JETGEN_EMU_SCHEDULE (use forward, reverse, random:SEED)\n",
-                    item.c_str());
-            abort();
+            *error = "JETGEN_EMU_SCHEDULE: unknown schedule '" + item + "' (use forward, reverse, random:SEED, comma-separated)";
         }
         out.push_back(s);
     }
@@ -99,9 +104,33 @@ std::vector<Schedule> parse_schedules() {
     return out;
 }
 
-const std::vector<Schedule>& schedules() {
-    static const std::vector<Schedule>* s = new std::vector<Schedule>(parse_schedules());
+struct Schedules {
+    std::vector<Schedule> list;
+    std::string error;
+};
+
+const Schedules& schedule_config() {
+    static const Schedules* s = [] {
+        Schedules* c = new Schedules;
+        c->list = parse_schedules(&c->error);
+        return c;
+    }();
     return *s;
+}
+
+const std::vector<Schedule>& schedules() { return schedule_config().list; }
+
+// A positive integer environment variable, or `fallback` when unset; `error` when malformed.
+size_t env_size(const char* name, size_t fallback, size_t minimum, std::string* error) {
+    const char* v = getenv(name);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end != 0 || n < minimum) {
+        *error = std::string(name) + "=" + v + ": expected a whole number ≥ " + std::to_string(minimum);
+        return fallback;
+    }
+    return (size_t)n;
 }
 
 uint64_t mix64(uint64_t z) {
@@ -118,6 +147,16 @@ void order(V& items, const Schedule& s, std::mt19937_64& rng) {
 }
 
 }  // namespace
+
+std::string config_error() {
+    std::string err = schedule_config().error;
+    env_size("JETGEN_EMU_STACK_KB", 64, 16, &err);
+    env_size("JETGEN_EMU_MEMORY_MB", 8192, 1, &err);
+    const char* fibers = getenv("JETGEN_EMU_FIBERS");
+    if (fibers && *fibers && strcmp(fibers, "ucontext") != 0 && strcmp(fibers, "fast") != 0)
+        err = std::string("JETGEN_EMU_FIBERS=") + fibers + ": expected ucontext or fast";
+    return err;
+}
 
 std::string schedule_names() {
     std::string out;
@@ -199,8 +238,8 @@ size_t stack_bytes() {
 #if defined(__SANITIZE_ADDRESS__)
         kib = 512;  // sanitizer redzones
 #endif
-        if (const char* v = getenv("JETGEN_EMU_STACK_KB")) kib = strtoull(v, nullptr, 10);
-        return kib * 1024;
+        std::string ignored;  // reported by config_error() at cuInit
+        return env_size("JETGEN_EMU_STACK_KB", kib, 16, &ignored) * 1024;
     }();
     return s;
 }

@@ -97,6 +97,8 @@ LaunchError launch(const KernelEntry* k, const LaunchShape& shape, void* const* 
 
 /// The schedules in force, e.g. "forward,reverse" (for messages and jetgen info).
 std::string schedule_names();
+/// What is wrong with the JETGEN_EMU_* settings, or empty (cuInit refuses to start otherwise).
+std::string config_error();
 
 // CUresult codes used here (the values of CUDA's driver API).
 constexpr int kSuccess = 0;
