@@ -42,7 +42,7 @@ rm -f "$BUNDLE/benches/jetgen" # the lib target's (empty) bench harness
 # Only the suites that exercise CUDA travel (the CPU-only suites run in CI); the bundle must
 # stay under the device tool's 64 MiB.
 for t in "$BUNDLE"/tests/*; do
-  case "$(basename "$t")" in cuda_parity|kernel_compile) ;; *) rm -f "$t" ;; esac
+  case "$(basename "$t")" in cuda_parity|cuda_kernel_coverage|kernel_compile) ;; *) rm -f "$t" ;; esac
 done
 # Debug info is most of the size; the bundle must stay under 64 MiB.
 strip "$BUNDLE"/bin/* "$BUNDLE"/tests/* "$BUNDLE"/benches/*

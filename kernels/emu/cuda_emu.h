@@ -25,7 +25,7 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __restrict__ __restrict
 #define __align__(n) alignas(n)
-#define __launch_bounds__(...)
+#define __launch_bounds__(...)  // the build step records the thread limit; launches beyond it fail
 #define __constant__ static const
 
 // ---- vector types of the built-ins ------------------------------------------------------

@@ -288,6 +288,8 @@ JG_API CUresult cuGetErrorString(CUresult code, const char** out) {
 JG_API CUresult cuInit(unsigned flags) {
     note_call("cuInit");
     if (flags != 0) return kInvalidValue;
+    std::string config = config_error();
+    if (!config.empty()) return invalid(kInvalidValue, "cannot start: " + config);
     static std::once_flag once;
     std::call_once(once, [] { atexit(write_report); });
     drv().initialised = true;
@@ -770,7 +772,7 @@ JG_API CUresult cuFuncGetAttribute(int* value, int attribute, CUfunction fn) {
     if (!valid_handle(drv().functions, fn)) return kInvalidHandle;
     Function* f = (Function*)fn;
     switch (attribute) {
-    case 0: *value = kMaxThreads; break;             // MAX_THREADS_PER_BLOCK
+    case 0: *value = f->kernel->max_threads ? (int)f->kernel->max_threads : kMaxThreads; break;  // MAX_THREADS_PER_BLOCK
     case 8: *value = f->max_dynamic_shared; break;   // MAX_DYNAMIC_SHARED_SIZE_BYTES
     default: *value = 0; break;
     }

@@ -21,14 +21,16 @@ struct ParamSpec {
 };
 
 /// A kernel compiled into the executor: its `.entry` name, the family (kernels/<module>.cu)
-/// it comes from, its parameters, and a trampoline that calls it with the launch's parameter
-/// buffers (args[i] points to parameter i, as cuLaunchKernel's kernelParams do).
+/// it comes from, its parameters, a trampoline that calls it with the launch's parameter
+/// buffers (args[i] points to parameter i, as cuLaunchKernel's kernelParams do), and its
+/// `__launch_bounds__` thread limit (0: none).
 struct KernelEntry {
     const char* name;
     const char* module;
     const ParamSpec* params;
     size_t num_params;
     void (*invoke)(void* const* args);
+    unsigned max_threads;
 };
 
 /// Called by the static initialiser of each generated kernel translation unit.
@@ -66,8 +68,11 @@ template <auto F>
 void invoke_kernel(void* const* args) {
     call_kernel(F, args, std::make_index_sequence<count_params(F)>());
 }
-#define JG_EMU_KERNEL(module, name) \
-    ::jg_emu::KernelEntry { #name, module, ::jg_emu::param_specs(&name), ::jg_emu::count_params(&name), &::jg_emu::invoke_kernel<&name> }
+#define JG_EMU_KERNEL(module, name, max_threads)                                                        \
+    ::jg_emu::KernelEntry {                                                                             \
+        #name, module, ::jg_emu::param_specs(&name), ::jg_emu::count_params(&name),                     \
+            &::jg_emu::invoke_kernel<&name>, (unsigned)(max_threads)                                    \
+    }
 
 // ---- launches ---------------------------------------------------------------------------
 
@@ -92,6 +97,8 @@ LaunchError launch(const KernelEntry* k, const LaunchShape& shape, void* const* 
 
 /// The schedules in force, e.g. "forward,reverse" (for messages and jetgen info).
 std::string schedule_names();
+/// What is wrong with the JETGEN_EMU_* settings, or empty (cuInit refuses to start otherwise).
+std::string config_error();
 
 // CUresult codes used here (the values of CUDA's driver API).
 constexpr int kSuccess = 0;

@@ -39,7 +39,12 @@ Heap& heap() {
     static Heap* h = [] {
         Heap* h = new Heap;
         size_t mb = 8192;
-        if (const char* v = getenv("JETGEN_EMU_MEMORY_MB")) mb = strtoull(v, nullptr, 10);
+        const char* v = getenv("JETGEN_EMU_MEMORY_MB");
+        char* end = nullptr;
+        if (v && *v) {
+            size_t n = strtoull(v, &end, 10);
+            if (*end == 0 && n > 0) mb = n;  // otherwise cuInit reports the setting
+        }
         h->capacity = mb << 20;
         return h;
     }();

@@ -133,3 +133,5 @@ extern "C" __global__ void traps(float* out) {
     if (threadIdx.x == 2) __trap();
     out[threadIdx.x] = 0.f;
 }
+
+extern "C" __global__ void __launch_bounds__(64) bounded(float* out) { out[threadIdx.x] = 1.f; }

@@ -153,6 +153,8 @@ void diagnostics() {
         expect_error("atomic_on_host_memory", dim3{1, 1, 1}, dim3{1, 1, 1}, {&host}, kIllegalAddress, "not device memory");
     }
     expect_error("traps", dim3{1, 1, 1}, dim3{8, 1, 1}, {&out}, kAssert, "__trap()");
+    check(run("bounded", dim3{1, 1, 1}, dim3{64, 1, 1}, 0, {&out}).code == 0, "a launch within __launch_bounds__ runs");
+    expect_error("bounded", dim3{1, 1, 1}, dim3{65, 1, 1}, {&out}, kLaunchOutOfResources, "exceeds its __launch_bounds__ of 64");
     // The executor is usable again after every failure: a correct kernel still runs.
     float* x = dev<float>(10);
     float* sum = dev<float>(1);
