@@ -509,7 +509,8 @@ pub fn chamfer_backward(
     expect_shape(OP, "the y→x neighbours", out.nn_yx.shape(), &[b, m])?;
     expect_shape(OP, "the valid counts", out.counts.shape(), &[b, 2])?;
     expect_shape(OP, "the upstream gradient", g.shape(), &[b])?;
-    for t in [y, &out.counts, g] {
+    // (the counts are f32 whatever the clouds' dtype)
+    for t in [y, g] {
         x.same_place(OP, t)?;
     }
     let mean = reduction == PointReduction::Mean;
