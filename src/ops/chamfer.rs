@@ -509,9 +509,16 @@ pub fn chamfer_backward(
     expect_shape(OP, "the y→x neighbours", out.nn_yx.shape(), &[b, m])?;
     expect_shape(OP, "the valid counts", out.counts.shape(), &[b, 2])?;
     expect_shape(OP, "the upstream gradient", g.shape(), &[b])?;
-    // (the counts are f32 whatever the clouds' dtype)
-    for t in [y, g] {
-        x.same_place(OP, t)?;
+    x.same_place(OP, y)?;
+    // g and the counts are read as f64 values, so only their device must match
+    for t in [&out.counts, g] {
+        if t.device() != x.device() {
+            return Err(Error::DeviceMismatch {
+                op: OP,
+                a: x.device().to_string(),
+                b: t.device().to_string(),
+            });
+        }
     }
     let mean = reduction == PointReduction::Mean;
     if let Storage::Cuda(buf) = x.storage() {
