@@ -689,6 +689,15 @@ fn sinkhorn_cases(gpu: Device) {
                     &dev[0], &dev[1], &dev[2], &dev[3], &gd, &cfg, divergence, &dev[4],
                 )
                 .unwrap();
+                // pairs 0 and 1 have an empty cloud: value 0, so every gradient is exactly 0
+                for (k, t) in gg.iter().enumerate() {
+                    let per_pair = t.numel() / bs;
+                    let v = t.to_vec().unwrap();
+                    assert!(
+                        v[..2 * per_pair].iter().all(|&e| e == 0.0),
+                        "{what} divergence={divergence} grad {k}: pairs with an empty cloud must have zero gradient"
+                    );
+                }
                 for (k, (c, v)) in gc.iter().zip(&gg).enumerate() {
                     same(
                         v,
