@@ -538,7 +538,8 @@ fn chamfer_cases(gpu: Device) {
     // block sizes: N ≤ 32 → one warp, 33 → 64, 257/300 → 256 in two blocks; M > 256 → several
     // shared-memory tiles; D = 1..8 (each template instance)
     let shapes = [
-        (3usize, 1usize, 1usize, 1usize),
+        (0usize, 5usize, 4usize, 3usize), // an empty batch: nothing to launch
+        (3, 1, 1, 1),
         (2, 32, 33, 2),
         (2, 33, 31, 3),
         (3, 257, 300, 4),
