@@ -243,7 +243,11 @@ __device__ void sinkhorn_grad_body(unsigned int nq, unsigned int nr, int cost, f
     float w = wq[row];
     float s = gup[pair];
     float gweight = 0.f;
-    if (w > 0.f) {
+    // A pair with an empty cloud has value 0 (see sinkhorn_solve), so a zero gradient: the
+    // self term below would otherwise add the plan of zeroed potentials.
+    bool r_has_mass = false;
+    for (unsigned int j = 0; j < nr && !r_has_mass; ++j) r_has_mass = wr[(size_t)pair * nr + j] > 0.f;
+    if (w > 0.f && r_has_mass) {
         float lw = logf(w), f_i = fq[row];
         for (unsigned int j = 0; j < nr; ++j) {
             float wj = wr[(size_t)pair * nr + j];

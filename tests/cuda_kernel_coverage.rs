@@ -538,7 +538,8 @@ fn chamfer_cases(gpu: Device) {
     // block sizes: N ≤ 32 → one warp, 33 → 64, 257/300 → 256 in two blocks; M > 256 → several
     // shared-memory tiles; D = 1..8 (each template instance)
     let shapes = [
-        (3usize, 1usize, 1usize, 1usize),
+        (0usize, 5usize, 4usize, 3usize), // an empty batch: nothing to launch
+        (3, 1, 1, 1),
         (2, 32, 33, 2),
         (2, 33, 31, 3),
         (3, 257, 300, 4),
@@ -689,6 +690,15 @@ fn sinkhorn_cases(gpu: Device) {
                     &dev[0], &dev[1], &dev[2], &dev[3], &gd, &cfg, divergence, &dev[4],
                 )
                 .unwrap();
+                // pairs 0 and 1 have an empty cloud: value 0, so every gradient is exactly 0
+                for (k, t) in gg.iter().enumerate() {
+                    let per_pair = t.numel() / bs;
+                    let v = t.to_vec().unwrap();
+                    assert!(
+                        v[..2 * per_pair].iter().all(|&e| e == 0.0),
+                        "{what} divergence={divergence} grad {k}: pairs with an empty cloud must have zero gradient"
+                    );
+                }
                 for (k, (c, v)) in gc.iter().zip(&gg).enumerate() {
                     same(
                         v,

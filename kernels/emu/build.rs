@@ -61,6 +61,7 @@ fn build(kernel_dir: &Path, out_dir: &Path) {
     fs::create_dir_all(&lib_dir).unwrap();
     println!("cargo:rerun-if-env-changed=JETGEN_CUDA_EMU_SANITIZE");
     println!("cargo:rerun-if-env-changed=CXX");
+    println!("cargo:rerun-if-env-changed=CI");
 
     // 1. Rewritten kernel sources and their entry tables.
     let mut generated = Vec::new();
@@ -116,7 +117,13 @@ fn build(kernel_dir: &Path, out_dir: &Path) {
     fs::create_dir_all(&obj_dir).unwrap();
     let headers = newest_mtime(&[&emu_dir, kernel_dir], &["h", "cuh"]);
     // (source, object, extra flags, newest input): kernel TUs depend on every rewritten source.
-    let strict = vec!["-Wall", "-Wextra", "-Werror"];
+    // Warnings are errors in CI (as a missing nvcc is for build.rs), not on users' compilers.
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    let strict = if ci {
+        vec!["-Wall", "-Wextra", "-Werror"]
+    } else {
+        vec!["-Wall", "-Wextra"]
+    };
     let mut jobs: Vec<(PathBuf, PathBuf, Vec<&str>, SystemTime)> = Vec::new();
     for f in CORE {
         let src = emu_dir.join(f);

@@ -296,6 +296,15 @@ JG_API CUresult cuInit(unsigned flags) {
     return kSuccess;
 }
 
+// NVIDIA's private function tables (libnvrtc.so.13 asks for them when it finds a driver):
+// the stand-in has none, and says so.
+JG_API CUresult cuGetExportTable(const void** table, const void* uuid) {
+    note_call("cuGetExportTable");
+    (void)uuid;
+    if (table) *table = nullptr;
+    return kNotFound;
+}
+
 JG_API CUresult cuDriverGetVersion(int* v) {
     note_call("cuDriverGetVersion");
     if (!v) return kInvalidValue;

@@ -25,10 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <deque>
-#include <map>
-#include <memory>
 #include <mutex>
 #include <random>
 

@@ -58,7 +58,7 @@ size_t type_bytes(const std::string& t) {
     return 0;
 }
 
-// ".param .align 4 .b8 name[132]" or ".param .u64 .ptr .global .align 8 name"
+// ".param .align 4 .b8 name[132]", ".param .u64 name" or ".param .u64 .ptr .global .align 8 name"
 bool parse_param(const std::string& decl, PtxParam* p, std::string* error) {
     std::vector<std::string> t = tokens(decl);
     p->text = decl;
@@ -67,11 +67,15 @@ bool parse_param(const std::string& decl, PtxParam* p, std::string* error) {
         return false;
     }
     size_t elem = 0, explicit_align = 0, count = 1;
+    bool pointer = false;  // after .ptr, `.align N` is the pointee's alignment, not the parameter's
     for (size_t i = 1; i < t.size(); ++i) {
         if (t[i] == ".align" && i + 1 < t.size()) {
-            explicit_align = strtoull(t[++i].c_str(), nullptr, 10);
-        } else if (t[i] == ".ptr" || t[i] == ".global" || t[i] == ".shared" || t[i] == ".const" || t[i] == ".local") {
-            // pointer annotations: no change to the layout
+            size_t a = strtoull(t[++i].c_str(), nullptr, 10);
+            if (!pointer) explicit_align = a;
+        } else if (t[i] == ".ptr") {
+            pointer = true;
+        } else if (t[i] == ".global" || t[i] == ".shared" || t[i] == ".const" || t[i] == ".local") {
+            // the pointee's state space: no change to the layout
         } else if (t[i][0] == '.') {
             size_t b = type_bytes(t[i]);
             if (b == 0) {

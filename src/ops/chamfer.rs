@@ -664,8 +664,8 @@ fn cuda_forward(
         (x, y, mask_x, mask_y, nu, mu, &mut min_xy, &mut nn_xy),
         (y, x, mask_y, mask_x, mu, nu, &mut min_yx, &mut nn_yx),
     ] {
-        if len_q == 0 {
-            continue;
+        if len_q == 0 || batch == 0 {
+            continue; // no points (a grid with a 0 dimension is a launch error)
         }
         let cfg = point_blocks(len_q, batch);
         let mut lb = be.stream.launch_builder(&f);

@@ -720,6 +720,10 @@ pub fn sinkhorn_backward(
         gx.par_chunks_mut((n * d).max(1)).zip(gy.par_chunks_mut((m * d).max(1))).zip(ga.par_chunks_mut(n.max(1)).zip(gb.par_chunks_mut(m.max(1)))).enumerate().for_each(|(p, ((gxp, gyp), (gap, gbp)))| {
             let (xq, yr) = (&xs[p * n * d..(p + 1) * n * d], &ys[p * m * d..(p + 1) * m * d]);
             let (la, lb) = (log_weights(&aw[p * n..(p + 1) * n]), log_weights(&bw[p * m..(p + 1) * m]));
+            let ninf = T::from_f64(f64::NEG_INFINITY);
+            if la.iter().all(|v| *v == ninf) || lb.iter().all(|v| *v == ninf) {
+                return; // a pair with an empty cloud has value 0: zero gradients (not the self plans of zeroed potentials)
+            }
             let (fp, gpp) = (&f[p * n..(p + 1) * n], &gp[p * m..(p + 1) * m]);
             let s = up[p];
             plan_gradient(xq, yr, &la, &lb, fp, gpp, eps, cfg.cost, d, gxp, s);
