@@ -363,3 +363,32 @@ fn overflowing_distances_give_infinity_not_a_finite_number() {
         .iter()
         .all(|&i| i != NO_NEIGHBOUR));
 }
+
+#[test]
+fn clouds_with_no_points_give_zero_distance_counts_and_gradients() {
+    // N = 0 (and M = 0) as shapes, not only through masks: B pairs of which one side holds
+    // no points at all
+    for (n, m) in [(0, 5), (5, 0), (0, 0)] {
+        for dtype in [DType::F32, DType::F64] {
+            let mut rng = Rng::new(7);
+            let x = cloud(&mut rng, 3, n, 3).to_dtype(dtype).unwrap();
+            let y = cloud(&mut rng, 3, m, 3).to_dtype(dtype).unwrap();
+            let out = chamfer(&x, &y, None, None, PointReduction::Mean).unwrap();
+            assert_eq!(out.distance.to_vec_f64().unwrap(), vec![0.0; 3]);
+            assert_eq!(out.nn_xy.shape(), &[3, n]);
+            assert_eq!(out.nn_yx.shape(), &[3, m]);
+            let counts = out.counts.to_vec_f64().unwrap();
+            for p in 0..3 {
+                assert_eq!(counts[2 * p..2 * p + 2], [n as f64, m as f64], "{n}x{m}");
+            }
+            let g = Tensor::full(&[3], 1.0, Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let (gx, gy) = chamfer_backward(&x, &y, &out, PointReduction::Mean, &g).unwrap();
+            assert_eq!(gx.shape(), x.shape());
+            assert!(gx.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
+            assert!(gy.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
+        }
+    }
+}

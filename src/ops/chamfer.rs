@@ -153,8 +153,10 @@ pub fn chamfer(
         let my = mask_y.map(|t| t.to_vec_f64()).transpose()?;
         let valid = |mask: &Option<Vec<f64>>, k: usize| mask.as_ref().is_none_or(|v| v[k] != 0.0);
         let mut distance = vec![T::zero(); b];
-        let mut nn_xy = vec![NO_NEIGHBOUR; b * n];
-        let mut nn_yx = vec![NO_NEIGHBOUR; b * m];
+        // at least one neighbour slot per pair, so that every pair gets its task even when
+        // a cloud has no points (the spare slots are cut off below)
+        let mut nn_xy = vec![NO_NEIGHBOUR; b * n.max(1)];
+        let mut nn_yx = vec![NO_NEIGHBOUR; b * m.max(1)];
         let mut counts = vec![T::zero(); 2 * b];
         distance
             .par_iter_mut()
@@ -171,7 +173,7 @@ pub fn chamfer(
                     let yp = &ys[p * m * d..(p + 1) * m * d];
                     for (i, v) in s.vx.iter_mut().enumerate() { *v = valid(&mx, p * n + i); }
                     for (j, v) in s.vy.iter_mut().enumerate() { *v = valid(&my, p * m + j); }
-                    let (sum_x, sum_y) = s.nearest_both(xp, yp, nxy, nyx);
+                    let (sum_x, sum_y) = s.nearest_both(xp, yp, &mut nxy[..n], &mut nyx[..m]);
                     let (cx, cy) = (s.vx.iter().filter(|&&v| v).count() as f64, s.vy.iter().filter(|&&v| v).count() as f64);
                     let value = if cx == 0.0 || cy == 0.0 { 0.0 } else if mean { sum_x / cx + sum_y / cy } else { sum_x + sum_y };
                     *dist = T::from_f64(value);
@@ -179,6 +181,8 @@ pub fn chamfer(
                     cnt[1] = T::from_f64(cy);
                 },
             );
+        nn_xy.truncate(b * n);
+        nn_yx.truncate(b * m);
         Ok(ChamferOutput {
             distance: Tensor::from_cpu_vec(distance, &[b])?,
             nn_xy: Indices::new(nn_xy, &[b, n])?,
@@ -231,17 +235,44 @@ impl<T: Real> PairScratch<T> {
         nn_xy: &mut [u32],
         nn_yx: &mut [u32],
     ) -> (f64, f64) {
-        let d = self.d;
-        to_lanes(xp, d, &mut self.xs);
-        to_lanes(yp, d, &mut self.ys);
-        let sum_x = nearest_sweep(&self.xs, &self.vx, yp, &self.vy, d, &mut self.best, nn_xy);
-        let sum_y = nearest_sweep(&self.ys, &self.vy, xp, &self.vx, d, &mut self.best, nn_yx);
-        (sum_x, sum_y)
+        nearest_both_on(crate::simd::isa(), self, xp, yp, nn_xy, nn_yx)
     }
+}
+
+crate::simd::dispatch! {
+    /// [`PairScratch::nearest_both`] compiled for `isa`: the whole pair — the copies into
+    /// lanes, both sweeps and their sums — is one function, so on an AVX2 machine none of
+    /// it runs as baseline x86-64 code and the sweeps inline into it.
+    fn nearest_both_on<T: Real>(
+        isa: Isa,
+        s: &mut PairScratch<T>,
+        xp: &[T],
+        yp: &[T],
+        nn_xy: &mut [u32],
+        nn_yx: &mut [u32],
+    ) -> (f64, f64) = nearest_both_lanes::<lanes>;
+}
+
+/// The body of [`nearest_both_on`] on the lane type `V` (used by the f32 sweeps).
+#[inline(always)]
+fn nearest_both_lanes<T: Real, V: Lanes>(
+    s: &mut PairScratch<T>,
+    xp: &[T],
+    yp: &[T],
+    nn_xy: &mut [u32],
+    nn_yx: &mut [u32],
+) -> (f64, f64) {
+    let d = s.d;
+    to_lanes(xp, d, &mut s.xs);
+    to_lanes(yp, d, &mut s.ys);
+    let sum_x = nearest_sweep::<T, V>(&s.xs, &s.vx, yp, &s.vy, d, &mut s.best, nn_xy);
+    let sum_y = nearest_sweep::<T, V>(&s.ys, &s.vy, xp, &s.vx, d, &mut s.best, nn_yx);
+    (sum_x, sum_y)
 }
 
 /// Copy point-major `points [P, D]` into coordinate-major `lanes [D, P_pad]` (P_pad =
 /// lanes.len() / D), zeros in the padding.
+#[inline(always)]
 fn to_lanes<T: Real>(points: &[T], d: usize, lanes: &mut [T]) {
     match d {
         3 => to_lanes_d::<T, 3>(points, 3, lanes),
@@ -274,7 +305,9 @@ fn to_lanes_d<T: Real, const DC: usize>(points: &[T], d: usize, lanes: &mut [T])
 /// with no reduction across lanes. Streaming in index order with a strict `<` keeps the first
 /// index on ties. The first valid streamed point seeds every lane, so a distance that
 /// overflows to +∞ still gets its neighbour (and the sum is +∞, not a silent finite number).
-fn nearest_sweep<T: Real>(
+/// f32 runs on the lane type `V`, f64 on arrays of [`LANES`].
+#[inline(always)]
+fn nearest_sweep<T: Real, V: Lanes>(
     lanes: &[T],
     lane_valid: &[bool],
     stream: &[T],
@@ -293,11 +326,10 @@ fn nearest_sweep<T: Real>(
         T::as_f32_slice(stream),
         T::as_f32_slice_mut(best),
     );
-    let isa = crate::simd::isa();
     if let (Some(lanes), Some(stream), Some(best)) = simd {
-        sweep_f32(isa, lanes, stream, stream_valid, first, d, best, nn);
+        sweep_f32_lanes::<V>(lanes, stream, stream_valid, first, d, best, nn);
     } else {
-        sweep_any(isa, lanes, stream, stream_valid, first, d, best, nn);
+        sweep_blocks::<T>(lanes, stream, stream_valid, first, d, best, nn);
     }
     let mut sum = 0f64;
     for i in 0..count {
@@ -310,23 +342,9 @@ fn nearest_sweep<T: Real>(
     sum
 }
 
-crate::simd::dispatch! {
-    /// The register-blocked loop of [`nearest_sweep`] for f32 on explicit 8-lane vectors
-    /// ([`crate::simd`]) on `isa`. Writes `best` and `nn` for every lane point below
-    /// `nn.len()`.
-    fn sweep_f32(
-        isa: Isa,
-        lanes: &[f32],
-        stream: &[f32],
-        stream_valid: &[bool],
-        first: usize,
-        d: usize,
-        best: &mut [f32],
-        nn: &mut [u32],
-    ) = sweep_f32_lanes::<lanes>;
-}
-
-/// [`sweep_f32`] on the lane type `V`, the coordinate loop unrolled for D = 2, 3, 4.
+/// The register-blocked loop of [`nearest_sweep`] for f32 on explicit 8-lane vectors `V`
+/// ([`crate::simd`]), the coordinate loop unrolled for D = 2, 3, 4. Writes `best` and `nn`
+/// for every lane point below `nn.len()`.
 #[inline(always)]
 fn sweep_f32_lanes<V: Lanes>(
     lanes: &[f32],
@@ -422,23 +440,8 @@ fn distance_lanes<const DC: usize, V: Lanes>(
     acc
 }
 
-crate::simd::dispatch! {
-    /// The register-blocked loop of [`nearest_sweep`] on arrays of [`LANES`] (the f64 path;
-    /// f32 takes [`sweep_f32`]), compiled for `isa`. Writes `best` and `nn` for every lane
-    /// point below `nn.len()`.
-    fn sweep_any<T: Real>(
-        isa: Isa,
-        lanes: &[T],
-        stream: &[T],
-        stream_valid: &[bool],
-        first: usize,
-        d: usize,
-        best: &mut [T],
-        nn: &mut [u32],
-    ) = sweep_blocks;
-}
-
-/// The body of [`sweep_any`].
+/// The register-blocked loop of [`nearest_sweep`] on arrays of [`LANES`] (the f64 path; f32
+/// takes [`sweep_f32_lanes`]). Writes `best` and `nn` for every lane point below `nn.len()`.
 #[inline(always)]
 fn sweep_blocks<T: Real>(
     lanes: &[T],
@@ -556,7 +559,9 @@ pub fn chamfer_backward(
         let (xs, ys) = (x.cpu::<T>()?, y.cpu::<T>()?);
         let mut gx = vec![T::zero(); b * n * d];
         let mut gy = vec![T::zero(); b * m * d];
-        gx.par_chunks_mut(n * d.max(1)).zip(gy.par_chunks_mut(m * d.max(1))).enumerate().with_min_len(16).for_each(|(p, (gxp, gyp))| {
+        // (chunks of at least 1: with an empty cloud there is no gradient to write, and the
+        // other cloud's rows stay zero because the pair's counts say it is empty)
+        gx.par_chunks_mut((n * d).max(1)).zip(gy.par_chunks_mut((m * d).max(1))).enumerate().with_min_len(16).for_each(|(p, (gxp, gyp))| {
             let (cx, cy) = (counts[2 * p], counts[2 * p + 1]);
             if cx == 0.0 || cy == 0.0 {
                 return; // an empty pair: its gradient rows stay zero
@@ -848,7 +853,7 @@ mod tests {
     /// The f32 sweep gives the same bits (distances and neighbours) on every instruction set
     /// this CPU has, for D = 2..5 and with masked points, and agrees with the f64 sweep.
     #[test]
-    fn f32_sweep_is_the_same_on_every_isa() {
+    fn pair_sweeps_are_the_same_on_every_isa() {
         let mut rng = crate::rng::Rng::new(11);
         for d in 2..=5 {
             let (n, m) = (37, 29);
@@ -857,49 +862,37 @@ mod tests {
                 t.unwrap().to_vec().unwrap()
             };
             let (xs, ys) = (draw(&mut rng, n * d), draw(&mut rng, m * d));
-            let stream_valid: Vec<bool> = (0..m).map(|j| j % 7 != 0).collect();
-            let pad = n.div_ceil(LANES) * LANES;
-            let mut lanes = vec![0f32; d * pad];
-            to_lanes(&xs, d, &mut lanes);
-            let first = stream_valid.iter().position(|&v| v).unwrap();
-            let run = |isa: Isa| {
-                let (mut best, mut nn) = (vec![0f32; pad], vec![0u32; n]);
-                sweep_f32(
-                    isa,
-                    &lanes,
-                    &ys,
-                    &stream_valid,
-                    first,
-                    d,
-                    &mut best,
-                    &mut nn,
-                );
-                (
-                    best[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    nn,
-                )
-            };
-            let reference = run(Isa::PORTABLE);
+            // masked points on both sides, the first of y among them
+            let vx: Vec<bool> = (0..n).map(|i| i % 5 != 3).collect();
+            let vy: Vec<bool> = (0..m).map(|j| j % 7 != 0).collect();
+            fn run<T: Real>(
+                isa: Isa,
+                (xs, ys): (&[T], &[T]),
+                (vx, vy): (&[bool], &[bool]),
+                d: usize,
+            ) -> (f64, f64, Vec<u32>, Vec<u32>) {
+                let (n, m) = (vx.len(), vy.len());
+                let mut s = PairScratch::<T>::new(n, m, d);
+                s.vx.copy_from_slice(vx);
+                s.vy.copy_from_slice(vy);
+                let (mut nxy, mut nyx) = (vec![0u32; n], vec![0u32; m]);
+                let (sx, sy) = nearest_both_on(isa, &mut s, xs, ys, &mut nxy, &mut nyx);
+                (sx, sy, nxy, nyx)
+            }
+            let reference = run::<f32>(Isa::PORTABLE, (&xs, &ys), (&vx, &vy), d);
             for isa in Isa::available() {
-                assert_eq!(run(isa), reference, "{isa}, D {d}");
+                let got = run::<f32>(isa, (&xs, &ys), (&vx, &vy), d);
+                assert_eq!(got, reference, "{isa}, D {d}");
             }
             let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-            let (lanes64, ys64) = (widen(&lanes), widen(&ys));
-            let (mut best, mut nn) = (vec![0f64; pad], vec![0u32; n]);
-            let isa = crate::simd::isa();
-            sweep_any(
-                isa,
-                &lanes64,
-                &ys64,
-                &stream_valid,
-                first,
-                d,
-                &mut best,
-                &mut nn,
+            let (xs64, ys64) = (widen(&xs), widen(&ys));
+            let got = run::<f64>(crate::simd::isa(), (&xs64, &ys64), (&vx, &vy), d);
+            assert_eq!(
+                (&got.2, &got.3),
+                (&reference.2, &reference.3),
+                "D {d}: f64 neighbours"
             );
-            assert_eq!(nn, reference.1, "D {d}: f64 neighbours");
-            for (b, r) in best.iter().zip(&reference.0) {
-                let r = f32::from_bits(*r) as f64;
+            for (b, r) in [(got.0, reference.0), (got.1, reference.1)] {
                 assert!((b - r).abs() <= 1e-5 * (1.0 + b), "D {d}: {b} vs {r}");
             }
         }
