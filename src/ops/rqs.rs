@@ -356,7 +356,11 @@ pub(crate) fn forward_slope<V: BinMath>(x: V, bin: &Bin<V>) -> (V, V) {
 
 /// Reverse pass through the bin formulas at fixed bin: given ∂L/∂y (`gy`) and ∂L/∂logdet
 /// (`gl`) of the *forward* map at `x`, returns ∂L/∂x and the adjoints of the bin's knots and
-/// derivatives: (gx, g_xknot[b], g_xknot[b+1], g_yknot[b], g_yknot[b+1], g_δ_b, g_δ_{b+1}).
+/// derivatives: (gx, g_xshift, g_xknot[b+1], g_yshift, g_yknot[b+1], g_δ_b, g_δ_{b+1}), where a
+/// shift moves both knots of the bin together (x_b and x_{b+1}, or y_b and y_{b+1}) and the
+/// knot adjoint moves the right knot alone (the left knot's own adjoint is the difference).
+/// The shift form is what the logits need (see [`knots_to_logits`]); forming the left knot's
+/// adjoint and adding the right one back would lose digits to cancellation in narrow bins.
 #[inline(always)]
 pub(crate) fn forward_adjoint<V: BinMath>(x: V, bin: &Bin<V>, gy: V, gl: V) -> [V; 7] {
     let (one, two) = (V::c(1.0), V::c(2.0));
@@ -400,30 +404,42 @@ pub(crate) fn forward_adjoint<V: BinMath>(x: V, bin: &Bin<V>, gy: V, gl: V) -> [
     let g_x = g_xi * inv_w;
     let g_x0 = -g_xi * inv_w;
     g_w += -g_xi * xi * inv_w;
-    let g_y0 = gy;
-    [g_x, g_x0 - g_w, g_w, g_y0 - g_h, g_h, g_d0, g_d1]
+    // shifting the bin moves neither its width nor its height: ∂/∂shift = ∂/∂x_b at fixed W
+    let (g_xshift, g_yshift) = (g_x0, gy);
+    [g_x, g_xshift, g_w, g_yshift, g_h, g_d0, g_d1]
 }
 
-/// Push knot adjoints at knots b and b+1 back to the unnormalised parameters `u` of one
-/// softmax row (writes `grad`): interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B.
+/// Push the adjoints of bin b (`g_shift`: moving both its knots, `g_right`: its right knot
+/// alone) back to the unnormalised parameters `u` of one softmax row (writes `grad`):
+/// interior knot k = 2B·Σ_{j<k} (m + (1 − Km)·p_j) − B, so a logit j < b moves both knots of
+/// the bin (only the left one when the right knot is the fixed end B), logit b the right knot
+/// alone, later logits neither.
 #[inline(always)]
 fn knots_to_logits<T: Real>(
     p: &[T],
     b: usize,
-    g_left: T,
+    g_shift: T,
     g_right: T,
     c: &SplineConsts<T>,
     scale: T,
     grad: &mut [T],
 ) {
     let (k, two_b) = (c.k, c.two_b);
-    // G_w[j] = 2B (g_left·[b interior, j < b] + g_right·[b+1 interior, j < b+1]): piecewise
-    // constant, `below` for j < b, `at` for j = b, 0 beyond; then the softmax Jacobian
-    // ∂L/∂u_j = p_j (G_w[j] − Σ_i p_i G_w[i]). Writes (not adds) the whole row.
-    let left = if b >= 1 { g_left } else { T::zero() };
-    let at = if b + 1 < k { g_right } else { T::zero() };
-    let below = two_b * scale * (left + at);
-    let at = two_b * scale * at;
+    // G_w[j]: piecewise constant, `below` for j < b, `at` for j = b, 0 beyond; then the
+    // softmax Jacobian ∂L/∂u_j = p_j (G_w[j] − Σ_i p_i G_w[i]). Writes (not adds) the row.
+    let right_interior = b + 1 < k;
+    let below = two_b
+        * scale
+        * if right_interior {
+            g_shift
+        } else {
+            g_shift - g_right
+        };
+    let at = if right_interior {
+        two_b * scale * g_right
+    } else {
+        T::zero()
+    };
     let g_w = |j: usize| {
         if j < b {
             below
@@ -507,10 +523,15 @@ pub fn rqs_scalar_grad<T: Real>(
             // x* = f⁻¹(value); outputs X = x*, Λ = −ℓ(x*) with ℓ = forward log-det.
             // Implicit differentiation of y(x*) = value: ∂L/∂value = α = (gy − gl·ℓ'(x*))/y'(x*),
             // and the parameters get the forward adjoint at x* with (−α, −gl).
+            // Shifting the bin's x-knots shifts x* with them (Λ unchanged), so the x-shift
+            // adjoint is exactly gy; the adjoint pass would form it as a difference of two
+            // terms ~1/W apart.
             let x = inverse_root(value, &bin);
             let (slope, ell_x) = forward_slope(x, &bin);
             let alpha = (gy - gl * ell_x) / slope;
-            (alpha, forward_adjoint(x, &bin, -alpha, -gl))
+            let mut adj = forward_adjoint(x, &bin, -alpha, -gl);
+            adj[1] = gy;
+            (alpha, adj)
         } else {
             let adj = forward_adjoint(value, &bin, gy, gl);
             (adj[0], adj)

@@ -190,17 +190,17 @@ fn locate<V: Lanes>(
 fn knots_to_logits<V: Lanes>(
     p: &[V],
     index: V,
-    g_left: V,
+    g_shift: V,
     g_right: V,
     c: &SplineConsts<f32>,
     scale: f32,
 ) -> [V; MAX_BINS] {
     let k = c.k;
     let zero = V::zero();
-    let left = V::select(index.ge(V::splat(1.0)), g_left, zero);
-    let at = V::select(index.lt(V::splat((k - 1) as f32)), g_right, zero);
+    let right_interior = index.lt(V::splat((k - 1) as f32));
     let f = V::splat(c.two_b * scale);
-    let (below, at) = (f * (left + at), f * at);
+    let below = f * V::select(right_interior, g_shift, g_shift - g_right);
+    let at = V::select(right_interior, f * g_right, zero);
     let mut g = [zero; MAX_BINS];
     for (j, gj) in g.iter_mut().enumerate() {
         let jv = V::splat(j as f32);
@@ -347,7 +347,9 @@ fn backward_lanes<V: Lanes + BinMath>(
             let xs = inverse_root(clamped, bin);
             let (slope, ell_x) = forward_slope(xs, bin);
             let alpha = (g_out - g_ld * ell_x) / slope;
-            (alpha, forward_adjoint(xs, bin, -alpha, -g_ld))
+            let mut adj = forward_adjoint(xs, bin, -alpha, -g_ld);
+            adj[1] = g_out; // the x-shift adjoint, exactly (see the scalar path)
+            (alpha, adj)
         } else {
             let adj = forward_adjoint(clamped, bin, g_out, g_ld);
             (adj[0], adj)
