@@ -415,6 +415,36 @@ fn help_and_version_succeed() {
 }
 
 #[test]
+fn bench_roofline_reports_the_machine_model() {
+    let dir = scratch("roofline");
+    let json = dir.join("roofline.json");
+    let out = jetgen(&[
+        "bench",
+        "roofline",
+        "--threads",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("FMA peak"), "{}", text(&out));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let machine = &rows[0]["machine"];
+    for key in [
+        "flops_one",
+        "flops_all",
+        "bandwidth_bytes_per_s",
+        "exp_one",
+        "ln_one",
+    ] {
+        let v = machine[key].as_f64().unwrap_or(0.0);
+        assert!(v > 0.0, "{key}: {machine}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn an_existing_run_is_never_replaced_or_mixed() {
     let dir = scratch("existing");
     let run = dir.join("run");

@@ -92,10 +92,12 @@ pub enum Command {
         fpnd: Option<String>,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
-    /// Sinkhorn, RQS), `generate` (every family's generation through the Rust and the C API), or
-    /// `all`; `--json` writes the rows for machines.
+    /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `roofline` (the
+    /// machine model alone: FMA peak, STREAM bandwidth, lane exp/ln), `generate` (every
+    /// family's generation through the Rust and the C API), or `all`; `--json` writes the rows
+    /// for machines.
     Bench {
-        /// engine, kernels, generate or all
+        /// engine, kernels, roofline, generate or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)

@@ -20,6 +20,9 @@
 //! CUDA: `kernels/chamfer.cu`, point coordinates in registers and the other cloud streamed
 //! through shared memory in tiles, so any N, M work and no B×N×M matrix is ever stored.
 //! D ≤ 8 on CUDA.
+//!
+//! Counted work (operations, transcendentals, bytes) and the roofline bound it gives:
+//! [`crate::ops::work::chamfer`].
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;

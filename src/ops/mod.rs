@@ -14,6 +14,7 @@ pub mod random;
 pub mod reduce;
 pub mod rqs;
 pub mod sinkhorn;
+pub mod work;
 
 use cudarc::driver::DeviceRepr;
 

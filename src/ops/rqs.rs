@@ -27,6 +27,9 @@
 //! (`rqs/lanes.rs`, branch-free bin search and lookup) through the same bin formulas, and
 //! gives the same bits. CUDA: `kernels/rqs.cu`, one thread per element, K a template
 //! constant.
+//!
+//! Counted work (operations, transcendentals, bytes) and the roofline bound it gives:
+//! [`crate::ops::work::rqs`].
 
 use cudarc::driver::PushKernelArg;
 use rayon::prelude::*;

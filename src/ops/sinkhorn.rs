@@ -30,6 +30,9 @@
 //! (potentials in the gauge the iterations produce; with Σa fixed the constant part is
 //! irrelevant), and for S_ε the same minus the self terms: ∇_{x_i} −= Σ_k P^{aa}_ik ∇₁c(x_i, x_k),
 //! ∂S/∂a = f − f_aa. The transport cost ⟨P, C⟩ and the plan are returned without gradient.
+//!
+//! Counted work (operations, transcendentals, bytes) and the roofline bound it gives:
+//! [`crate::ops::work::sinkhorn`].
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use rayon::prelude::*;

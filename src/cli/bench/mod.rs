@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod roofline;
 pub(crate) mod workloads;
 
 use crate::device::Device;
@@ -10,7 +11,7 @@ use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
 
 /// What `jetgen bench` was asked to run.
 pub struct BenchArgs {
-    /// engine, kernels, generate or all.
+    /// engine, kernels, generate, roofline or all.
     pub suite: String,
     /// auto, cpu, cuda or cuda:N.
     pub device: String,
@@ -43,6 +44,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 fn run_in_pool(args: &BenchArgs) -> Result<()> {
     let (suite, iters) = (args.suite.as_str(), args.iters);
+    if !matches!(
+        suite,
+        "engine" | "kernels" | "generate" | "roofline" | "all"
+    ) {
+        return Err(Error::invalid(format!(
+            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, all)"
+        )));
+    }
     let device = Device::parse(&args.device)?;
     device.ensure_available()?;
     let threads = rayon::current_num_threads();
@@ -73,9 +82,39 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             );
         }
     }
+    // the machine model, measured in the same run as the kernels it bounds
+    let machine = matches!(suite, "kernels" | "roofline" | "all").then(|| {
+        let m = roofline::Machine::measure();
+        println!("{}", m.describe());
+        items.push(serde_json::json!({ "machine": m.to_json() }));
+        m
+    });
+    let gpu = match device {
+        Device::Cuda(ordinal) => crate::device::cuda::device_info(ordinal)
+            .ok()
+            .and_then(|info| roofline::GpuModel::for_device(&info.name)),
+        Device::Cpu => None,
+    };
+    if let Some(g) = &gpu {
+        println!(
+            "GPU model ({}): FP32 {:.1} TFLOP/s, HBM {:.2} TB/s, SFU {:.2} T/s (published rates)",
+            g.name,
+            g.flops / 1e12,
+            g.bandwidth / 1e12,
+            g.transcendentals / 1e12
+        );
+    }
+    // the bound of a row's counted work on its device (None: no model for this GPU)
+    let bound_of = |r: &workloads::KernelRow| -> Option<f64> {
+        let work = r.work.as_ref()?;
+        match device {
+            Device::Cpu => machine.as_ref().map(|m| m.bound_s(work)),
+            Device::Cuda(_) => gpu.as_ref().map(|g| g.bound_s(work)),
+        }
+    };
     if suite == "kernels" || suite == "all" {
         println!(
-            "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11} {:>11} {:>5}",
+            "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11} {:>11} {:>5} {:>9} {:>6}",
             "op",
             "B",
             "N",
@@ -87,18 +126,34 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             "variant",
             "median ms",
             "min ms",
-            "runs"
+            "runs",
+            "bound ms",
+            "% roof"
         );
-        let rows =
-            kernel_suite(device, args.min_time, &args.only, |r| {
-                let o = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-                println!(
-                "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11.4} {:>11.4} {:>5}",
+        let rows = kernel_suite(device, args.min_time, &args.only, |r| {
+            let o = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            let bound = bound_of(r);
+            let (b, f) = match bound {
+                Some(b) => (
+                    format!("{:.4}", b * 1e3),
+                    format!("{:.1}", 100.0 * b / r.median_s),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11.4} {:>11.4} {:>5} {:>9} {:>6}",
                 r.op, o(r.batch), o(r.n), o(r.m), o(r.d), o(r.bins), o(r.iters), r.pass,
-                r.variant.clone().unwrap_or_default(), r.median_s * 1e3, r.min_s * 1e3, r.runs
+                r.variant.clone().unwrap_or_default(), r.median_s * 1e3, r.min_s * 1e3, r.runs, b, f
             );
-            })?;
-        items.extend(rows.iter().map(|r| r.to_json()));
+        })?;
+        items.extend(rows.iter().map(|r| {
+            let mut j = r.to_json();
+            if let Some(b) = bound_of(r) {
+                j["bound_s"] = b.into();
+                j["roofline_fraction"] = (b / r.median_s).into();
+            }
+            j
+        }));
     }
     if suite == "generate" || suite == "all" {
         let steps = flow_step_suite(device, iters)?;
@@ -117,11 +172,6 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
                 (c.median_ms / rust.median_ms - 1.0) * 100.0
             );
         }
-    }
-    if !matches!(suite, "engine" | "kernels" | "generate" | "all") {
-        return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, all)"
-        )));
     }
     if let Some(path) = &args.json {
         let text =

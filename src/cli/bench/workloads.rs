@@ -272,6 +272,8 @@ pub struct KernelRow {
     pub runs: usize,
     /// How the times were taken: `"wall"` (CPU) or `"cuda_events"` (device time, CUDA).
     pub timer: &'static str,
+    /// The call's counted work (`jetgen::ops::work`), for the roofline bound.
+    pub work: Option<jetgen::ops::work::Work>,
 }
 
 impl KernelRow {
@@ -283,6 +285,9 @@ impl KernelRow {
             "variant": self.variant, "median_s": self.median_s, "min_s": self.min_s,
             "max_s": self.max_s, "runs": self.runs, "timer": self.timer,
             "threads": rayon::current_num_threads(),
+            "work": self.work.map(|w| serde_json::json!({
+                "flops": w.flops, "transcendentals": w.transcendentals, "bytes": w.bytes,
+            })),
         })
     }
 }
@@ -358,6 +363,7 @@ pub fn kernel_suite(
     use jetgen::ops::chamfer::{chamfer, chamfer_backward, PointReduction};
     use jetgen::ops::rqs::{rqs, rqs_backward, RqsConfig};
     use jetgen::ops::sinkhorn::{sinkhorn, sinkhorn_backward, SinkhornConfig};
+    use jetgen::ops::work;
     let dev = device.to_string();
     let mut rows = Vec::new();
     let mut rng = Rng::new(7);
@@ -390,6 +396,7 @@ pub fn kernel_suite(
                 m: Some(n),
                 d: Some(3),
                 pass,
+                work: Some(work::chamfer(b, n, n, 3, backward, 4)),
                 median_s,
                 min_s,
                 max_s,
@@ -432,6 +439,7 @@ pub fn kernel_suite(
                     iters: Some(100),
                     eps: Some(0.01),
                     pass,
+                    work: Some(work::sinkhorn(b, n, n, 3, 100, debias, backward, 4)),
                     variant: Some(format!("debias={debias}")),
                     median_s,
                     min_s,
@@ -471,6 +479,7 @@ pub fn kernel_suite(
                     n: Some(cols),
                     bins: Some(k),
                     pass,
+                    work: Some(work::rqs(rows_ * cols, k, backward, 4)),
                     variant: Some(if inverse { "inverse" } else { "forward" }.into()),
                     median_s,
                     min_s,
