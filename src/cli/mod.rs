@@ -51,8 +51,8 @@ pub enum Command {
     /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
     /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
     Eval {
-        /// Real jets (default: the built-in gluon sample)
-        #[arg(long, default_value = "data/sample/g.hdf5")]
+        /// Real jets (default: the built-in gluon sample, builtin:g; builtin:t is the top one)
+        #[arg(long, default_value = crate::data::builtin::DEFAULT_DATA)]
         real: PathBuf,
         /// Generated jets (JetNet layout)
         #[arg(

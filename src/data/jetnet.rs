@@ -170,7 +170,12 @@ impl JetNetData {
 
     /// Read a JetNet HDF5 file (`.hdf5`/`.h5`), or `X_particle_features.npy` together with
     /// `X_jet_features.npy` when given either `.npy` file.
+    /// `builtin:g` (or `builtin:t`) is the sample embedded in the library
+    /// ([`crate::data::builtin`]), readable from any working directory.
     pub fn read(path: &Path) -> Result<Self> {
+        if let Some(name) = crate::data::builtin::builtin_name(path) {
+            return crate::data::builtin::read_builtin(name);
+        }
         match path.extension().and_then(|e| e.to_str()) {
             Some("npy") => Self::read_npy_pair(path),
             _ => Self::read_hdf5(path),
@@ -187,21 +192,43 @@ impl JetNetData {
         if meta.len() == 0 {
             return Err(Error::file(path, "file is empty"));
         }
-        let d = crate::quiet_panic::catch_quietly(|| Self::parse_hdf5(path, meta.len()))
-            .unwrap_or_else(|panic| {
-                Err(Error::file(
-                    path,
-                    format!("not a readable HDF5 file (the parser failed: {panic})"),
-                ))
-            })?;
+        let d = crate::quiet_panic::catch_quietly(|| {
+            let file = hdf5_pure::File::open(path)
+                .map_err(|e| Error::file(path, format!("not a readable HDF5 file: {e}")))?;
+            Self::parse_hdf5(file, path, meta.len())
+        })
+        .unwrap_or_else(|panic| {
+            Err(Error::file(
+                path,
+                format!("not a readable HDF5 file (the parser failed: {panic})"),
+            ))
+        })?;
         d.warn_unusual(path);
         Ok(d)
     }
 
-    /// [`JetNetData::read_hdf5`] of a file of `file_len` bytes.
-    fn parse_hdf5(path: &Path, file_len: u64) -> Result<Self> {
-        let file = hdf5_pure::File::open(path)
-            .map_err(|e| Error::file(path, format!("not a readable HDF5 file: {e}")))?;
+    /// A JetNet HDF5 file held in memory (`name` for messages), checked like
+    /// [`JetNetData::read_hdf5`].
+    pub fn read_hdf5_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        let path = Path::new(name);
+        if bytes.is_empty() {
+            return Err(Error::file(path, "file is empty"));
+        }
+        crate::quiet_panic::catch_quietly(|| {
+            let file = hdf5_pure::File::from_bytes(bytes.to_vec())
+                .map_err(|e| Error::file(path, format!("not a readable HDF5 file: {e}")))?;
+            Self::parse_hdf5(file, path, bytes.len() as u64)
+        })
+        .unwrap_or_else(|panic| {
+            Err(Error::file(
+                path,
+                format!("not a readable HDF5 file (the parser failed: {panic})"),
+            ))
+        })
+    }
+
+    /// The jets of an open HDF5 `file` of `file_len` bytes called `path`.
+    fn parse_hdf5(file: hdf5_pure::File, path: &Path, file_len: u64) -> Result<Self> {
         let limit = (file_len as u128) * MAX_EXPANSION as u128 + (1 << 20);
         let read = |name: &str, ndim: usize, last: usize| -> Result<(Vec<f32>, Vec<usize>)> {
             let ds = file

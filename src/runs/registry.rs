@@ -97,6 +97,7 @@ pub fn train_from_matches<S: Settings>(
     settings.validate()?;
     settings.run().device()?.ensure_available()?;
     let data = JetNetData::read(&settings.run().data_path())?;
+    settings.run().validate_for_data(data.n_jets)?;
     if let Some(recorded) = settings
         .run()
         .config
