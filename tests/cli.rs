@@ -528,10 +528,10 @@ fn the_built_in_sample_works_from_any_directory() {
     );
     // an explicit --data still reads that file, and builtin:t is the top sample
     let missing = dir.join("data/sample/g.hdf5");
-    assert_clean_failure(
-        &run_tiny(&dir.join("r2"), &["--data", missing.to_str().unwrap()]),
-        "data/sample/g.hdf5",
-    );
+    let mut args = tiny(&dir.join("r2"));
+    args[at + 1] = missing.display().to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_clean_failure(&jetgen(&refs), "data/sample/g.hdf5");
     assert_clean_failure(
         &jetgen(&["eval", "--gen", "builtin:q", "--quick"]),
         "no such built-in sample",

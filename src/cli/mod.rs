@@ -27,6 +27,7 @@ pub enum Command {
     /// `jetgen train <family> --help` lists a family's options.
     Train(TrainCommand),
     /// Generate jets from a trained model (any family) into a JetNet-layout HDF5 file.
+    #[command(allow_negative_numbers = true)]
     Sample {
         /// Run directory (or checkpoint file) of `jetgen train`
         #[arg(long, default_value = "runs/flow")]
