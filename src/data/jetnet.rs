@@ -437,6 +437,7 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
 
 /// [`read_npy_f32`] of the file's bytes.
 fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>)> {
+    check_npy_preamble(path, bytes)?;
     let arr = npyz::NpyFile::new(bytes)
         .map_err(|e| Error::file(path, format!("not a valid .npy file: {e}")))?;
     let shape: Vec<usize> = arr
@@ -488,6 +489,31 @@ fn parse_npy_f32(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>)> {
         data
     };
     Ok((data, shape))
+}
+
+/// The `.npy` preamble: the magic string, a known version (1, 2 or 3) and a header length
+/// (2 bytes little-endian in version 1, 4 in 2 and 3) that fits in the file — checked
+/// before the parser allocates a buffer of that length.
+fn check_npy_preamble(path: &Path, bytes: &[u8]) -> Result<()> {
+    let bad = |msg: String| Err(Error::file(path, format!("not a valid .npy file: {msg}")));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return bad("no \\x93NUMPY magic string".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return bad(format!("unknown format version {v}")),
+    };
+    if len > bytes.len() - start {
+        return bad(format!(
+            "header of {len} bytes in a {}-byte file",
+            bytes.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The row-major copy of `data`, a column-major (Fortran-order) array of `shape`: element
