@@ -6,16 +6,16 @@
 #
 #   scripts/mutate.sh [HOURS] [FIRST_SEED]      # default: 1 hour, seed 1000
 #
-# It runs in rounds of 10 minutes with fresh seeds, so a crash that takes the process
+# It runs in rounds of (at most) 10 minutes with fresh seeds, so a crash that takes the process
 # down (an abort cannot be caught) costs one round; the round's log is kept in
 # target/mutate/.
 set -u
 cd "$(dirname "$0")/.."
 hours=${1:-1}
 seed=${2:-1000}
-end=$(( $(date +%s) + $(printf '%.0f' "$(echo "$hours * 3600" | bc)") ))
+end=$(( $(date +%s) + $(awk -v h="$hours" 'BEGIN { printf "%d", h * 3600 }') ))
 mkdir -p target/mutate
-cargo test --release --test mutation --no-run || exit 1
+cargo test --test mutation --no-run || exit 1  # the test profile is optimised (opt-level 2)
 round=0
 failed=0
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -23,8 +23,10 @@ while [ "$(date +%s)" -lt "$end" ]; do
   log=target/mutate/round-$round.log
   current=target/mutate/current.bin
   rm -f "$current" target/mutate/current.reader
-  JETGEN_MUTATE_SECONDS=600 JETGEN_MUTATE_SEED=$seed JETGEN_MUTATE_CURRENT=$PWD/$current \
-    cargo test --release --test mutation -- --ignored --nocapture mutate_for_a_long_time \
+  left=$((end - $(date +%s)))
+  secs=$(( left < 600 ? left : 600 ))
+  JETGEN_MUTATE_SECONDS=$secs JETGEN_MUTATE_SEED=$seed JETGEN_MUTATE_CURRENT=$PWD/$current \
+    cargo test --test mutation -- --ignored --nocapture mutate_for_a_long_time \
     >"$log" 2>&1
   rc=$?
   if [ $rc -ne 0 ]; then
