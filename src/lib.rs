@@ -27,6 +27,7 @@ pub mod nn;
 pub mod ops;
 pub mod physics;
 pub mod plots;
+pub mod quiet_panic;
 pub mod real;
 pub mod rng;
 pub mod runs;

@@ -518,3 +518,242 @@ fn the_default_run_directory_never_replaces_a_run() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Writes `data` as a JetNet HDF5 file.
+fn write_jets(path: &Path, data: &jetgen::data::JetNetData) {
+    data.write_hdf5(path).unwrap();
+}
+
+#[test]
+fn the_built_in_sample_works_from_any_directory() {
+    let dir = scratch("builtin");
+    let run = dir.join("run");
+    // no --data: the sample built into the binary, from a directory without data/
+    let mut args: Vec<String> = tiny(&run);
+    let at = args.iter().position(|a| a == "--data").unwrap();
+    args.drain(at..at + 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_jetgen"))
+        .args(&args)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["settings"]["data"], "builtin:g");
+    // the same jets as the file in the repository (same checksum)
+    let file = jetgen::data::JetNetData::read(&sample_dir().join("g.hdf5")).unwrap();
+    assert_eq!(config["data"]["checksum"], file.checksum().as_str());
+    // eval without --real, from that directory
+    let out = Command::new(env!("CARGO_BIN_EXE_jetgen"))
+        .args(["eval", "--gen", "run/generated.hdf5", "--quick"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("builtin:g (2000 jets"),
+        "{}",
+        text(&out)
+    );
+    // an explicit --data still reads that file, and builtin:t is the top sample
+    let missing = dir.join("data/sample/g.hdf5");
+    let mut args = tiny(&dir.join("r2"));
+    args[at + 1] = missing.display().to_string();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_clean_failure(&jetgen(&refs), "data/sample/g.hdf5");
+    assert_clean_failure(
+        &jetgen(&["eval", "--gen", "builtin:q", "--quick"]),
+        "no such built-in sample",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_libcuda_without_its_symbols_prints_no_panic() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let dir = scratch("fakecuda");
+    let src = dir.join("fake.c");
+    std::fs::write(&src, "int jetgen_fake_libcuda(void) { return 0; }\n").unwrap();
+    let lib = dir.join("libcuda.so.1");
+    let built = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no C compiler ({cc}) to build a fake libcuda.so.1");
+        return;
+    }
+    std::fs::copy(&lib, dir.join("libcuda.so")).unwrap();
+    let with_fake =
+        |cmd: &mut Command| -> Output { cmd.env("LD_LIBRARY_PATH", &dir).output().unwrap() };
+    // the CLI: `info` probes the driver, `eval --device auto` too
+    let out = with_fake(Command::new(env!("CARGO_BIN_EXE_jetgen")).arg("info"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    assert!(
+        text(&out).contains("device (auto): cpu")
+            && text(&out).contains("not a usable CUDA driver"),
+        "{}",
+        text(&out)
+    );
+    let out = with_fake(Command::new(env!("CARGO_BIN_EXE_jetgen")).args([
+        "sample",
+        "--device",
+        "cuda",
+        "--model",
+        trained().to_str().unwrap(),
+        "--out",
+        dir.join("x.hdf5").to_str().unwrap(),
+    ]));
+    assert_clean_failure(&out, "CUDA");
+    // the C API, in a child process of this test binary that sees the fake library
+    let out = with_fake(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["c_api_probe_child", "--exact", "--ignored", "--nocapture"])
+            .env("JETGEN_PROBE_CHILD", "1"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("probe child: cpu"), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Run by `a_libcuda_without_its_symbols_prints_no_panic` in a child process.
+#[test]
+#[ignore]
+fn c_api_probe_child() {
+    if std::env::var_os("JETGEN_PROBE_CHILD").is_none() {
+        return;
+    }
+    use jetgen::ffi::*;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: a valid out pointer; the context is freed below.
+    let status = unsafe { jetgen_context_create(JETGEN_DEVICE_AUTO, 1, &mut ctx) };
+    assert_eq!(status, JetgenStatus::Ok);
+    let mut device = 0;
+    // SAFETY: a live context and a valid out pointer.
+    assert_eq!(
+        unsafe { jetgen_context_device(ctx, &mut device) },
+        JetgenStatus::Ok
+    );
+    assert_eq!(device, JETGEN_DEVICE_CPU);
+    // SAFETY: from jetgen_context_create.
+    unsafe { jetgen_context_free(ctx) };
+    println!("probe child: cpu");
+}
+
+#[test]
+fn huge_samples_are_refused_and_odd_samples_evaluate_with_warnings() {
+    let dir = scratch("oddsamples");
+    let run = trained();
+    let out_file = dir.join("huge.hdf5");
+    let out = jetgen(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--n",
+        "1000000000000",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "too many");
+    assert!(!out_file.exists());
+    // generated jets with empty jets and junk in the padding: evaluated, warned, finite
+    let gen = jetgen::data::JetNetData::read(&run.join("generated.hdf5")).unwrap();
+    let mut odd = gen.clone();
+    let p = odd.n_particles;
+    for i in [1, 5] {
+        odd.particles[i * p * 4..(i + 1) * p * 4].fill(0.0);
+    }
+    let odd_file = dir.join("odd.hdf5");
+    write_jets(&odd_file, &odd);
+    let json = dir.join("m.json");
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        odd_file.to_str().unwrap(),
+        "--real",
+        &sample_file(),
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("2 empty generated jets"), "{all}");
+    assert!(!all.contains("inf") && !all.contains("NaN"), "{all}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        v["w1p"]["value"].is_f64() && v["w1p"]["error"].is_f64(),
+        "{v}"
+    );
+    assert_eq!(v["empty_generated"], 2);
+    // every jet empty: refused; a single jet: a warning
+    let mut empty = gen.clone();
+    empty.particles.fill(0.0);
+    write_jets(&odd_file, &empty);
+    assert_clean_failure(
+        &jetgen(&[
+            "eval",
+            "--gen",
+            odd_file.to_str().unwrap(),
+            "--real",
+            &sample_file(),
+            "--quick",
+        ]),
+        "empty",
+    );
+    write_jets(&odd_file, &gen.select(&[0]).unwrap());
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        odd_file.to_str().unwrap(),
+        "--real",
+        &sample_file(),
+        "--quick",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("only 1 generated jet"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_mass_outside_the_training_range_warns() {
+    let dir = scratch("massrange");
+    let run = dir.join("cnf");
+    let out = run_tiny(&run, &["--variant", "cnf-m"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gen = dir.join("g.hdf5");
+    let sample = |mass: &str| {
+        jetgen(&[
+            "sample",
+            "--model",
+            run.to_str().unwrap(),
+            "--n",
+            "20",
+            "--mass",
+            mass,
+            "--out",
+            gen.to_str().unwrap(),
+        ])
+    };
+    let out = sample("5.0");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("outside the training jets' range"),
+        "{}",
+        text(&out)
+    );
+    let out = sample("0.1");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    assert_clean_failure(&sample("-1"), "--mass");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -58,10 +58,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
             device.ensure_available()?;
             let g = crate::runs::load_generator(model, device)?;
             let n = a.n.unwrap_or(real.n_jets);
-            if n == 0 {
-                return Err(Error::invalid("--n must be at least 1"));
-            }
-            let jets = crate::on_thread_pool(|| g.generate(n, a.seed))?;
+            let jets = crate::on_thread_pool(|| {
+                crate::runs::generator::generate_in_pieces(&*g, n, a.seed, None)
+            })?;
             (
                 jets,
                 format!("{} jets from {} ({})", n, model.display(), g.name()),
@@ -113,6 +112,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.seed
     );
     print!("{}", report.table());
+    for note in &report.notes {
+        eprintln!("warning: {note}");
+    }
     let steps: Vec<String> = report
         .timings
         .iter()

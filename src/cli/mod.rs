@@ -27,6 +27,7 @@ pub enum Command {
     /// `jetgen train <family> --help` lists a family's options.
     Train(TrainCommand),
     /// Generate jets from a trained model (any family) into a JetNet-layout HDF5 file.
+    #[command(allow_negative_numbers = true)]
     Sample {
         /// Run directory (or checkpoint file) of `jetgen train`
         #[arg(long, default_value = "runs/flow")]
@@ -51,8 +52,8 @@ pub enum Command {
     /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
     /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
     Eval {
-        /// Real jets (default: the built-in gluon sample)
-        #[arg(long, default_value = "data/sample/g.hdf5")]
+        /// Real jets (default: the built-in gluon sample, builtin:g; builtin:t is the top one)
+        #[arg(long, default_value = crate::data::builtin::DEFAULT_DATA)]
         real: PathBuf,
         /// Generated jets (JetNet layout)
         #[arg(

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::conditions::Conditions;
+use crate::runs::generator::{check_sample_size, generate_in_pieces};
 use crate::runs::load_generator;
 
 /// Generate `n` jets from a trained run directory (or checkpoint file) into a JetNet file;
-/// with `mass` (and `multiplicity`) every jet gets those conditions.
+/// with `mass` (and `multiplicity`) every jet gets those conditions. A sample larger than
+/// [`crate::runs::generator::MAX_SAMPLE_BYTES`] is refused before anything is generated;
+/// the model works in pieces of [`crate::runs::generator::GENERATION_CHUNK`] jets.
 pub fn run(
     model: PathBuf,
     n: usize,
@@ -24,12 +27,20 @@ pub fn run(
     if n == 0 {
         return Err(Error::invalid("--n must be at least 1"));
     }
+    if let Some(m) = mass {
+        if !(m.is_finite() && m >= 0.0) {
+            return Err(Error::invalid(format!(
+                "--mass must be finite and ≥ 0, got {m}"
+            )));
+        }
+    }
     crate::io::refuse_input_as_output(&out, &[&crate::runs::dir::checkpoint_of(&model)])?;
     device.ensure_available()?;
     let model = load_generator(&model, device)?;
+    check_sample_size(n, model.particles())?;
     let wants = model.conditioning();
     let jets = match (mass, multiplicity) {
-        (None, None) => crate::on_thread_pool(|| model.generate(n, seed))?,
+        (None, None) => crate::on_thread_pool(|| generate_in_pieces(&*model, n, seed, None))?,
         (Some(m), k) => {
             if !wants.mass {
                 return Err(Error::invalid(format!(
@@ -43,11 +54,19 @@ pub fn run(
                     model.name()
                 )));
             }
+            if let Some((lo, hi)) = model.training_mass_range() {
+                if m < lo || m > hi {
+                    eprintln!(
+                        "warning: --mass {m} is outside the training jets' range \
+                         [{lo:.4}, {hi:.4}]: the model extrapolates"
+                    );
+                }
+            }
             let given = Conditions {
                 mass: vec![m; n],
                 n: vec![k.unwrap_or(model.particles()) as f64; n],
             };
-            crate::on_thread_pool(|| model.generate_conditional(&given, seed))?
+            crate::on_thread_pool(|| generate_in_pieces(&*model, n, seed, Some(&given)))?
         }
         (None, Some(_)) => {
             return Err(Error::invalid(

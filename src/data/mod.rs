@@ -1,6 +1,7 @@
 //! Jet data: the JetNet file layout (HDF5 and `.npy`), validated on load; the Cartesian
-//! representation, splits and jet images.
+//! representation, splits and jet images; the built-in sample ([`builtin`]).
 
+pub mod builtin;
 pub mod cartesian;
 pub mod jetnet;
 

@@ -66,8 +66,15 @@ pub fn driver_available() -> Result<usize> {
             "no CUDA driver found (libcuda.so not loadable)".into(),
         ));
     }
-    let count = std::panic::catch_unwind(CudaContext::device_count)
-        .map_err(|_| Error::CudaUnavailable("CUDA driver failed to initialise".into()))?
+    // a library that loads but lacks the driver's symbols makes cudarc panic: caught
+    // without printing anything (see crate::quiet_panic)
+    let count = crate::quiet_panic::catch_quietly(CudaContext::device_count)
+        .map_err(|e| {
+            Error::CudaUnavailable(format!(
+                "libcuda loads but is not a usable CUDA driver ({})",
+                e.split(" at ").next().unwrap_or(&e)
+            ))
+        })?
         .map_err(|e| Error::CudaUnavailable(format!("CUDA driver error: {e:?}")))?;
     if count <= 0 {
         return Err(Error::CudaUnavailable(

@@ -11,7 +11,6 @@ mod model;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::device::Device;
 use crate::error::Error;
@@ -59,7 +58,8 @@ fn status_of(e: &Error) -> JetgenStatus {
 
 /// Run `f`, turning errors and panics into a status and the last-error message.
 fn guard(f: impl FnOnce() -> Result<(), (JetgenStatus, String)>) -> JetgenStatus {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    // silently: a caught panic prints nothing behind the C API (crate::quiet_panic)
+    match crate::quiet_panic::catch_quietly_everywhere(f) {
         Ok(Ok(())) => {
             set_error("");
             JetgenStatus::Ok
@@ -68,8 +68,10 @@ fn guard(f: impl FnOnce() -> Result<(), (JetgenStatus, String)>) -> JetgenStatus
             set_error(&msg);
             status
         }
-        Err(_) => {
-            set_error("internal error (a panic was caught at the C boundary)");
+        Err(panic) => {
+            set_error(&format!(
+                "internal error (a panic was caught at the C boundary: {panic})"
+            ));
             JetgenStatus::Internal
         }
     }
@@ -164,10 +166,10 @@ pub unsafe extern "C" fn jetgen_context_create(
 #[no_mangle]
 pub unsafe extern "C" fn jetgen_context_free(ctx: *mut JetgenContext) {
     if !ctx.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _ = crate::quiet_panic::catch_quietly(|| {
             // SAFETY: the pointer came from Box::into_raw in jetgen_context_create.
             drop(unsafe { Box::from_raw(ctx) });
-        }));
+        });
     }
 }
 

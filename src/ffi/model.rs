@@ -5,8 +5,6 @@
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use super::{err, fail, guard, JetgenStatus};
 use crate::data::JetNetData;
 use crate::models::conditions::Conditions;
@@ -68,10 +66,10 @@ pub unsafe extern "C" fn jetgen_model_load(
 #[no_mangle]
 pub unsafe extern "C" fn jetgen_model_free(model: *mut JetgenModel) {
     if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _ = crate::quiet_panic::catch_quietly(|| {
             // SAFETY: the pointer came from Box::into_raw in jetgen_model_load.
             drop(unsafe { Box::from_raw(model) });
-        }));
+        });
     }
 }
 

@@ -110,6 +110,12 @@ pub struct EvalReport {
     pub mmd: Option<Metric>,
     /// FPND (a single number; jetnet gives no error) when asked for.
     pub fpnd: Option<f64>,
+    /// Jets with no particle (every mask 0) that were left out, real and generated.
+    pub empty_real: usize,
+    pub empty_generated: usize,
+    /// Things the reader of the numbers must know (left-out empty jets, samples too small
+    /// for meaningful error bars), one sentence each.
+    pub notes: Vec<String>,
     /// Wall-clock seconds per step and in total.
     pub timings: Vec<(&'static str, f64)>,
     pub seconds: f64,
@@ -127,8 +133,66 @@ fn combine(per: &[Metric], protocol: Protocol) -> Metric {
     }
 }
 
+/// The jets of `data` with at least one particle, and how many were empty (all padding);
+/// an error naming `what` when none is left.
+fn without_empty_jets(data: &JetNetData, what: &str) -> Result<(Option<JetNetData>, usize)> {
+    let keep = data.non_empty_jets();
+    let empty = data.n_jets - keep.len();
+    if keep.is_empty() {
+        return Err(Error::invalid(format!(
+            "every one of the {} {what} jets is empty (no particle with mask 1): nothing to evaluate",
+            data.n_jets
+        )));
+    }
+    Ok(match empty {
+        0 => (None, 0),
+        _ => (Some(data.select(&keep)?), empty),
+    })
+}
+
 /// Runs the suite; `stage` is called with the name of each step before it starts.
+///
+/// The mask defines the particles (see [`JetNetData::apply_mask`]). Empty jets — all
+/// padding, with no mass, no pT and no particle to compare — are left out of both samples
+/// and counted in the report (`empty_real`, `empty_generated`, and a note); a sample with
+/// no jet left is an error. A sample of a single jet is evaluated with a note that its
+/// error bars are meaningless. Every number of the report is finite, or the call fails.
 pub fn evaluate(
+    real: &JetNetData,
+    gen: &JetNetData,
+    cfg: &EvalConfig,
+    stage: &mut dyn FnMut(&str),
+) -> Result<EvalReport> {
+    let (real_kept, empty_real) = without_empty_jets(real, "real")?;
+    let (gen_kept, empty_generated) = without_empty_jets(gen, "generated")?;
+    let real = real_kept.as_ref().unwrap_or(real);
+    let gen = gen_kept.as_ref().unwrap_or(gen);
+    let mut notes = Vec::new();
+    for (what, empty, left) in [
+        ("real", empty_real, real.n_jets),
+        ("generated", empty_generated, gen.n_jets),
+    ] {
+        if empty > 0 {
+            notes.push(format!(
+                "{empty} empty {what} jets (all padding) were left out; {left} evaluated"
+            ));
+        }
+        if left < 2 {
+            notes.push(format!(
+                "only {left} {what} jet: the bootstrap error bars are meaningless"
+            ));
+        }
+    }
+    let mut report = evaluate_jets(real, gen, cfg, stage)?;
+    report.empty_real = empty_real;
+    report.empty_generated = empty_generated;
+    report.notes = notes;
+    report.check_finite()?;
+    Ok(report)
+}
+
+/// [`evaluate`] of samples without empty jets.
+fn evaluate_jets(
     real: &JetNetData,
     gen: &JetNetData,
     cfg: &EvalConfig,
@@ -196,6 +260,9 @@ pub fn evaluate(
         cov,
         mmd,
         fpnd: fpnd_v,
+        empty_real: 0,
+        empty_generated: 0,
+        notes: Vec::new(),
         timings,
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -206,6 +273,49 @@ fn json_metric(m: &Metric) -> serde_json::Value {
 }
 
 impl EvalReport {
+    /// Every metric and error as (name, value) pairs, for checks.
+    fn numbers(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        let mut add = |name: &str, m: &Metric| {
+            out.push((name.to_string(), m.value));
+            out.push((format!("{name} error"), m.error));
+        };
+        add("W1M", &self.w1m);
+        add("W1P", &self.w1p);
+        for (k, m) in self.w1p_per_feature.iter().enumerate() {
+            add(&format!("W1P feature {k}"), m);
+        }
+        add("W1EFP", &self.w1efp);
+        for (k, m) in self.w1efp_per_feature.iter().enumerate() {
+            add(&format!("W1EFP {k}"), m);
+        }
+        for (name, m) in [
+            ("FPD", &self.fpd),
+            ("KPD", &self.kpd),
+            ("COV", &self.cov),
+            ("MMD", &self.mmd),
+        ] {
+            if let Some(m) = m {
+                add(name, m);
+            }
+        }
+        if let Some(v) = self.fpnd {
+            out.push(("FPND".into(), v));
+        }
+        out
+    }
+
+    /// An error naming the first metric that is NaN or infinite: such a number is never
+    /// shown or written as a result.
+    pub fn check_finite(&self) -> Result<()> {
+        match self.numbers().into_iter().find(|(_, v)| !v.is_finite()) {
+            Some((name, v)) => Err(Error::Numerical(format!(
+                "{name} came out as {v}: the samples cannot be compared (degenerate jets?)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// JSON with keys w1m, w1p, w1efp (+ per_feature), fpd, kpd, cov, mmd (null when not
     /// computed), n_real, n_generated, protocol, seconds, timings — raw jetnet units.
     pub fn to_json(&self) -> serde_json::Value {
@@ -226,6 +336,8 @@ impl EvalReport {
             "fpd": opt(&self.fpd), "kpd": opt(&self.kpd), "cov": opt(&self.cov), "mmd": opt(&self.mmd),
             "fpnd": self.fpnd.map(|v| serde_json::json!({"value": v, "error": null})).unwrap_or(serde_json::Value::Null),
             "n_real": self.n_real, "n_generated": self.n_generated,
+            "empty_real": self.empty_real, "empty_generated": self.empty_generated,
+            "notes": self.notes,
             "protocol": self.protocol.name(), "seconds": self.seconds,
             "timings": self.timings.iter().map(|(k, v)| serde_json::json!({"step": k, "seconds": v})).collect::<Vec<_>>(),
         })

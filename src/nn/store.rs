@@ -50,11 +50,25 @@ pub use crate::io::write_atomic;
 
 /// Read every tensor of a safetensors file as CPU f32 (F32, F64, F16, BF16, I64, I32, U8 and
 /// BOOL are converted), with the file's metadata.
+/// A file the parser cannot make sense of is an error, never a panic.
 pub fn load_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes)
+    crate::quiet_panic::catch_quietly(|| parse_tensors(path, &bytes)).unwrap_or_else(|panic| {
+        Err(Error::file(
+            path,
+            format!("not a valid safetensors file (the parser failed: {panic})"),
+        ))
+    })
+}
+
+/// [`load_tensors`] of the file's bytes.
+fn parse_tensors(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("bad header: {e}")))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {

@@ -89,8 +89,24 @@ fn cpu_lines<T: Real, F: Fn(&mut dyn Iterator<Item = T>) -> T + Sync>(
 }
 
 /// Σ over `axis`: `[.., n, ..] → [.., ..]` (or `[.., 1, ..]` with keepdim).
+/// An empty axis sums to 0 (`[0, 3]` over axis 0 → `[3]` of zeros); an empty output
+/// (`[0, 0]` over axis 0 → `[0]`) is an empty tensor.
 pub fn sum_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
+    if axis >= x.shape().len() {
+        return Err(crate::error::Error::shape(
+            "sum",
+            format!("axis {axis} out of range for shape {:?}", x.shape()),
+        ));
+    }
     let shape = reduced_shape(x.shape(), axis, keepdim);
+    if x.numel() == 0 {
+        return match x.dtype() {
+            crate::tensor::DType::F64 => {
+                Tensor::from_cpu_vec(vec![0f64; crate::shape::numel(&shape)], &shape)
+            }
+            crate::tensor::DType::F32 => Tensor::zeros(&shape, x.device()),
+        };
+    }
     if let Storage::Cuda(buf) = x.storage() {
         let (out, _) = launch_lines(
             "reduce_sum",
@@ -113,6 +129,9 @@ pub fn sum_axis(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
 /// spread over threads, so memory is read in order.
 fn cpu_sum_axis<T: Real>(xs: &[T], shape: &[usize], axis: usize) -> Vec<T> {
     let (outer, n, inner) = outer_axis_inner(shape, axis);
+    if outer * inner == 0 {
+        return Vec::new();
+    }
     if inner == 1 {
         return map_range(outer, xs.len(), |o| {
             T::from_f64(sum_f64(&xs[o * n..(o + 1) * n]))
@@ -415,5 +434,51 @@ impl Var {
     pub(crate) fn cumsum_dir(&self, axis: usize, reverse: bool) -> Result<Var> {
         let y = cumsum_axis(self.value(), axis, reverse)?;
         self.tape().push(Op::Cumsum { axis, reverse }, &[self], y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+
+    #[test]
+    fn sums_over_empty_axes_and_of_empty_tensors() {
+        // (shape, axis, expected shape, expected values)
+        for (shape, axis, want_shape, want) in [
+            (vec![0, 0], 0, vec![0], vec![]),
+            (vec![0, 0], 1, vec![0], vec![]),
+            (vec![0, 3], 0, vec![3], vec![0.0; 3]),
+            (vec![3, 0], 1, vec![3], vec![0.0; 3]),
+            (vec![3, 0], 0, vec![0], vec![]),
+            (vec![2, 0, 4], 1, vec![2, 4], vec![0.0; 8]),
+            (vec![0], 0, vec![], vec![0.0]),
+        ] {
+            let x = Tensor::zeros(&shape, Device::Cpu).unwrap();
+            let s = sum_axis(&x, axis, false).unwrap();
+            assert_eq!(s.shape(), &want_shape[..], "{shape:?} axis {axis}");
+            assert_eq!(s.to_vec().unwrap(), want, "{shape:?} axis {axis}");
+            let k = sum_axis(&x, axis, true).unwrap();
+            let mut kept = shape.clone();
+            kept[axis] = 1;
+            assert_eq!(k.shape(), &kept[..]);
+            let x64 = Tensor::from_f64(&[], &shape).unwrap();
+            assert_eq!(
+                sum_axis(&x64, axis, false).unwrap().shape(),
+                &want_shape[..]
+            );
+        }
+        assert!(sum_axis(&Tensor::zeros(&[0, 0], Device::Cpu).unwrap(), 2, false).is_err());
+        // the ordinary case is unchanged
+        let x =
+            Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], Device::Cpu).unwrap();
+        assert_eq!(
+            sum_axis(&x, 0, false).unwrap().to_vec().unwrap(),
+            vec![5.0, 7.0, 9.0]
+        );
+        assert_eq!(
+            sum_axis(&x, 1, false).unwrap().to_vec().unwrap(),
+            vec![6.0, 15.0]
+        );
     }
 }

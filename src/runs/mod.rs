@@ -8,13 +8,15 @@
 //!   validation score;
 //! * [`train_loop`] — the loop itself over a family's [`train_loop::TrainTask`];
 //! * [`progress`] — step reports and the terminal progress bar;
-//! * [`dir`] — the run directory's files;
+//! * [`dir`] — the run directory's files; [`checkpoint`] — the checkpoint validator every
+//!   family's loader goes through;
 //! * [`finish`] — end-of-run generation, the full evaluation against the validation split
 //!   with the truth floor, `metrics.json` and the plots;
 //! * [`generator`] — the [`Generator`](generator::Generator) interface every trained model
 //!   implements; [`registry`] — the families, and checkpoint → family dispatch.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod dir;
 pub mod early_stop;
 pub mod finish;

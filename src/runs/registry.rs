@@ -72,10 +72,15 @@ pub fn family_of_checkpoint(path: &Path) -> Result<&'static Family> {
 }
 
 /// Load any family's checkpoint (a run directory or its `checkpoint.safetensors`) onto
-/// `device`, dispatching on the family it records.
+/// `device`, dispatching on the family it records, after the family-independent checks of
+/// the shared validator (a jetgen checkpoint of that family, every weight finite; see
+/// [`crate::runs::checkpoint`]) — the family's loader validates its sizes, shapes and
+/// scales with the same validator.
 pub fn load_generator(model: &Path, device: Device) -> Result<Box<dyn Generator>> {
     let ckpt = crate::runs::dir::checkpoint_of(model);
-    (family_of_checkpoint(&ckpt)?.load)(&ckpt, device)
+    let family = family_of_checkpoint(&ckpt)?;
+    crate::runs::checkpoint::CheckpointFile::open(&ckpt, Some(family.name))?;
+    (family.load)(&ckpt, device)
 }
 
 /// A family's training function: jets, settings, progress callback → the finished run.
@@ -92,6 +97,7 @@ pub fn train_from_matches<S: Settings>(
     settings.validate()?;
     settings.run().device()?.ensure_available()?;
     let data = JetNetData::read(&settings.run().data_path())?;
+    settings.run().validate_for_data(data.n_jets)?;
     if let Some(recorded) = settings
         .run()
         .config

@@ -35,8 +35,9 @@ pub enum JetClass {
 #[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default)]
 pub struct RunSettings {
-    /// Jets to train on (JetNet layout, .hdf5 or .npy pair)
-    #[arg(long, default_value = "data/sample/g.hdf5")]
+    /// Jets to train on (JetNet layout, .hdf5 or .npy pair); builtin:g (the default) and
+    /// builtin:t are the 2,000-jet samples built into jetgen
+    #[arg(long, default_value = crate::data::builtin::DEFAULT_DATA)]
     pub data: PathBuf,
     /// g, q or t: use <directory of --data>/<class>.hdf5
     #[arg(long, value_enum)]
@@ -109,7 +110,8 @@ impl Default for RunSettings {
 pub const MAX_BATCH: usize = 1 << 20;
 
 impl RunSettings {
-    /// The data file: `--data`, or `<class>.hdf5` beside it with `--class`.
+    /// The data file: `--data`, or `<class>.hdf5` beside it with `--class` (the built-in
+    /// sample of that class for a built-in `--data`).
     pub fn data_path(&self) -> PathBuf {
         match self.class {
             None => self.data.clone(),
@@ -119,6 +121,12 @@ impl RunSettings {
                     JetClass::Q => "q",
                     JetClass::T => "t",
                 };
+                if crate::data::builtin::builtin_name(&self.data).is_some() {
+                    return PathBuf::from(format!(
+                        "{}{name}",
+                        crate::data::builtin::BUILTIN_PREFIX
+                    ));
+                }
                 self.data
                     .parent()
                     .unwrap_or(Path::new("."))
@@ -164,6 +172,30 @@ impl RunSettings {
                 .max(1),
             None => self.steps,
         }
+    }
+
+    /// Jets in the 70 % training split of `n_jets` jets (as [`crate::runs::split::Split`]
+    /// cuts it).
+    pub fn training_split_size(n_jets: usize) -> usize {
+        ((0.7 * n_jets as f64 + 1e-9).floor() as usize).min(n_jets)
+    }
+
+    /// The checks that need the data (read, nothing written yet): at least 10 jets, and a
+    /// batch no larger than the training split.
+    pub fn validate_for_data(&self, n_jets: usize) -> Result<()> {
+        if n_jets < 10 {
+            return Err(Error::invalid(format!(
+                "training needs ≥ 10 jets, got {n_jets}"
+            )));
+        }
+        let n_train = Self::training_split_size(n_jets);
+        if self.batch > n_train {
+            return Err(Error::invalid(format!(
+                "--batch {} is larger than the training split ({n_train} jets)",
+                self.batch
+            )));
+        }
+        Ok(())
     }
 
     /// Every value in range, before anything is read or written.

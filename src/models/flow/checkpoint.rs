@@ -121,64 +121,78 @@ pub fn save_checkpoint(path: &Path, m: &TrainedFlow) -> Result<()> {
     store::save_tensors(path, &tensors, &meta)
 }
 
-/// Load a flow checkpoint onto `device`.
+/// The most particles per jet a flow checkpoint may declare.
+pub const MAX_PARTICLES: usize = 1 << 14;
+
+/// A lower bound on the parameters of a flow with `c`'s architecture: per coupling layer
+/// the residual blocks' `2·blocks` hidden × hidden matrices and the final layer's
+/// hidden × (params per feature) weights for at least one transformed feature. Saturating,
+/// so a hostile configuration cannot overflow it.
+fn parameter_lower_bound(c: &FlowConfig) -> u128 {
+    let (h, layers, blocks) = (c.hidden as u128, c.layers as u128, c.blocks as u128);
+    let per_feature = match c.coupling {
+        CouplingKind::Affine => 2,
+        CouplingKind::Rqs(r) => 3 * r.bins as u128 - 1,
+    };
+    layers.saturating_mul(
+        (2 * blocks)
+            .saturating_mul(h.saturating_mul(h))
+            .saturating_add(h.saturating_mul(per_feature)),
+    )
+}
+
+/// Load a flow checkpoint onto `device`, validated through the shared
+/// [`CheckpointFile`](crate::runs::checkpoint::CheckpointFile): finite weights, every size
+/// of the metadata in range and consistent (particles × 3 = features, context = the
+/// variant's) before the flow is built, the architecture no larger than the file, every
+/// tensor of the expected shape, positive finite standardiser and condition scales,
+/// training conditions (mass ≥ 0, multiplicity in 0..=P) for conditional variants, and no
+/// unexpected tensors.
 pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFlow> {
-    let (mut tensors, meta) = store::load_tensors(path)?;
-    if meta.get("jetgen_model").map(String::as_str) != Some(FAMILY) {
-        return Err(Error::file(
-            path,
-            "not a jetgen flow checkpoint (metadata jetgen_model != flow)",
-        ));
-    }
-    let cfg_text = meta
-        .get("flow_config")
-        .ok_or_else(|| Error::file(path, "checkpoint has no flow_config"))?;
-    let cfg_json: serde_json::Value = serde_json::from_str(cfg_text)
-        .map_err(|e| Error::file(path, format!("bad flow_config: {e}")))?;
-    let config = config_from_json(&cfg_json)?;
-    let variant = Variant::parse(meta.get("variant").map(String::as_str).unwrap_or("vnf"))?;
-    let n_particles: usize = meta
-        .get("n_particles")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::file(path, "checkpoint has no n_particles"))?;
+    use crate::runs::checkpoint::{check_scales, CheckpointFile};
+    let mut file = CheckpointFile::open(path, Some(FAMILY))?;
+    let bad = |msg: String| Error::file(path, msg);
+    let config = config_from_json(&file.meta_json("flow_config")?)
+        .map_err(|e| bad(format!("bad flow_config: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| bad(format!("bad flow_config: {e}")))?;
+    let variant = Variant::parse(file.meta("variant").unwrap_or("vnf"))
+        .map_err(|e| bad(format!("bad variant: {e}")))?;
+    let n_particles = file.size("n_particles", 1, MAX_PARTICLES)?;
     if config.context != variant.context_dim() {
-        return Err(Error::file(
-            path,
-            "flow context size does not match its variant",
-        ));
+        return Err(bad(format!(
+            "flow context size {} does not match its variant {} ({})",
+            config.context,
+            variant.name(),
+            variant.context_dim()
+        )));
     }
+    if n_particles * 3 != config.features {
+        return Err(bad(format!(
+            "{n_particles} particles need {} features, the flow has {}",
+            n_particles * 3,
+            config.features
+        )));
+    }
+    file.ensure_room("flow", parameter_lower_bound(&config))?;
     let flow = Flow::new(config, &mut Rng::new(0), device)?;
     for p in flow.params() {
-        let t = tensors
-            .remove(&p.name())
-            .ok_or_else(|| Error::file(path, format!("missing tensor '{}'", p.name())))?;
-        if t.shape() != p.value().shape() {
-            return Err(Error::file(
-                path,
-                format!(
-                    "tensor '{}' has shape {:?}, expected {:?}",
-                    p.name(),
-                    t.shape(),
-                    p.value().shape()
-                ),
-            ));
-        }
+        let shape = p.value().shape().to_vec();
+        let t = file.take(&p.name(), &shape)?;
         p.set_value(t.to_device(device)?);
     }
-    let mut take = |k: &str| -> Result<Vec<f32>> {
-        tensors
-            .remove(k)
-            .ok_or_else(|| Error::file(path, format!("missing tensor '{k}'")))?
-            .to_vec()
-    };
+    let d = config.features;
     let standardizer = Standardizer {
-        mean: take("standardizer.mean")?,
-        std: take("standardizer.std")?,
+        mean: file.take_vec("standardizer.mean", d)?,
+        std: file.take_scales("standardizer.std", d)?,
     };
-    let sc = take("conditions.scale")?;
-    if sc.len() != 4 {
-        return Err(Error::file(path, "conditions.scale must have 4 values"));
-    }
+    let sc = file.take_vec("conditions.scale", 4)?;
+    check_scales(
+        path,
+        "conditions.scale (standard deviations)",
+        &[sc[1], sc[3]],
+    )?;
     let scale = [sc[0] as f64, sc[1] as f64, sc[2] as f64, sc[3] as f64];
     let conditions = if variant == Variant::Vnf {
         Conditions {
@@ -187,20 +201,26 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFlow> {
         }
     } else {
         let back = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
-        Conditions {
-            mass: back(take("conditions.mass")?),
-            n: back(take("conditions.n")?),
+        let mass = back(file.take_any_vec("conditions.mass", 1)?);
+        let n = back(file.take_vec("conditions.n", mass.len())?);
+        if let Some(k) = mass.iter().position(|&m| m < 0.0) {
+            return Err(bad(format!(
+                "training condition {k}: mass {} is negative",
+                mass[k]
+            )));
         }
+        if let Some(k) = n
+            .iter()
+            .position(|&v| v < 0.0 || v > n_particles as f64 || v.fract() != 0.0)
+        {
+            return Err(bad(format!(
+                "training condition {k}: multiplicity {} is not in 0..={n_particles}",
+                n[k]
+            )));
+        }
+        Conditions { mass, n }
     };
-    if standardizer.mean.len() != config.features
-        || standardizer.std.len() != config.features
-        || n_particles * 3 != config.features
-    {
-        return Err(Error::file(
-            path,
-            "standardisation does not match the flow's dimension",
-        ));
-    }
+    file.finish()?;
     Ok(TrainedFlow {
         flow,
         standardizer,

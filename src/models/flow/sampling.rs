@@ -240,4 +240,7 @@ impl Generator for FlowGenerator {
     fn log_prob(&self, jets: &JetNetData) -> Result<Vec<f64>> {
         log_prob_jets(&self.model, jets, self.device)
     }
+    fn training_mass_range(&self) -> Option<(f64, f64)> {
+        crate::runs::generator::range_of(&self.model.conditions.mass)
+    }
 }
