@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::flow;
+use crate::models::{flow, library};
 use crate::runs::finish::RunReport;
 use crate::runs::generator::Generator;
 use crate::runs::progress::{StepInfo, TrainProgress};
@@ -46,6 +46,20 @@ pub const FAMILIES: &[Family] = &[Family {
     load: |path, device| Ok(Box::new(flow::FlowGenerator::load(path, device)?)),
     bench_model: flow::checkpoint::write_bench_checkpoint,
     bench_model_name: "10-layer RQS flow",
+}, Family {
+    name: library::FAMILY,
+    about: "The library generator: the nearest training jet in mass/pT/multiplicity (k = 1), or an optimal-transport interpolation between the k nearest",
+    train_args: <library::LibrarySettings as clap::Args>::augment_args,
+    train: |m| {
+        train_from_matches::<library::LibrarySettings>(
+            m,
+            library::LibrarySettings::describe,
+            library::train_library,
+        )
+    },
+    load: |path, _device| Ok(Box::new(library::LibraryGenerator::load(path)?)),
+    bench_model: library::checkpoint::write_bench_checkpoint,
+    bench_model_name: "k = 2 library of 20k jets",
 }];
 
 /// The family called `name`.
