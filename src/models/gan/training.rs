@@ -203,7 +203,7 @@ impl TrainTask for GanTask<'_> {
         if self.generator_step(lr)? == StepOutcome::Skipped {
             return Ok(StepOutcome::Skipped);
         }
-        if s.save_every > 0 && step % s.save_every == 0 {
+        if s.save_every > 0 && step.is_multiple_of(s.save_every) {
             let path = self
                 .run_dir
                 .root()
