@@ -757,3 +757,74 @@ fn a_mass_outside_the_training_range_warns() {
     assert_clean_failure(&sample("-1"), "--mass");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn library_train_and_the_memorisation_diagnostic() {
+    let dir = scratch("library");
+    let run = dir.join("lib");
+    let data = sample_file();
+    let out = jetgen(&[
+        "train",
+        "library",
+        "--k",
+        "1",
+        "--condition",
+        "mass,multiplicity",
+        "--data",
+        &data,
+        "--generate",
+        "100",
+        "--plots",
+        "false",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "train library failed:\n{}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("memorisation") && all.contains("copies"),
+        "{all}"
+    );
+    // a k = 1 library copies: every generated jet is a training jet
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["memorisation"]["copies"].as_f64(), Some(1.0));
+    // eval --train: the generated jets against the very file they were drawn from
+    let gen = run.join("generated.hdf5");
+    let json = dir.join("eval.json");
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        gen.to_str().unwrap(),
+        "--real",
+        &data,
+        "--train",
+        &data,
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "eval --train failed:\n{}", text(&out));
+    assert!(text(&out).contains("certified exact"), "{}", text(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["memorisation"]["copies"].as_f64(), Some(1.0));
+    assert_clean_failure(
+        &jetgen(&[
+            "train",
+            "library",
+            "--k",
+            "0",
+            "--data",
+            &data,
+            "--out",
+            run.to_str().unwrap(),
+        ]),
+        "--k",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

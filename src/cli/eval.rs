@@ -28,6 +28,8 @@ pub struct EvalArgs {
     pub quick: bool,
     /// FPND against jetnet's real jets of this class (g, q, t).
     pub fpnd: Option<String>,
+    /// Training jets for the memorisation diagnostic (the real jets are the held-apart set).
+    pub train: Option<PathBuf>,
 }
 
 /// A spinner that names the running step (hidden when stderr is not a terminal).
@@ -48,9 +50,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let mut inputs = vec![a.real.as_path()];
         inputs.extend(a.generated.as_deref());
         inputs.extend(a.model.as_deref());
+        inputs.extend(a.train.as_deref());
         crate::io::refuse_input_as_output(json, &inputs)?;
     }
     let real = JetNetData::read(&a.real)?;
+    let train = a.train.as_deref().map(JetNetData::read).transpose()?;
     let (gen, gen_name) = match (&a.generated, &a.model) {
         (Some(path), None) => (JetNetData::read(path)?, path.display().to_string()),
         (None, Some(model)) => {
@@ -121,11 +125,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .map(|(k, v)| format!("{k} {v:.2} s"))
         .collect();
     println!("time: {:.2} s ({})", report.seconds, steps.join(", "));
+    let memo = match &train {
+        Some(train) => {
+            let m = crate::on_thread_pool(|| {
+                crate::metrics::memorisation(train, &gen, &real, &Default::default())
+            })?;
+            print!("{}", m.table());
+            Some(m)
+        }
+        None => None,
+    };
     if let Some(path) = &a.json {
         let mut value = report.to_json();
         value["real"] = a.real.display().to_string().into();
         value["generated"] = gen_name.into();
         value["seed"] = a.seed.into();
+        if let Some(m) = &memo {
+            value["memorisation"] = m.to_json();
+            value["train"] = a.train.as_ref().map(|p| p.display().to_string()).into();
+        }
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| Error::invalid(e.to_string()))?;
         crate::io::write_atomic(path, text.as_bytes())?;

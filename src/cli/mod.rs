@@ -91,6 +91,11 @@ pub enum Command {
         /// ParticleNet on up to 50,000 generated jets, ~2 minutes on 2 cores)
         #[arg(long)]
         fpnd: Option<String>,
+        /// Also the memorisation diagnostic: the EMD from each generated jet to its nearest
+        /// jet of this training set, against the same for the real jets (which must be
+        /// held apart from it)
+        #[arg(long)]
+        train: Option<PathBuf>,
     },
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `roofline` (the
@@ -209,6 +214,7 @@ pub fn main() -> i32 {
             plots,
             quick,
             fpnd,
+            train,
         } => eval::run(eval::EvalArgs {
             real,
             generated,
@@ -221,6 +227,7 @@ pub fn main() -> i32 {
             plots,
             quick,
             fpnd,
+            train,
         }),
         Command::Bench {
             suite,

@@ -7,6 +7,7 @@ pub mod emd;
 pub mod evaluate;
 pub mod fpd_kpd;
 pub mod fpnd;
+pub mod memorisation;
 pub mod w1;
 
 pub use cov_mmd::{cov_mmd, cov_mmd_from_matrix, emd_matrix, CovMmd, CovMmdConfig};
@@ -18,4 +19,5 @@ pub use fpd_kpd::{
     fpd, fpd_kpd_features, frechet_distance, kpd, normalise, Features, FpdConfig, KpdConfig,
 };
 pub use fpnd::{fpnd, ParticleNet, FPND_MAX_JETS};
+pub use memorisation::{memorisation, Memorisation, MemorisationConfig};
 pub use w1::{w1efp, w1m, w1p, wasserstein_1d, wasserstein_1d_weighted, Bootstrap, W1Result};

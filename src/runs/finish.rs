@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use crate::data::JetNetData;
 use crate::error::Result;
-use crate::metrics::{evaluate, EvalConfig, EvalReport, Protocol};
+use crate::metrics::{
+    evaluate, memorisation, EvalConfig, EvalReport, Memorisation, MemorisationConfig, Protocol,
+};
 use crate::runs::generator::Generator;
 use crate::runs::split::Split;
 use crate::runs::train_loop::{LoopOutcome, LoopSettings};
@@ -45,6 +47,9 @@ pub struct RunReport {
     pub truth_floor: EvalReport,
     /// PNG files written (empty without plots).
     pub plots: Vec<PathBuf>,
+    /// EMD to the nearest training jet, generated vs held-apart validation jets (with the
+    /// full evaluation only).
+    pub memorisation: Option<Memorisation>,
 }
 
 /// Generate from `best` (the reloaded best checkpoint), evaluate against the validation jets
@@ -71,8 +76,23 @@ pub fn finish_run(
     let metrics = evaluate(&real, &generated, &eval_cfg, &mut |_| {})?;
     let truth = data.select(&split.train[..n_gen.min(split.train.len())])?;
     let truth_floor = evaluate(&real, &truth, &eval_cfg, &mut |_| {})?;
+    let memo = if settings.full_eval {
+        let train = data.select(&split.train)?;
+        let heldout = data.select(&split.validation[..n_gen])?;
+        Some(memorisation(
+            &train,
+            &generated,
+            &heldout,
+            &MemorisationConfig::default(),
+        )?)
+    } else {
+        None
+    };
     let mut json = metrics.to_json();
     json["truth_floor"] = truth_floor.to_json();
+    if let Some(m) = &memo {
+        json["memorisation"] = m.to_json();
+    }
     json["truth_floor"]["note"] =
         "training jets (as many as generated) vs the same validation jets".into();
     json[format!("best_{}", loop_settings.monitor)] = outcome.best_score.into();
@@ -86,25 +106,27 @@ pub fn finish_run(
         let dir = run.plots();
         plots = crate::plots::comparison_plots(&real, &generated, &dir)?;
         let curve = dir.join("loss.png");
-        crate::plots::line_plot(
-            &curve,
-            "Training",
-            "step",
-            "loss",
-            &[
-                (
-                    "train",
-                    crate::plots::chart::REAL,
-                    outcome.train_history.clone(),
-                ),
-                (
-                    loop_settings.monitor,
-                    crate::plots::chart::GEN,
-                    outcome.val_history.clone(),
-                ),
-            ],
-        )?;
-        plots.push(curve);
+        if !outcome.train_history.is_empty() {
+            crate::plots::line_plot(
+                &curve,
+                "Training",
+                "step",
+                "loss",
+                &[
+                    (
+                        "train",
+                        crate::plots::chart::REAL,
+                        outcome.train_history.clone(),
+                    ),
+                    (
+                        loop_settings.monitor,
+                        crate::plots::chart::GEN,
+                        outcome.val_history.clone(),
+                    ),
+                ],
+            )?;
+            plots.push(curve);
+        }
     }
     Ok(RunReport {
         run_dir: run.root().to_path_buf(),
@@ -116,6 +138,7 @@ pub fn finish_run(
         metrics,
         truth_floor,
         plots,
+        memorisation: memo,
     })
 }
 
@@ -125,14 +148,18 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let patience = self.patience;
         let mut s = String::new();
-        s += &format!(
-            "\nsteps run: {} (early stopping patience {patience})\n",
-            self.steps_run
-        );
-        s += &format!(
-            "loss: first step {:.2} → best {} {:.2}\n",
-            self.first_loss, self.monitor, self.best_score
-        );
+        if self.steps_run > 0 {
+            s += &format!(
+                "\nsteps run: {} (early stopping patience {patience})\n",
+                self.steps_run
+            );
+            s += &format!(
+                "loss: first step {:.2} → best {} {:.2}\n",
+                self.first_loss, self.monitor, self.best_score
+            );
+        } else {
+            s += "\n";
+        }
         s += &format!(
             "generated vs validation jets ({} generated, {} real; W1: 5 batches of {} with replacement):\n",
             self.metrics.n_generated,
@@ -140,6 +167,9 @@ impl RunReport {
             self.metrics.n_generated.min(10_000)
         );
         s += &self.metrics.table_with_floor(Some(&self.truth_floor));
+        if let Some(m) = &self.memorisation {
+            s += &m.table();
+        }
         s += &format!(
             "run directory: {} (config.json, checkpoint.safetensors, train_log.csv, generated.hdf5, metrics.json)\n",
             self.run_dir.display()

@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::flow;
+use crate::models::{flow, gan, library};
 use crate::runs::finish::RunReport;
 use crate::runs::generator::Generator;
 use crate::runs::progress::{StepInfo, TrainProgress};
@@ -46,6 +46,30 @@ pub const FAMILIES: &[Family] = &[Family {
     load: |path, device| Ok(Box::new(flow::FlowGenerator::load(path, device)?)),
     bench_model: flow::checkpoint::write_bench_checkpoint,
     bench_model_name: "10-layer RQS flow",
+}, Family {
+    name: library::FAMILY,
+    about: "The library generator: the nearest training jet in mass/pT/multiplicity (k = 1), or an optimal-transport interpolation between the k nearest",
+    train_args: <library::LibrarySettings as clap::Args>::augment_args,
+    train: |m| {
+        train_from_matches::<library::LibrarySettings>(
+            m,
+            library::LibrarySettings::describe,
+            library::train_library,
+        )
+    },
+    load: |path, _device| Ok(Box::new(library::LibraryGenerator::load(path)?)),
+    bench_model: library::checkpoint::write_bench_checkpoint,
+    bench_model_name: "k = 2 library of 20k jets",
+}, Family {
+    name: gan::FAMILY,
+    about: "A GAN on particle clouds: FC generator and critic with the LSGAN, WGAN-GP or CramerGAN loss",
+    train_args: <gan::GanSettings as clap::Args>::augment_args,
+    train: |m| {
+        train_from_matches::<gan::GanSettings>(m, gan::GanSettings::describe, gan::train_gan)
+    },
+    load: |path, device| Ok(Box::new(gan::GanGenerator::load(path, device)?)),
+    bench_model: gan::checkpoint::write_bench_checkpoint,
+    bench_model_name: "FC GAN generator (latent 128, 3×256)",
 }];
 
 /// The family called `name`.
@@ -150,14 +174,14 @@ mod tests {
         // a family nobody registered, and a safetensors file of no family: clean errors
         let t = crate::Tensor::from_slice(&[1.0f32], &[1], Device::Cpu).unwrap();
         let other = dir.join("other.safetensors");
-        let meta = [("jetgen_model".to_string(), "gan".to_string())].into();
+        let meta = [("jetgen_model".to_string(), "no-such-family".to_string())].into();
         crate::nn::store::save_tensors(&other, &[("w".into(), t.clone())], &meta).unwrap();
         let e = load_generator(&other, Device::Cpu)
             .err()
             .unwrap()
             .to_string();
         assert!(
-            e.contains("unknown model family 'gan'") && e.contains("flow"),
+            e.contains("unknown model family 'no-such-family'") && e.contains("flow"),
             "{e}"
         );
         crate::nn::store::save_tensors(&other, &[("w".into(), t)], &Default::default()).unwrap();
