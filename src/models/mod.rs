@@ -6,6 +6,7 @@
 pub mod conditions;
 pub mod flow;
 pub mod flow_data;
+pub mod vae;
 pub mod pchip;
 
 pub use flow::{Flow, FlowConfig};

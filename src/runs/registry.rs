@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::flow;
+use crate::models::{flow, vae};
 use crate::runs::finish::RunReport;
 use crate::runs::generator::Generator;
 use crate::runs::progress::{StepInfo, TrainProgress};
@@ -46,6 +46,22 @@ pub const FAMILIES: &[Family] = &[Family {
     load: |path, device| Ok(Box::new(flow::FlowGenerator::load(path, device)?)),
     bench_model: flow::checkpoint::write_bench_checkpoint,
     bench_model_name: "10-layer RQS flow",
+}, Family {
+    name: vae::FAMILY_VAE,
+    about: "A jet VAE (MSE, Chamfer, Chamfer + jet pT/mass or Sinkhorn-EMD reconstruction; Cartesian or relative particles)",
+    train_args: <vae::VaeSettings as clap::Args>::augment_args,
+    train: |m| vae::train_from_matches(m, true),
+    load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
+    bench_model: vae::write_bench_checkpoint,
+    bench_model_name: "VAE 90-512-256-20",
+}, Family {
+    name: vae::FAMILY_AE,
+    about: "A jet autoencoder (the VAE's networks without sampling; anomaly detection with `jetgen anomaly`)",
+    train_args: <vae::VaeSettings as clap::Args>::augment_args,
+    train: |m| vae::train_from_matches(m, false),
+    load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
+    bench_model: vae::write_bench_checkpoint,
+    bench_model_name: "VAE 90-512-256-20",
 }];
 
 /// The family called `name`.
@@ -160,7 +176,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("no jetgen_model"), "{e}");
-        assert!(family("vae").is_err() && family("flow").is_ok());
+        assert!(family("gan").is_err() && family("flow").is_ok() && family("vae").is_ok());
         std::fs::remove_dir_all(&dir).ok();
     }
 }
