@@ -71,10 +71,21 @@ fn permuted(c: &Clouds) -> Clouds {
 }
 
 fn recon_values(s: &LossSpec, c: &Clouds, xhat: &Tensor) -> Vec<f64> {
-    let batch = LossBatch::new(c.features.clone(), c.mask.clone(), c.n_particles, s, Device::Cpu).unwrap();
+    let batch = LossBatch::new(
+        c.features.clone(),
+        c.mask.clone(),
+        c.n_particles,
+        s,
+        Device::Cpu,
+    )
+    .unwrap();
     let ctx = Ctx::new(false, 0);
     let x = ctx.tape.constant(xhat.clone());
-    recon_per_jet(&ctx, s, &batch, &x).unwrap().value().to_vec_f64().unwrap()
+    recon_per_jet(&ctx, s, &batch, &x)
+        .unwrap()
+        .value()
+        .to_vec_f64()
+        .unwrap()
 }
 
 #[test]
@@ -85,21 +96,35 @@ fn chamfer_losses_are_permutation_invariant_and_mse_is_not() {
     let s0 = spec(ReconLoss::Mse, &c);
     let mut x = c.features.clone();
     s0.standardizer.apply(&mut x);
-    let noise = Rng::new(3).normal(&[x.len()], 0.0, 0.3, Device::Cpu).unwrap().to_vec().unwrap();
+    let noise = Rng::new(3)
+        .normal(&[x.len()], 0.0, 0.3, Device::Cpu)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let out: Vec<f32> = x.iter().zip(&noise).map(|(a, b)| a + b).collect();
     let xhat = Tensor::from_slice(&out, &[8, 90], Device::Cpu).unwrap();
-    for loss in [ReconLoss::Chamfer, ReconLoss::ChamferPhysics, ReconLoss::Sinkhorn] {
+    for loss in [
+        ReconLoss::Chamfer,
+        ReconLoss::ChamferPhysics,
+        ReconLoss::Sinkhorn,
+    ] {
         let s = spec(loss, &c);
         let (a, b) = (recon_values(&s, &c, &xhat), recon_values(&s, &pc, &xhat));
         for (u, v) in a.iter().zip(&b) {
-            assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{loss:?}: {u} vs {v}");
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + u.abs()),
+                "{loss:?}: {u} vs {v}"
+            );
         }
         assert!(a.iter().all(|v| *v > 0.0), "{loss:?}: {a:?}");
     }
     let s = spec(ReconLoss::Mse, &c);
     let (a, b) = (recon_values(&s, &c, &xhat), recon_values(&s, &pc, &xhat));
     for (u, v) in a.iter().zip(&b) {
-        assert!(*v > 2.0 * u, "MSE must change under the permutation: {u} vs {v}");
+        assert!(
+            *v > 2.0 * u,
+            "MSE must change under the permutation: {u} vs {v}"
+        );
     }
 }
 
@@ -107,8 +132,12 @@ fn chamfer_losses_are_permutation_invariant_and_mse_is_not() {
 fn kl_matches_numerical_integration() {
     let (mu, logvar) = ([0.0f32, 1.3, -0.7, 2.0], [0.0f32, -1.0, 0.8, -3.0]);
     let ctx = Ctx::new(false, 0);
-    let m = ctx.tape.constant(Tensor::from_slice(&mu, &[1, 4], Device::Cpu).unwrap());
-    let l = ctx.tape.constant(Tensor::from_slice(&logvar, &[1, 4], Device::Cpu).unwrap());
+    let m = ctx
+        .tape
+        .constant(Tensor::from_slice(&mu, &[1, 4], Device::Cpu).unwrap());
+    let l = ctx
+        .tape
+        .constant(Tensor::from_slice(&logvar, &[1, 4], Device::Cpu).unwrap());
     let kl = kl_per_dim(&m, &l).unwrap().value().to_vec_f64().unwrap();
     for k in 0..4 {
         // ∫ q log(q/p) dz by the midpoint rule over μ ± 12σ
@@ -119,11 +148,16 @@ fn kl_matches_numerical_integration() {
         let mut sum = 0.0;
         for i in 0..n {
             let z = lo + (i as f64 + 0.5) * h;
-            let log_q = -0.5 * ((z - u) / s).powi(2) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln();
+            let log_q =
+                -0.5 * ((z - u) / s).powi(2) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln();
             let log_p = -0.5 * z * z - 0.5 * (2.0 * std::f64::consts::PI).ln();
             sum += log_q.exp() * (log_q - log_p) * h;
         }
-        assert!((kl[k] - sum).abs() < 1e-5 * (1.0 + sum), "dim {k}: {} vs {sum}", kl[k]);
+        assert!(
+            (kl[k] - sum).abs() < 1e-5 * (1.0 + sum),
+            "dim {k}: {} vs {sum}",
+            kl[k]
+        );
     }
 }
 
@@ -143,10 +177,15 @@ fn reparameterisation_gradient_matches_the_analytic_one() {
     let eps = ctx.tape.constant(eps_t);
     let z = reparameterize(&mu, &lv, &eps).unwrap();
     let cw: Vec<f32> = (0..b * l).map(|k| c[k % l] as f32).collect();
-    let cv = ctx.tape.constant(Tensor::from_slice(&cw, &[b, l], Device::Cpu).unwrap());
+    let cv = ctx
+        .tape
+        .constant(Tensor::from_slice(&cw, &[b, l], Device::Cpu).unwrap());
     let f = z.square().unwrap().mul(&cv).unwrap().sum_all().unwrap();
     let g = ctx.tape.grad(&f, &[&mu, &lv], CreateGraph::No).unwrap();
-    let (gm, gl) = (g[0].value().to_vec_f64().unwrap(), g[1].value().to_vec_f64().unwrap());
+    let (gm, gl) = (
+        g[0].value().to_vec_f64().unwrap(),
+        g[1].value().to_vec_f64().unwrap(),
+    );
     let zv = z.value().to_vec_f64().unwrap();
     let (mut mean_gm, mut mean_gl) = ([0f64; 3], [0f64; 3]);
     for k in 0..b * l {
@@ -162,8 +201,16 @@ fn reparameterisation_gradient_matches_the_analytic_one() {
         let s2 = (lv0[d] as f64).exp();
         // the estimator is unbiased: within 5 standard errors of the exact gradient
         let se_m = 2.0 * c[d] * s2.sqrt() / (b as f64).sqrt();
-        assert!((mean_gm[d] - 2.0 * c[d] * mu0[d] as f64).abs() < 5.0 * se_m, "μ {d}");
-        assert!((mean_gl[d] - c[d] * s2).abs() < 0.05 * c[d] * s2 + 5.0 * se_m, "logσ² {d}: {} vs {}", mean_gl[d], c[d] * s2);
+        assert!(
+            (mean_gm[d] - 2.0 * c[d] * mu0[d] as f64).abs() < 5.0 * se_m,
+            "μ {d}"
+        );
+        assert!(
+            (mean_gl[d] - c[d] * s2).abs() < 0.05 * c[d] * s2 + 5.0 * se_m,
+            "logσ² {d}: {} vs {}",
+            mean_gl[d],
+            c[d] * s2
+        );
     }
 }
 
@@ -173,18 +220,37 @@ fn physics_terms_match_physics_rs() {
     let (cart, _) = cartesian_sample(16, 30);
     for c in [&rel, &cart] {
         let ctx = Ctx::new(false, 0);
-        let parts = ctx.tape.constant(Tensor::from_slice(&c.features, &[16, 30, 3], Device::Cpu).unwrap());
+        let parts = ctx
+            .tape
+            .constant(Tensor::from_slice(&c.features, &[16, 30, 3], Device::Cpu).unwrap());
         let delta = jetgen::models::vae::loss::physics_delta(c.representation);
         let (pt, m) = jet_pt_mass(&parts, c.representation, delta).unwrap();
-        let (pt, m) = (pt.value().to_vec_f64().unwrap(), m.value().to_vec_f64().unwrap());
+        let (pt, m) = (
+            pt.value().to_vec_f64().unwrap(),
+            m.value().to_vec_f64().unwrap(),
+        );
         for (i, want) in c.jet_pt_mass().iter().enumerate() {
-            assert!((pt[i] - want.0).abs() < 1e-4 * want.0, "{:?} pT {i}: {} vs {}", c.representation, pt[i], want.0);
-            assert!((m[i] - want.1).abs() < 2e-3 * want.1 + 1e-3, "{:?} m {i}: {} vs {}", c.representation, m[i], want.1);
+            assert!(
+                (pt[i] - want.0).abs() < 1e-4 * want.0,
+                "{:?} pT {i}: {} vs {}",
+                c.representation,
+                pt[i],
+                want.0
+            );
+            assert!(
+                (m[i] - want.1).abs() < 2e-3 * want.1 + 1e-3,
+                "{:?} m {i}: {} vs {}",
+                c.representation,
+                m[i],
+                want.1
+            );
         }
     }
     // the relative masses are jetnet's m/pT (physics::relative_masses)
     let ctx = Ctx::new(false, 0);
-    let parts = ctx.tape.constant(Tensor::from_slice(&rel.features, &[16, 30, 3], Device::Cpu).unwrap());
+    let parts = ctx
+        .tape
+        .constant(Tensor::from_slice(&rel.features, &[16, 30, 3], Device::Cpu).unwrap());
     let (_, m) = jet_pt_mass(&parts, Representation::Relative, 1e-12).unwrap();
     let want = jetgen::physics::relative_masses(&jets);
     for (a, b) in m.value().to_vec_f64().unwrap().iter().zip(&want) {
@@ -197,7 +263,11 @@ fn quick_settings(loss: ReconLoss, out: &std::path::Path) -> VaeSettings {
         loss,
         hidden: vec![64, 32],
         latent: 8,
-        beta: if loss == ReconLoss::Sinkhorn { 0.1 } else { 0.1 },
+        beta: if loss == ReconLoss::Sinkhorn {
+            0.01
+        } else {
+            0.1
+        },
         val_jets: 200,
         ..Default::default()
     };
@@ -225,14 +295,15 @@ fn train_losses(out: &std::path::Path) -> Vec<f64> {
 fn few_steps_lower_every_loss_and_checkpoints_reload() {
     let dir = std::env::temp_dir().join(format!("jetgen-vae-{}", std::process::id()));
     let (rel, rel_jets) = sample_clouds(600, 30);
+    let (full, full_jets) = sample_clouds(2000, 30);
     let (cart, cart_jets) = cartesian_sample(600, 30);
     let cases = [
-        (ReconLoss::Mse, true, &rel, &rel_jets),
+        (ReconLoss::Mse, true, &full, &full_jets),
         (ReconLoss::Chamfer, true, &cart, &cart_jets),
         (ReconLoss::ChamferPhysics, true, &cart, &cart_jets),
         (ReconLoss::ChamferPhysics, true, &rel, &rel_jets),
         (ReconLoss::Sinkhorn, true, &rel, &rel_jets),
-        (ReconLoss::Chamfer, false, &rel, &rel_jets),
+        (ReconLoss::Chamfer, false, &full, &full_jets),
     ];
     for (k, (loss, variational, clouds, jets)) in cases.into_iter().enumerate() {
         let out = dir.join(format!("run{k}"));
@@ -244,7 +315,7 @@ fn few_steps_lower_every_loss_and_checkpoints_reload() {
             "{loss:?} ({}): loss did not fall: {l:?}",
             clouds.representation.name()
         );
-        assert!(report.metrics.w1m.0.is_finite());
+        assert!(report.metrics.w1m.value.is_finite());
         // the checkpoint reloads through the registry as its family and generates JetNet jets
         let g = load_generator(&out, Device::Cpu).unwrap();
         assert_eq!(g.family(), if variational { "vae" } else { "ae" });
@@ -254,10 +325,19 @@ fn few_steps_lower_every_loss_and_checkpoints_reload() {
         assert_eq!(jets, g.generate(5, 1).unwrap());
         let m = load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu).unwrap();
         assert_eq!(m.spec.representation, clouds.representation);
+        if k == 0 {
+            learned_prior(&out);
+        }
+        if k == 5 {
+            anomaly(&out, &dir);
+        }
     }
     // the Sinkhorn loss refuses Cartesian momenta, with a message saying why
     let s = quick_settings(ReconLoss::Sinkhorn, &dir.join("bad"));
-    let e = train_vae(&cart, &cart_jets, &s, true, &mut |_| {}).err().unwrap().to_string();
+    let e = train_vae(&cart, &cart_jets, &s, true, &mut |_| {})
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("relative"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -265,9 +345,14 @@ fn few_steps_lower_every_loss_and_checkpoints_reload() {
 #[test]
 fn relative_clouds_refuse_more_particles_than_the_file_has() {
     let (_, jets) = sample_clouds(4, 30);
-    let e = relative_clouds(&jets, 31, std::path::Path::new("x.hdf5")).unwrap_err().to_string();
+    let e = relative_clouds(&jets, 31, std::path::Path::new("x.hdf5"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--particles 31"), "{e}");
-    let _ = Standardizer { mean: vec![], std: vec![] };
+    let _ = Standardizer {
+        mean: vec![],
+        std: vec![],
+    };
 }
 
 #[test]
@@ -276,7 +361,10 @@ fn vae_checkpoint_generates_through_the_c_api() {
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("checkpoint.safetensors");
     jetgen::models::vae::write_bench_checkpoint(&ckpt, Device::Cpu).unwrap();
-    let rust = load_generator(&dir, Device::Cpu).unwrap().generate(16, 9).unwrap();
+    let rust = load_generator(&dir, Device::Cpu)
+        .unwrap()
+        .generate(16, 9)
+        .unwrap();
     let mut parts = vec![0f32; 16 * 30 * 4];
     let mut jets = vec![0f32; 16 * 4];
     let mut handle = std::ptr::null_mut();
@@ -284,13 +372,25 @@ fn vae_checkpoint_generates_through_the_c_api() {
     // SAFETY: valid pointers and sizes.
     unsafe {
         assert_eq!(
-            jetgen::ffi::jetgen_model_load(path.as_ptr(), jetgen::ffi::JETGEN_DEVICE_CPU, &mut handle),
+            jetgen::ffi::jetgen_model_load(
+                path.as_ptr(),
+                jetgen::ffi::JETGEN_DEVICE_CPU,
+                &mut handle
+            ),
             jetgen::ffi::JetgenStatus::Ok
         );
         let fam = std::ffi::CStr::from_ptr(jetgen::ffi::jetgen_model_family(handle));
         assert_eq!(fam.to_str().unwrap(), "vae");
         assert_eq!(
-            jetgen::ffi::jetgen_model_generate(handle, 16, 9, parts.as_mut_ptr(), parts.len(), jets.as_mut_ptr(), jets.len()),
+            jetgen::ffi::jetgen_model_generate(
+                handle,
+                16,
+                9,
+                parts.as_mut_ptr(),
+                parts.len(),
+                jets.as_mut_ptr(),
+                jets.len()
+            ),
             jetgen::ffi::JetgenStatus::Ok
         );
         jetgen::ffi::jetgen_model_free(handle);
@@ -298,4 +398,70 @@ fn vae_checkpoint_generates_through_the_c_api() {
     assert_eq!(parts, rust.particles);
     assert_eq!(jets, rust.jets);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `jetgen latent` on a trained run: a checkpoint with the flow prior that loads as the same
+/// family, generates differently from the Gaussian prior, and a comparison file.
+fn learned_prior(run: &std::path::Path) {
+    use jetgen::models::vae::prior::{run as latent, LatentArgs};
+    let args = LatentArgs {
+        model: run.to_path_buf(),
+        data: None,
+        steps: 30,
+        layers: 2,
+        hidden: 16,
+        batch: 128,
+        lr: 1e-3,
+        generate: 100,
+        out: None,
+        device: "cpu".into(),
+    };
+    latent(&args).unwrap();
+    let with = run.join("checkpoint_flow_prior.safetensors");
+    let g = load_generator(&with, Device::Cpu).unwrap();
+    assert_eq!(
+        (g.family(), g.variant().as_str()),
+        ("vae", "mse+flow-prior")
+    );
+    let plain = load_generator(run, Device::Cpu).unwrap();
+    assert_ne!(g.generate(4, 2).unwrap(), plain.generate(4, 2).unwrap());
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("latent_prior.json")).unwrap())
+            .unwrap();
+    assert!(
+        j["flow_prior"].is_object() && j["gaussian_prior"].is_object(),
+        "{j}"
+    );
+    assert!(j["val_code_nll_flow"].as_f64().unwrap().is_finite());
+}
+
+/// `jetgen anomaly` with an AE trained on gluons: tops as the signal; AUC, rejections and
+/// plots written.
+fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
+    use jetgen::models::vae::anomaly::{run as anomaly, AnomalyArgs};
+    let json = dir.join("anomaly.json");
+    let plots = dir.join("anomaly-plots");
+    let mut args = AnomalyArgs {
+        model: run.to_path_buf(),
+        background: SAMPLE.into(),
+        signal: "data/sample/t.hdf5".into(),
+        score: None,
+        n: 300,
+        plots: Some(plots.clone()),
+        json: Some(json.clone()),
+        device: "cpu".into(),
+    };
+    anomaly(&args).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let auc = j["auc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auc), "{j}");
+    assert_eq!(j["n_signal"], 300);
+    for f in ["roc.png", "score_vs_mass.png"] {
+        assert!(plots.join(f).exists(), "{f}");
+    }
+    // another score on the same model; a Cartesian file against a relative model is refused
+    args.score = Some(ReconLoss::Mse);
+    args.plots = None;
+    anomaly(&args).unwrap();
 }

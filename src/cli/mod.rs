@@ -99,10 +99,11 @@ pub enum Command {
     /// the model with it, compare generation from it and from the Gaussian prior.
     Latent(crate::models::vae::LatentArgs),
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
-    /// Sinkhorn, RQS), `generate` (every family's generation through the Rust and the C API), or
-    /// `all`; `--json` writes the rows for machines.
+    /// Sinkhorn, RQS), `generate` (every family's generation through the Rust and the C API),
+    /// `vae` (Chamfer- and Sinkhorn-EMD-VAE training steps) or `all`; `--json` writes the
+    /// rows for machines.
     Bench {
-        /// engine, kernels, generate or all
+        /// engine, kernels, generate, vae (Chamfer- and Sinkhorn-VAE training steps) or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)

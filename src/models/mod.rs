@@ -6,7 +6,7 @@
 pub mod conditions;
 pub mod flow;
 pub mod flow_data;
-pub mod vae;
 pub mod pchip;
+pub mod vae;
 
 pub use flow::{Flow, FlowConfig};

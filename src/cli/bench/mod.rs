@@ -6,7 +6,7 @@ pub(crate) mod workloads;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
+use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite, vae_step_suite};
 
 /// What `jetgen bench` was asked to run.
 pub struct BenchArgs {
@@ -118,9 +118,19 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             );
         }
     }
-    if !matches!(suite, "engine" | "kernels" | "generate" | "all") {
+    if suite == "vae" || suite == "all" {
+        let rows = vae_step_suite(device, iters)?;
+        print_rates(
+            "VAE training steps (median of runs)",
+            &rows,
+            100.0,
+            threads,
+            &mut items,
+        );
+    }
+    if !matches!(suite, "engine" | "kernels" | "generate" | "vae" | "all") {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, all)"
+            "unknown bench suite '{suite}' (engine, kernels, generate, vae, all)"
         )));
     }
     if let Some(path) = &args.json {

@@ -112,8 +112,23 @@ pub fn write_analysis(
     crate::plots::comparison_plots(real, &recon, &dir.join("reconstructed"))?;
     crate::plots::comparison_plots(real, &gauss, &dir.join("generated_gaussian_prior"))?;
     jet_images(&dir.join("jet_images.png"), real, &recon, &gauss)?;
-    latent_scatter(&dir.join("latent_scatter.png"), &mu, m.vae.config.latent, &kl, real)?;
-    kl_plot(&dir.join("kl_per_dim.png"), &kl)?;
+    let l = m.vae.config.latent;
+    // a VAE's informative dimensions carry KL; an AE's (no KL) are ranked by their spread
+    let rank: Vec<f64> = if m.vae.config.variational {
+        kl.clone()
+    } else {
+        let (_, sd) = crate::models::vae::training::column_stats(&mu, l);
+        sd.iter().map(|&v| v as f64).collect()
+    };
+    let what = if m.vae.config.variational {
+        "KL"
+    } else {
+        "std"
+    };
+    latent_scatter(&dir.join("latent_scatter.png"), &mu, l, &rank, what, real)?;
+    if m.vae.config.variational {
+        kl_plot(&dir.join("kl_per_dim.png"), &kl)?;
+    }
     let distinct = {
         let mut b: Vec<f64> = history.iter().map(|h| h.beta).collect();
         b.dedup();
@@ -127,7 +142,8 @@ pub fn write_analysis(
 
 fn write_sweep_csv(path: &Path, history: &[BetaPoint]) -> Result<()> {
     let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).map_err(|e| Error::file(path, format!("cannot create: {e}")))?,
+        std::fs::File::create(path)
+            .map_err(|e| Error::file(path, format!("cannot create: {e}")))?,
     );
     let l = history.first().map_or(0, |h| h.kl_per_dim.len());
     let dims: Vec<String> = (0..l).map(|k| format!("kl_{k}")).collect();
@@ -150,7 +166,12 @@ fn write_sweep_csv(path: &Path, history: &[BetaPoint]) -> Result<()> {
 
 /// Average jet images (100 × 100 pixels over |η_rel|, |φ_rel| ≤ 0.8, pT-weighted) of
 /// input, reconstructed and generated jets side by side on one log colour scale.
-pub fn jet_images(path: &Path, input: &JetNetData, recon: &JetNetData, gen: &JetNetData) -> Result<()> {
+pub fn jet_images(
+    path: &Path,
+    input: &JetNetData,
+    recon: &JetNetData,
+    gen: &JetNetData,
+) -> Result<()> {
     let img = |d: &JetNetData| crate::plots::average_jet_image(d, 100, 0.8);
     let (a, b, c) = (img(input)?, img(recon)?, img(gen)?);
     let spec = Heatmap {
@@ -160,11 +181,23 @@ pub fn jet_images(path: &Path, input: &JetNetData, recon: &JetNetData, gen: &Jet
         zlabel: "Mean pT fraction per pixel".into(),
         log_z: true,
     };
-    crate::plots::heatmaps(path, &spec, &[("Input", &a), ("Reconstructed", &b), ("Generated", &c)])
+    crate::plots::heatmaps(
+        path,
+        &spec,
+        &[("Input", &a), ("Reconstructed", &b), ("Generated", &c)],
+    )
 }
 
-/// The codes' two dimensions of largest KL, coloured by the jet mass quartile.
-fn latent_scatter(path: &Path, mu: &[f32], l: usize, kl: &[f64], real: &JetNetData) -> Result<()> {
+/// The codes' two dimensions of largest `kl` (KL, or spread for an AE: `what`), coloured by
+/// the jet mass quartile.
+fn latent_scatter(
+    path: &Path,
+    mu: &[f32],
+    l: usize,
+    kl: &[f64],
+    what: &str,
+    real: &JetNetData,
+) -> Result<()> {
     let mut order: Vec<usize> = (0..l).collect();
     order.sort_by(|&a, &b| kl[b].total_cmp(&kl[a]));
     let (d0, d1) = (order[0], order.get(1).copied().unwrap_or(order[0]));
@@ -191,8 +224,8 @@ fn latent_scatter(path: &Path, mu: &[f32], l: usize, kl: &[f64], real: &JetNetDa
         .collect();
     let plot = XyPlot {
         title: "Latent codes (μ), coloured by jet mass [GeV]".into(),
-        xlabel: format!("z_{d0} (KL {:.2})", kl[d0]),
-        ylabel: format!("z_{d1} (KL {:.2})", kl[d1]),
+        xlabel: format!("z_{d0} ({what} {:.2})", kl[d0]),
+        ylabel: format!("z_{d1} ({what} {:.2})", kl[d1]),
         legend: LegendPos::UpperRight,
         ..Default::default()
     };
@@ -200,12 +233,17 @@ fn latent_scatter(path: &Path, mu: &[f32], l: usize, kl: &[f64], real: &JetNetDa
 }
 
 fn kl_plot(path: &Path, kl: &[f64]) -> Result<()> {
-    let pts: Vec<(f64, f64)> = kl.iter().enumerate().map(|(k, &v)| (k as f64, v.max(1e-6))).collect();
+    let pts: Vec<(f64, f64)> = kl
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| (k as f64, v.max(1e-6)))
+        .collect();
     let plot = XyPlot {
         title: "KL per latent dimension (validation jets)".into(),
         xlabel: "latent dimension".into(),
         ylabel: "KL (nats)".into(),
         y_scale: Scale::Log,
+        x_range: Some((-0.5, kl.len() as f64 - 0.5)),
         ..Default::default()
     };
     crate::plots::xy_plot(path, &plot, &[Series::markers("", PALETTE[0], pts)])
@@ -215,7 +253,10 @@ fn sweep_plots(dir: &Path, history: &[BetaPoint]) -> Result<()> {
     let l = history[0].kl_per_dim.len();
     let series: Vec<Series> = (0..l)
         .map(|k| {
-            let pts = history.iter().map(|h| (h.beta, h.kl_per_dim[k].max(1e-6))).collect();
+            let pts = history
+                .iter()
+                .map(|h| (h.beta, h.kl_per_dim[k].max(1e-6)))
+                .collect();
             Series::line("", PALETTE[k % PALETTE.len()], pts)
         })
         .collect();
@@ -231,8 +272,14 @@ fn sweep_plots(dir: &Path, history: &[BetaPoint]) -> Result<()> {
         },
         &series,
     )?;
-    let sweep: Vec<(f64, f64)> = history.iter().map(|h| (h.beta, h.kl_per_dim.iter().sum())).collect();
-    let d: Vec<(f64, f64)> = dimensionality(&sweep).into_iter().map(|(b, v)| (b, -v)).collect();
+    let sweep: Vec<(f64, f64)> = history
+        .iter()
+        .map(|h| (h.beta, h.kl_per_dim.iter().sum()))
+        .collect();
+    let d: Vec<(f64, f64)> = dimensionality(&sweep)
+        .into_iter()
+        .map(|(b, v)| (b, -v))
+        .collect();
     crate::plots::xy_plot(
         &dir.join("d_vs_beta.png"),
         &XyPlot {

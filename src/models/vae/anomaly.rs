@@ -18,6 +18,8 @@ use crate::models::vae::sampling::recon_scores;
 use crate::models::vae::settings::ReconLoss;
 use crate::plots::style::{GEN, REAL};
 use crate::plots::{Binning, Roc, Series, XyPlot};
+use crate::rng::Rng;
+use crate::runs::split::Split;
 
 /// `jetgen anomaly`'s options.
 #[derive(clap::Args, Debug, Clone)]
@@ -25,7 +27,8 @@ pub struct AnomalyArgs {
     /// Run directory (or checkpoint) of a trained `ae` or `vae`
     #[arg(long)]
     pub model: PathBuf,
-    /// Background jets (the class the model was trained on; same layout as its training data)
+    /// Background jets (the class the model was trained on; same layout as its training
+    /// data). When this is the model's own training file, only its validation split is scored
     #[arg(long)]
     pub background: PathBuf,
     /// Signal jets (the anomaly, e.g. t.hdf5)
@@ -106,13 +109,21 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 impl AnomalyReport {
     /// The report for given scores and jet masses.
-    pub fn new(signal: &[f64], background: &[f64], signal_mass: &[f64], background_mass: &[f64]) -> Result<Self> {
+    pub fn new(
+        signal: &[f64],
+        background: &[f64],
+        signal_mass: &[f64],
+        background_mass: &[f64],
+    ) -> Result<Self> {
         let roc = Roc::from_scores(signal, background)?;
         Ok(AnomalyReport {
             rejection_30: roc.rejection_at(0.3),
             rejection_50: roc.rejection_at(0.5),
             roc,
-            background_mass_corr: (pearson(background, background_mass), spearman(background, background_mass)),
+            background_mass_corr: (
+                pearson(background, background_mass),
+                spearman(background, background_mass),
+            ),
             signal_mass_corr: (pearson(signal, signal_mass), spearman(signal, signal_mass)),
         })
     }
@@ -150,12 +161,23 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     let ckpt = crate::runs::dir::checkpoint_of(&args.model);
     let mut model = load_checkpoint(&ckpt, device)?;
     if let Some(score) = args.score {
-        if score == ReconLoss::Sinkhorn && model.spec.representation != super::data::Representation::Relative {
-            return Err(Error::invalid("--score sinkhorn needs a model of relative (η, φ, pT) jets"));
+        if score == ReconLoss::Sinkhorn
+            && model.spec.representation != super::data::Representation::Relative
+        {
+            return Err(Error::invalid(
+                "--score sinkhorn needs a model of relative (η, φ, pT) jets",
+            ));
         }
         model.spec.loss = score;
     }
     let p = model.vae.config.particles;
+    // the training data's checksum and the run's seed, when the model is a run directory
+    let training = crate::io::read_json(&crate::runs::RunDir::of_model(&args.model).config())
+        .ok()
+        .and_then(|c| {
+            let sum = c["data"]["checksum"].as_str()?.to_string();
+            Some((sum, c["settings"]["seed"].as_u64().unwrap_or(0)))
+        });
     let load = |path: &PathBuf| -> Result<(Vec<f64>, Vec<f64>)> {
         let (clouds, jets) = read_clouds(path, p)?;
         if clouds.representation != model.spec.representation {
@@ -168,10 +190,23 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
                 ),
             ));
         }
-        let n = args.n.min(clouds.n_jets);
-        let idx: Vec<usize> = (0..n).collect();
-        let scores = recon_scores(&model, &clouds.select(&idx), device)?;
-        let mass = (0..n).map(|i| jets.jet(i)[2] as f64).collect();
+        // jets of the model's own training file: only its validation split (never scored
+        // on jets it was trained on)
+        let pool: Vec<usize> = match &training {
+            Some((sum, seed)) if *sum == jets.checksum() => {
+                let split = Split::new(clouds.n_jets, 0.7, &mut Rng::new(*seed))?;
+                println!(
+                    "{}: the model's training data; scoring its validation split ({} jets)",
+                    path.display(),
+                    split.validation.len()
+                );
+                split.validation
+            }
+            _ => (0..clouds.n_jets).collect(),
+        };
+        let idx = &pool[..args.n.min(pool.len())];
+        let scores = recon_scores(&model, &clouds.select(idx), device)?;
+        let mass = idx.iter().map(|&i| jets.jet(i)[2] as f64).collect();
         Ok((scores, mass))
     };
     let (bkg, bkg_mass) = load(&args.background)?;
@@ -211,7 +246,11 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
         crate::plots::roc_plot(&dir.join("roc.png"), &title, &[(score_name, &report.roc)])?;
         let thin = |s: &[f64], m: &[f64]| -> Vec<(f64, f64)> {
             let stride = s.len().div_ceil(2000).max(1);
-            m.iter().zip(s).step_by(stride).map(|(&a, &b)| (a, b)).collect()
+            m.iter()
+                .zip(s)
+                .step_by(stride)
+                .map(|(&a, &b)| (a, b))
+                .collect()
         };
         crate::plots::xy_plot(
             &dir.join("score_vs_mass.png"),
@@ -231,7 +270,12 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
         let mut s = sig.clone();
         s.sort_by(f64::total_cmp);
         let cut = s[s.len() / 2];
-        let passing: Vec<f64> = bkg_mass.iter().zip(&bkg).filter(|(_, &v)| v >= cut).map(|(&m, _)| m).collect();
+        let passing: Vec<f64> = bkg_mass
+            .iter()
+            .zip(&bkg)
+            .filter(|(_, &v)| v >= cut)
+            .map(|(&m, _)| m)
+            .collect();
         if passing.len() >= 2 {
             crate::plots::compare_histograms(
                 &dir.join("background_mass_after_cut.png"),
@@ -239,7 +283,11 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
                 "jet mass [GeV]",
                 &bkg_mass,
                 &passing,
-                Binning { range: None, bins: 40, log_y: false },
+                Binning {
+                    range: None,
+                    bins: 40,
+                    log_y: false,
+                },
             )?;
         }
         println!("plots: {}", dir.display());

@@ -103,12 +103,21 @@ pub fn save_with(
         for p in prior.params() {
             tensors.push((format!("prior.{}", p.name()), p.value()));
         }
-        meta.insert("prior_config".into(), config_to_json(&prior.config).to_string());
+        meta.insert(
+            "prior_config".into(),
+            config_to_json(&prior.config).to_string(),
+        );
     }
     store::save_tensors(path, &tensors, &meta)
 }
 
-fn load_into(params: &[Param], prefix: &str, tensors: &mut HashMap<String, Tensor>, path: &Path, device: Device) -> Result<()> {
+fn load_into(
+    params: &[Param],
+    prefix: &str,
+    tensors: &mut HashMap<String, Tensor>,
+    path: &Path,
+    device: Device,
+) -> Result<()> {
     for p in params {
         let key = format!("{prefix}{}", p.name());
         let t = tensors
@@ -134,7 +143,10 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
     let (mut tensors, meta) = store::load_tensors(path)?;
     let family = meta.get("jetgen_model").map(String::as_str);
     if family != Some(FAMILY_VAE) && family != Some(FAMILY_AE) {
-        return Err(Error::file(path, "not a jetgen VAE/AE checkpoint (jetgen_model is not vae or ae)"));
+        return Err(Error::file(
+            path,
+            "not a jetgen VAE/AE checkpoint (jetgen_model is not vae or ae)",
+        ));
     }
     let text = meta
         .get("vae_config")
@@ -145,10 +157,17 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
     let config: VaeConfig =
         serde_json::from_value(v["network"].clone()).map_err(|_| bad("network"))?;
     if config.variational != (family == Some(FAMILY_VAE)) {
-        return Err(Error::file(path, "the network's kind does not match jetgen_model"));
+        return Err(Error::file(
+            path,
+            "the network's kind does not match jetgen_model",
+        ));
     }
     let f = |k: &str| v[k].as_f64().ok_or_else(|| bad(k));
-    let representation = Representation::parse(v["representation"].as_str().ok_or_else(|| bad("representation"))?)?;
+    let representation = Representation::parse(
+        v["representation"]
+            .as_str()
+            .ok_or_else(|| bad("representation"))?,
+    )?;
     let loss = ReconLoss::parse(v["loss"].as_str().ok_or_else(|| bad("loss"))?)?;
     let padding = match v["chamfer_padding"].as_str() {
         Some("points") => ChamferPadding::Points,
@@ -163,7 +182,10 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
             .ok_or_else(|| Error::file(path, format!("missing tensor '{k}'")))?
             .to_vec()?;
         if t.len() != len {
-            return Err(Error::file(path, format!("tensor '{k}' has {} values, expected {len}", t.len())));
+            return Err(Error::file(
+                path,
+                format!("tensor '{k}' has {} values, expected {len}", t.len()),
+            ));
         }
         Ok(t)
     };
@@ -181,14 +203,19 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
                 .map_err(|e| Error::file(path, format!("bad prior_config: {e}")))?;
             let cfg = config_from_json(&cfg)?;
             if cfg.features != l || cfg.context != 0 {
-                return Err(Error::file(path, "the prior flow does not match the latent size"));
+                return Err(Error::file(
+                    path,
+                    "the prior flow does not match the latent size",
+                ));
             }
             let flow = Flow::new(cfg, &mut Rng::new(0), device)?;
             load_into(&flow.params(), "prior.", &mut tensors, path, device)?;
             Some(flow)
         }
     };
-    let iters = v["sinkhorn_iters"].as_u64().ok_or_else(|| bad("sinkhorn_iters"))? as usize;
+    let iters = v["sinkhorn_iters"]
+        .as_u64()
+        .ok_or_else(|| bad("sinkhorn_iters"))? as usize;
     let spec = LossSpec {
         loss,
         representation,

@@ -127,7 +127,10 @@ pub fn read_clouds(path: &Path, particles: usize) -> Result<(Clouds, JetNetData)
         let (momenta, shape) = read_npy_f32(path)?;
         if shape.len() == 3 && shape[2] == 3 && shape[0] > 0 && shape[1] > 0 {
             if let Some(k) = momenta.iter().position(|v| !v.is_finite()) {
-                return Err(Error::file(path, format!("non-finite momentum at flat index {k}")));
+                return Err(Error::file(
+                    path,
+                    format!("non-finite momentum at flat index {k}"),
+                ));
             }
             let cart = CartesianJets {
                 momenta,
@@ -311,7 +314,9 @@ pub fn decoded_to_jetnet(
     threshold: f32,
 ) -> Result<JetNetData> {
     match representation {
-        Representation::Relative => from_flow_vectors(features, p, threshold.max(f32::MIN_POSITIVE)),
+        Representation::Relative => {
+            from_flow_vectors(features, p, threshold.max(f32::MIN_POSITIVE))
+        }
         Representation::Cartesian => {
             let cut: Vec<f32> = features
                 .chunks_exact(3)

@@ -67,7 +67,11 @@ impl LossSpec {
             padding: settings.chamfer_padding,
             scale_pt: scales.0.max(1e-12),
             scale_mass: scales.1.max(1e-12),
-            sinkhorn: sinkhorn_config(settings.epsilon, settings.eps_scaling, settings.sinkhorn_iters),
+            sinkhorn: sinkhorn_config(
+                settings.epsilon,
+                settings.eps_scaling,
+                settings.sinkhorn_iters,
+            ),
             standardizer,
         })
     }
@@ -239,10 +243,13 @@ fn physics_term(ctx: &Ctx, spec: &LossSpec, batch: &LossBatch, xhat: &Var) -> Re
     let device = xhat.value().device();
     let b = batch.len();
     let parts = destandardize(ctx, spec, xhat)?;
-    let (pt, mass) = jet_pt_mass(&parts, spec.representation, physics_delta(spec.representation))?;
-    let target = |v: &[f32]| -> Result<Var> {
-        Ok(ctx.tape.constant(Tensor::from_slice(v, &[b], device)?))
-    };
+    let (pt, mass) = jet_pt_mass(
+        &parts,
+        spec.representation,
+        physics_delta(spec.representation),
+    )?;
+    let target =
+        |v: &[f32]| -> Result<Var> { Ok(ctx.tape.constant(Tensor::from_slice(v, &[b], device)?)) };
     let dpt = pt
         .sub(&target(&batch.jet_pt)?)?
         .mul_scalar(1.0 / spec.scale_pt)?
@@ -269,10 +276,16 @@ fn emd_term(ctx: &Ctx, spec: &LossSpec, batch: &LossBatch, xhat: &Var) -> Result
         let total: f32 = jet.chunks_exact(3).map(|r| r[2].max(0.0)).sum();
         for r in jet.chunks_exact(3) {
             pts.extend([r[0], r[1]]);
-            w.push(if total > 0.0 { r[2].max(0.0) / total } else { 0.0 });
+            w.push(if total > 0.0 {
+                r[2].max(0.0) / total
+            } else {
+                0.0
+            });
         }
     }
-    let x = ctx.tape.constant(Tensor::from_slice(&pts, &[b, p, 2], device)?);
+    let x = ctx
+        .tape
+        .constant(Tensor::from_slice(&pts, &[b, p, 2], device)?);
     let a = ctx.tape.constant(Tensor::from_slice(&w, &[b, p], device)?);
     // the output: φ wrapped into [−π, π] (a constant shift of 2π multiples), pT → weights
     let parts = destandardize(ctx, spec, xhat)?;
@@ -285,7 +298,10 @@ fn emd_term(ctx: &Ctx, spec: &LossSpec, batch: &LossBatch, xhat: &Var) -> Result
         .iter()
         .map(|&v| tau * (v / tau).round())
         .collect();
-    let phi = phi.sub(&ctx.tape.constant(Tensor::from_slice(&shift, &[b, p, 1], device)?))?;
+    let phi = phi.sub(
+        &ctx.tape
+            .constant(Tensor::from_slice(&shift, &[b, p, 1], device)?),
+    )?;
     let y = Var::concat(&[&eta, &phi], 2)?;
     let raw_w = parts
         .narrow(2, 2, 1)?

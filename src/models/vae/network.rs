@@ -98,9 +98,7 @@ impl JetVae {
         }
         let l = self.config.latent;
         let mu = h.narrow(1, 0, l)?;
-        let logvar = h
-            .narrow(1, l, l)?
-            .clamp(LOGVAR_RANGE.0, LOGVAR_RANGE.1)?;
+        let logvar = h.narrow(1, l, l)?.clamp(LOGVAR_RANGE.0, LOGVAR_RANGE.1)?;
         Ok(Encoded {
             mu,
             logvar: Some(logvar),

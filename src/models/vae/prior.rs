@@ -73,14 +73,22 @@ pub fn fit_prior(
     let mut rng = Rng::new(seed ^ 0xF10);
     let flow = Flow::new(config, &mut rng.fork(), device)?;
     let params = flow.params();
-    let mut opt = Adam::new(params.clone(), AdamConfig { lr: args.lr, ..Default::default() });
+    let mut opt = Adam::new(
+        params.clone(),
+        AdamConfig {
+            lr: args.lr,
+            ..Default::default()
+        },
+    );
     let n = codes.len() / l;
     for step in 0..args.steps {
         let picks = draw_with_replacement(&mut rng, n, args.batch.min(n));
         let rows = gather_rows(codes, l, &picks);
         opt.zero_grad();
         let ctx = Ctx::new(true, step as u64);
-        let x = ctx.tape.constant(Tensor::from_slice(&rows, &[picks.len(), l], device)?);
+        let x = ctx
+            .tape
+            .constant(Tensor::from_slice(&rows, &[picks.len(), l], device)?);
         let loss = flow.log_prob(&ctx, &x, None)?.mean_all()?.neg()?;
         let v = loss.value().item()?;
         loss.backward()?;
@@ -89,12 +97,15 @@ pub fn fit_prior(
             opt.zero_grad();
             continue;
         }
-        opt.config.lr = args.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / args.steps as f64).cos());
+        opt.config.lr =
+            args.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / args.steps as f64).cos());
         opt.step()?;
     }
     let ctx = Ctx::new(false, 0);
     let nv = val.len() / l;
-    let x = ctx.tape.constant(Tensor::from_slice(val, &[nv, l], device)?);
+    let x = ctx
+        .tape
+        .constant(Tensor::from_slice(val, &[nv, l], device)?);
     let nll = -flow.log_prob(&ctx, &x, None)?.mean_all()?.value().item()?;
     Ok((flow, nll))
 }
@@ -111,7 +122,9 @@ pub fn run(args: &LatentArgs) -> Result<()> {
     let device = Device::parse(&args.device)?;
     device.ensure_available()?;
     if args.steps == 0 || args.batch == 0 || args.generate == 0 {
-        return Err(Error::invalid("--steps, --batch and --generate must be ≥ 1"));
+        return Err(Error::invalid(
+            "--steps, --batch and --generate must be ≥ 1",
+        ));
     }
     let run_dir = crate::runs::RunDir::new(&args.model);
     let cfg_path = run_dir.config();
@@ -119,9 +132,11 @@ pub fn run(args: &LatentArgs) -> Result<()> {
     let seed = cfg["settings"]["seed"].as_u64().unwrap_or(0);
     let data_path = match &args.data {
         Some(p) => p.clone(),
-        None => PathBuf::from(cfg["data"]["path"].as_str().ok_or_else(|| {
-            Error::file(&cfg_path, "no data path recorded; give --data")
-        })?),
+        None => PathBuf::from(
+            cfg["data"]["path"]
+                .as_str()
+                .ok_or_else(|| Error::file(&cfg_path, "no data path recorded; give --data"))?,
+        ),
     };
     let mut model = load_checkpoint(&run_dir.checkpoint(), device)?;
     let p = model.vae.config.particles;
@@ -140,7 +155,8 @@ pub fn run(args: &LatentArgs) -> Result<()> {
         split.train.len(),
         args.steps
     );
-    let (flow, val_nll) = crate::on_thread_pool(|| fit_prior(&train_codes, &val_codes, l, args, seed, device))?;
+    let (flow, val_nll) =
+        crate::on_thread_pool(|| fit_prior(&train_codes, &val_codes, l, args, seed, device))?;
     let gauss_nll = {
         let sq: f64 = val_codes.iter().map(|&v| (v as f64).powi(2)).sum();
         0.5 * sq / n_val as f64 + 0.5 * l as f64 * (2.0 * std::f64::consts::PI).ln()
@@ -185,8 +201,13 @@ pub fn run(args: &LatentArgs) -> Result<()> {
     )?;
     let dir = run_dir.plots();
     crate::plots::comparison_plots(&real, &flow_jets, &dir.join("generated_flow_prior"))?;
-    super::analysis::jet_images(&dir.join("jet_images_flow_prior.png"), &real, &gauss_jets, &flow_jets)
-        .map(|_| ())?;
+    super::analysis::jet_images(
+        &dir.join("jet_images_flow_prior.png"),
+        &real,
+        &gauss_jets,
+        &flow_jets,
+    )
+    .map(|_| ())?;
     println!("checkpoint with the flow prior: {}", out.display());
     Ok(())
 }

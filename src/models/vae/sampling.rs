@@ -39,7 +39,9 @@ pub fn encode(m: &TrainedVae, clouds: &Clouds, device: Device) -> Result<(Vec<f3
         let mut x = clouds.features[start * d..(start + b) * d].to_vec();
         m.spec.standardizer.apply(&mut x);
         let ctx = Ctx::new(false, 0);
-        let xv = ctx.tape.constant(Tensor::from_slice(&x, &[b, p * 3], device)?);
+        let xv = ctx
+            .tape
+            .constant(Tensor::from_slice(&x, &[b, p * 3], device)?);
         let enc = m.vae.encode(&ctx, &xv)?;
         mu.extend(enc.mu.value().to_vec()?);
         if let Some(lv) = enc.logvar {
@@ -57,7 +59,9 @@ pub fn decode(m: &TrainedVae, z: &[f32], device: Device) -> Result<Vec<f32>> {
     for chunk in z.chunks(CHUNK * l) {
         let b = chunk.len() / l;
         let ctx = Ctx::new(false, 0);
-        let zv = ctx.tape.constant(Tensor::from_slice(chunk, &[b, l], device)?);
+        let zv = ctx
+            .tape
+            .constant(Tensor::from_slice(chunk, &[b, l], device)?);
         let xhat = m.vae.decode(&ctx, &zv)?.value().to_vec()?;
         out.extend(
             xhat.iter()
@@ -95,7 +99,13 @@ pub fn recon_scores(m: &TrainedVae, clouds: &Clouds, device: Device) -> Result<V
 }
 
 /// `n` codes `[n, L]` drawn from `prior` (seeded).
-pub fn sample_codes(m: &TrainedVae, n: usize, seed: u64, prior: Prior, device: Device) -> Result<Vec<f32>> {
+pub fn sample_codes(
+    m: &TrainedVae,
+    n: usize,
+    seed: u64,
+    prior: Prior,
+    device: Device,
+) -> Result<Vec<f32>> {
     let l = m.vae.config.latent;
     let mut rng = Rng::new(seed);
     let eps = rng.normal(&[n, l], 0.0, 1.0, Device::Cpu)?.to_vec()?;
@@ -111,7 +121,9 @@ pub fn sample_codes(m: &TrainedVae, n: usize, seed: u64, prior: Prior, device: D
             for chunk in eps.chunks(CHUNK * l) {
                 let b = chunk.len() / l;
                 let ctx = Ctx::new(false, 0);
-                let z = ctx.tape.constant(Tensor::from_slice(chunk, &[b, l], device)?);
+                let z = ctx
+                    .tape
+                    .constant(Tensor::from_slice(chunk, &[b, l], device)?);
                 let (x, _) = flow.sample_from_noise(&ctx, &z, None)?;
                 out.extend(x.value().to_vec()?);
             }
@@ -123,10 +135,21 @@ pub fn sample_codes(m: &TrainedVae, n: usize, seed: u64, prior: Prior, device: D
 }
 
 /// `n` generated jets (JetNet layout) decoded from codes of `prior`.
-pub fn generate_jets(m: &TrainedVae, n: usize, seed: u64, prior: Prior, device: Device) -> Result<JetNetData> {
+pub fn generate_jets(
+    m: &TrainedVae,
+    n: usize,
+    seed: u64,
+    prior: Prior,
+    device: Device,
+) -> Result<JetNetData> {
     let z = sample_codes(m, n.max(1), seed, prior, device)?;
     let rows = decode(m, &z, device)?;
-    decoded_to_jetnet(&rows, m.vae.config.particles, m.spec.representation, m.threshold)
+    decoded_to_jetnet(
+        &rows,
+        m.vae.config.particles,
+        m.spec.representation,
+        m.threshold,
+    )
 }
 
 /// A trained VAE or AE as a [`Generator`].
@@ -151,7 +174,11 @@ impl Generator for VaeGenerator {
         self.model.family()
     }
     fn variant(&self) -> String {
-        let prior = if self.model.prior.is_some() { "+flow-prior" } else { "" };
+        let prior = if self.model.prior.is_some() {
+            "+flow-prior"
+        } else {
+            ""
+        };
         format!("{}{prior}", self.model.spec.loss.name())
     }
     fn particles(&self) -> usize {

@@ -166,7 +166,10 @@ impl VaeSettings {
         self.run.validate()?;
         let bad = |m: String| Err(Error::invalid(m));
         if !(self.beta.is_finite() && self.beta > 0.0) {
-            return bad(format!("--beta must be positive and finite, got {}", self.beta));
+            return bad(format!(
+                "--beta must be positive and finite, got {}",
+                self.beta
+            ));
         }
         if let Some(e) = self.beta_end {
             if !(e.is_finite() && e > 0.0) {
@@ -235,7 +238,10 @@ mod tests {
         s.beta_end = None;
         assert!(s.validate().unwrap_err().to_string().contains("--beta-end"));
         let d = VaeSettings::default();
-        assert_eq!((d.latent, d.particles, d.loss), (20, 30, ReconLoss::Chamfer));
+        assert_eq!(
+            (d.latent, d.particles, d.loss),
+            (20, 30, ReconLoss::Chamfer)
+        );
         assert_eq!(d.beta_at(7, 10), 0.1);
     }
 }

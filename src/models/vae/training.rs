@@ -35,7 +35,13 @@ use crate::runs::RunDir;
 const LATENT_STAT_JETS: usize = 5000;
 
 /// The total loss of a batch from its mean reconstruction loss and mean KL at β.
-pub fn total_loss(loss: ReconLoss, variational: bool, recon: &Var, kl: Option<&Var>, beta: f64) -> Result<Var> {
+pub fn total_loss(
+    loss: ReconLoss,
+    variational: bool,
+    recon: &Var,
+    kl: Option<&Var>,
+    beta: f64,
+) -> Result<Var> {
     match (variational, kl) {
         (true, Some(kl)) if loss == ReconLoss::Sinkhorn => {
             recon.mul_scalar(1.0 / (2.0 * beta * beta))?.add(kl)
@@ -64,12 +70,22 @@ struct VaeTask<'a> {
 impl VaeTask<'_> {
     fn batch_of(&self, picks: &[usize]) -> Result<LossBatch> {
         let c = self.train.select(picks);
-        LossBatch::new(c.features, c.mask, c.n_particles, &self.model.spec, self.device)
+        LossBatch::new(
+            c.features,
+            c.mask,
+            c.n_particles,
+            &self.model.spec,
+            self.device,
+        )
     }
 }
 
 /// Mean reconstruction loss, total loss at β and KL per dimension over `batches` (z = μ).
-fn evaluate_batches(m: &TrainedVae, batches: &[LossBatch], beta: f64) -> Result<(f64, f64, Vec<f64>)> {
+fn evaluate_batches(
+    m: &TrainedVae,
+    batches: &[LossBatch],
+    beta: f64,
+) -> Result<(f64, f64, Vec<f64>)> {
     let l = m.vae.config.latent;
     let (mut recon, mut n) = (0f64, 0usize);
     let mut kl = vec![0f64; l];
@@ -120,7 +136,9 @@ impl TrainTask for VaeTask<'_> {
         let (z, kl) = match &enc.logvar {
             Some(lv) => {
                 let l = self.model.vae.config.latent;
-                let eps = ctx.tape.constant(self.rng.normal(&[b, l], 0.0, 1.0, self.device)?);
+                let eps = ctx
+                    .tape
+                    .constant(self.rng.normal(&[b, l], 0.0, 1.0, self.device)?);
                 let kl = kl_per_dim(&enc.mu, lv)?.sum(&[1], false)?.mean_all()?;
                 (reparameterize(&enc.mu, lv, &eps)?, Some(kl))
             }
@@ -137,7 +155,13 @@ impl TrainTask for VaeTask<'_> {
         )?;
         let value = loss.value().item()?;
         loss.backward()?;
-        clip_and_step(&mut self.opt, &self.params, value, self.settings.run.clip, lr)
+        clip_and_step(
+            &mut self.opt,
+            &self.params,
+            value,
+            self.settings.run.clip,
+            lr,
+        )
     }
 
     fn score_keys(&self) -> Vec<&'static str> {
@@ -155,10 +179,26 @@ impl TrainTask for VaeTask<'_> {
             kl_per_dim: kl,
         });
         Ok(vec![
-            Score { key: "val_loss", label: "validation loss", value: total },
-            Score { key: "val_recon", label: "reconstruction", value: recon },
-            Score { key: "val_kl", label: "KL", value: kl_total },
-            Score { key: "beta", label: "β", value: beta },
+            Score {
+                key: "val_loss",
+                label: "validation loss",
+                value: total,
+            },
+            Score {
+                key: "val_recon",
+                label: "reconstruction",
+                value: recon,
+            },
+            Score {
+                key: "val_kl",
+                label: "KL",
+                value: kl_total,
+            },
+            Score {
+                key: "beta",
+                label: "β",
+                value: beta,
+            },
         ])
     }
 
@@ -235,7 +275,9 @@ pub fn train_from_matches(matches: &ArgMatches, variational: bool) -> Result<Run
     println!("{}", describe(&settings, variational, &clouds));
     let bar = TrainProgress::new(settings.run.steps_for(clouds.n_jets * 7 / 10));
     let report = crate::on_thread_pool(|| {
-        train_vae(&clouds, &jets, &settings, variational, &mut |s| bar.observe(s))
+        train_vae(&clouds, &jets, &settings, variational, &mut |s| {
+            bar.observe(s)
+        })
     });
     bar.finish();
     report
@@ -276,7 +318,13 @@ pub fn train_vae(
     let val = clouds.select(&split.validation[..n_val]);
     let standardizer = fit_standardizer(&train)?;
     let p = clouds.n_particles;
-    let spec = LossSpec::new(settings, clouds.representation, p, standardizer, jet_scales(&train))?;
+    let spec = LossSpec::new(
+        settings,
+        clouds.representation,
+        p,
+        standardizer,
+        jet_scales(&train),
+    )?;
     let config = VaeConfig {
         particles: p,
         latent: settings.latent,
@@ -374,6 +422,15 @@ pub fn train_vae(
     let n_gen = settings.run.generate.min(split.validation.len()).max(1);
     let val_all = clouds.select(&split.validation[..n_gen]);
     let real = jets.select(&split.validation[..n_gen])?;
-    write_analysis(&run, &best.model, &val_all, &real, &history, settings.run.plots, seed, device)?;
+    write_analysis(
+        &run,
+        &best.model,
+        &val_all,
+        &real,
+        &history,
+        settings.run.plots,
+        seed,
+        device,
+    )?;
     Ok(report)
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The VAE/AE experiments of benches/RESULTS.md ("VAEs and autoencoders"), on the shared
+# JetNet-like data, one CPU thread each (the machine was shared). Usage: from the repo root,
+#   benches/runs/vae_experiments.sh [recon|anomaly|prior|all]
+set -euo pipefail
+D=../shared/data/jetnet-like
+J=./target/release/jetgen
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
+what=${1:-all}
+common="--batch 100 --lr 1e-3 --val-every 250 --patience 8 --generate 4000 --seed 1 --overwrite"
+if [[ $what == recon || $what == all ]]; then
+  # the 2020 study: 100 Cartesian gluon particles, latent 20, β = 0.1
+  for loss in mse chamfer chamfer-physics; do
+    $J train vae --data $D/g100_cartesian.npy --particles 100 --loss $loss --beta 0.1 --latent 20 \
+      --steps 4000 $common --out runs/exp-vae100-$loss
+  done
+fi
+if [[ $what == anomaly || $what == all ]]; then
+  # autoencoders trained on gluons (30 particles, relative), tops and quarks scored
+  for loss in mse chamfer sinkhorn; do
+    $J train ae --data $D/g.hdf5 --loss $loss --latent 20 --steps 4000 $common --quick-eval \
+      --out runs/exp-ae-g-$loss
+    for sig in t q; do
+      $J anomaly --model runs/exp-ae-g-$loss --background $D/g.hdf5 --signal $D/$sig.hdf5 --n 10000 \
+        --json runs/exp-ae-g-$loss/anomaly_$sig.json --plots runs/exp-ae-g-$loss/anomaly_$sig
+    done
+  done
+fi
+if [[ $what == prior || $what == all ]]; then
+  $J latent --model runs/exp-vae100-chamfer-physics --steps 3000 --generate 4000
+fi
