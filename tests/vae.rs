@@ -273,7 +273,7 @@ fn quick_settings(loss: ReconLoss, out: &std::path::Path) -> VaeSettings {
     };
     s.run.steps = 40;
     s.run.batch = 64;
-    s.run.val_every = 20;
+    s.run.val_every = 10;
     s.run.patience = 10;
     s.run.generate = 100;
     s.run.quick_eval = true;
@@ -283,11 +283,14 @@ fn quick_settings(loss: ReconLoss, out: &std::path::Path) -> VaeSettings {
     s
 }
 
+/// The validation loss (fixed jets: no batch noise) at every validation of a run.
 fn train_losses(out: &std::path::Path) -> Vec<f64> {
     let log = std::fs::read_to_string(out.join("train_log.csv")).unwrap();
-    log.lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+    let mut lines = log.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|&h| h == "val_loss").unwrap();
+    lines
+        .filter_map(|l| l.split(',').nth(col).and_then(|v| v.parse().ok()))
         .collect()
 }
 
@@ -464,4 +467,71 @@ fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
     args.score = Some(ReconLoss::Mse);
     args.plots = None;
     anomaly(&args).unwrap();
+}
+
+/// The EMD reconstruction's gradient (envelope theorem through the Sinkhorn op, the
+/// de-standardisation, the φ wrap and the weight normalisation) against central finite
+/// differences of the loss in the decoder output.
+#[test]
+fn emd_gradient_matches_finite_differences() {
+    let (c, _) = sample_clouds(2, 6);
+    let mut settings = VaeSettings {
+        loss: ReconLoss::Sinkhorn,
+        epsilon: 0.01,
+        sinkhorn_iters: 200,
+        ..Default::default()
+    };
+    settings.eps_scaling = 0.8;
+    let st = jetgen::models::vae::data::fit_standardizer(&c).unwrap();
+    let s = LossSpec::new(&settings, c.representation, 6, st, (0.1, 0.05)).unwrap();
+    let batch = LossBatch::new(c.features.clone(), c.mask.clone(), 6, &s, Device::Cpu).unwrap();
+    let base: Vec<f32> = Rng::new(11)
+        .normal(&[36], 0.0, 0.7, Device::Cpu)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let loss_at = |v: &[f32]| -> f64 {
+        let ctx = Ctx::new(false, 0);
+        let x = ctx
+            .tape
+            .constant(Tensor::from_slice(v, &[2, 18], Device::Cpu).unwrap());
+        recon_per_jet(&ctx, &s, &batch, &x)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .value()
+            .item()
+            .unwrap()
+    };
+    let ctx = Ctx::new(false, 0);
+    let x = ctx
+        .tape
+        .var(Tensor::from_slice(&base, &[2, 18], Device::Cpu).unwrap());
+    let l = recon_per_jet(&ctx, &s, &batch, &x)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let g = ctx.tape.grad(&l, &[&x], CreateGraph::No).unwrap()[0]
+        .value()
+        .to_vec_f64()
+        .unwrap();
+    let h = 1e-2f32;
+    let mut fd = vec![0f64; 36];
+    for k in 0..36 {
+        let (mut up, mut dn) = (base.clone(), base.clone());
+        up[k] += h;
+        dn[k] -= h;
+        fd[k] = (loss_at(&up) - loss_at(&dn)) / (2.0 * h as f64);
+    }
+    let dot: f64 = g.iter().zip(&fd).map(|(a, b)| a * b).sum();
+    let (ng, nf) = (
+        g.iter().map(|v| v * v).sum::<f64>().sqrt(),
+        fd.iter().map(|v| v * v).sum::<f64>().sqrt(),
+    );
+    assert!(nf > 1e-4, "the loss must depend on the output: {fd:?}");
+    let cos = dot / (ng * nf);
+    assert!(
+        cos > 0.95 && (ng / nf - 1.0).abs() < 0.2,
+        "cos {cos}, |g| {ng}, |fd| {nf}\n{g:?}\n{fd:?}"
+    );
 }

@@ -4,7 +4,7 @@
 #   benches/runs/vae_experiments.sh [recon|anomaly|prior|all]
 set -euo pipefail
 D=../shared/data/jetnet-like
-J=./target/release/jetgen
+J=${JETGEN:-./target/release/jetgen}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 what=${1:-all}
 common="--batch 100 --lr 1e-3 --val-every 250 --patience 8 --generate 4000 --seed 1 --overwrite"
@@ -12,7 +12,7 @@ if [[ $what == recon || $what == all ]]; then
   # the 2020 study: 100 Cartesian gluon particles, latent 20, β = 0.1
   for loss in mse chamfer chamfer-physics; do
     $J train vae --data $D/g100_cartesian.npy --particles 100 --loss $loss --beta 0.1 --latent 20 \
-      --steps 4000 $common --out runs/exp-vae100-$loss
+      --steps 3000 $common --quick-eval --out runs/exp-vae100-$loss
   done
 fi
 if [[ $what == anomaly || $what == all ]]; then
@@ -27,5 +27,5 @@ if [[ $what == anomaly || $what == all ]]; then
   done
 fi
 if [[ $what == prior || $what == all ]]; then
-  $J latent --model runs/exp-vae100-chamfer-physics --steps 3000 --generate 4000
+  $J latent --model runs/exp-vae100-chamfer-physics --steps 3000 --generate 1500
 fi
