@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VAE/AE experiments of benches/RESULTS.md ("VAEs and autoencoders"), on the shared
 # JetNet-like data, one CPU thread each (the machine was shared). Usage: from the repo root,
-#   benches/runs/vae_experiments.sh [recon|anomaly|prior|all]
+#   benches/runs/vae_experiments.sh [recon|anomaly|sweep|prior|all]
 set -euo pipefail
 D=../shared/data/jetnet-like
 J=${JETGEN:-./target/release/jetgen}
@@ -18,13 +18,20 @@ fi
 if [[ $what == anomaly || $what == all ]]; then
   # autoencoders trained on gluons (30 particles, relative), tops and quarks scored
   for loss in mse chamfer sinkhorn; do
-    $J train ae --data $D/g.hdf5 --loss $loss --latent 20 --steps 4000 $common --quick-eval \
+    $J train ae --data $D/g.hdf5 --loss $loss --latent 20 --steps 3000 $common --quick-eval \
       --out runs/exp-ae-g-$loss
     for sig in t q; do
       $J anomaly --model runs/exp-ae-g-$loss --background $D/g.hdf5 --signal $D/$sig.hdf5 --n 10000 \
         --json runs/exp-ae-g-$loss/anomaly_$sig.json --plots runs/exp-ae-g-$loss/anomaly_$sig
     done
   done
+fi
+if [[ $what == sweep || $what == all ]]; then
+  # the EMD-VAE's dimensionful β swept down and back up (Collins): KL per dimension and
+  # D = −dKL/d log β over the sweep
+  $J train vae --data $D/g.hdf5 --loss sinkhorn --beta 0.2 --beta-end 0.005 --beta-schedule anneal-and-back \
+    --latent 20 --steps 3000 --batch 100 --val-every 100 --patience 1000 --generate 2000 --quick-eval \
+    --seed 1 --overwrite --out runs/exp-emdvae-sweep
 fi
 if [[ $what == prior || $what == all ]]; then
   $J latent --model runs/exp-vae100-chamfer-physics --steps 3000 --generate 1500

@@ -213,6 +213,35 @@ impl TrainTask for VaeTask<'_> {
     }
 }
 
+/// Set the checkpoint's padding threshold so that the reconstructions of `clouds` keep as
+/// many particles as the jets have: τ = the decoded-pT quantile at 1 − (fraction of real
+/// particles). Decoded padding is small but not exactly zero, and its size depends on the
+/// model and the units (GeV for Cartesian momenta), so no fixed cut fits every run.
+pub fn calibrate_threshold(path: &Path, clouds: &Clouds, device: Device) -> Result<f32> {
+    let mut m = crate::models::vae::checkpoint::load_checkpoint(path, device)?;
+    let rows = crate::models::vae::sampling::reconstruct(&m, clouds, device)?;
+    let mut pts: Vec<f32> = rows
+        .chunks_exact(3)
+        .map(|r| clouds.representation.pt(r))
+        .filter(|v| v.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Ok(m.threshold);
+    }
+    pts.sort_by(f32::total_cmp);
+    let real =
+        clouds.mask.iter().filter(|&&v| v != 0.0).count() as f64 / clouds.mask.len().max(1) as f64;
+    let k = (((1.0 - real) * pts.len() as f64) as usize).min(pts.len() - 1);
+    let tau = if k == 0 {
+        pts[0].min(0.0)
+    } else {
+        0.5 * (pts[k - 1] + pts[k])
+    };
+    m.threshold = tau.max(0.0);
+    crate::models::vae::checkpoint::save_checkpoint(path, &m)?;
+    Ok(m.threshold)
+}
+
 /// Mean and standard deviation (std ≥ 10⁻⁶) of every column of `rows` (`width` wide).
 pub fn column_stats(rows: &[f32], width: usize) -> (Vec<f32>, Vec<f32>) {
     let n = (rows.len() / width.max(1)).max(1) as f64;
@@ -403,6 +432,8 @@ pub fn train_vae(
     };
     let outcome = train_loop(&mut task, &loop_settings, &run, progress)?;
     let history = std::mem::take(&mut task.history);
+    let sub: Vec<usize> = (0..task.train.n_jets.min(LATENT_STAT_JETS)).collect();
+    calibrate_threshold(&run.checkpoint(), &task.train.select(&sub), device)?;
     drop(task);
     let best = VaeGenerator::load(&run.checkpoint(), device)?;
     let report = finish_run(
