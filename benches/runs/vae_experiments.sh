@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VAE/AE experiments of benches/RESULTS.md ("VAEs and autoencoders"), on the shared
 # JetNet-like data, one CPU thread each (the machine was shared). Usage: from the repo root,
-#   benches/runs/vae_experiments.sh [recon|anomaly|sweep|prior|all]
+#   benches/runs/vae_experiments.sh [recon|anomaly|sweep|prior|quark|all]
 set -euo pipefail
 D=../shared/data/jetnet-like
 J=${JETGEN:-./target/release/jetgen}
@@ -35,4 +35,10 @@ if [[ $what == sweep || $what == all ]]; then
 fi
 if [[ $what == prior || $what == all ]]; then
   $J latent --model runs/exp-vae100-chamfer-physics --steps 3000 --generate 1500
+fi
+if [[ $what == quark || $what == all ]]; then
+  # top vs light quark: an autoencoder trained on quarks
+  $J train ae --data $D/q.hdf5 --loss chamfer --latent 20 --steps 3000 $common --quick-eval --out runs/exp-ae-q-chamfer
+  $J anomaly --model runs/exp-ae-q-chamfer --background $D/q.hdf5 --signal $D/t.hdf5 --n 10000 \
+    --json runs/exp-ae-q-chamfer/anomaly_t.json --plots runs/exp-ae-q-chamfer/anomaly_t
 fi

@@ -136,7 +136,7 @@ impl AnomalyReport {
             .step_by(stride)
             .map(|k| [self.roc.fpr[k], self.roc.tpr[k]])
             .collect();
-        if (n - 1) % stride != 0 {
+        if !(n - 1).is_multiple_of(stride) {
             pts.push([self.roc.fpr[n - 1], self.roc.tpr[n - 1]]);
         }
         let finite = |v: f64| if v.is_finite() { json!(v) } else { json!(null) };

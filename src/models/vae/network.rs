@@ -38,7 +38,7 @@ impl VaeConfig {
     }
     /// Sizes in range.
     pub fn validate(&self) -> Result<()> {
-        if self.particles == 0 || self.latent == 0 || self.hidden.iter().any(|&h| h == 0) {
+        if self.particles == 0 || self.latent == 0 || self.hidden.contains(&0) {
             return Err(Error::invalid(format!(
                 "VAE sizes must be positive: {self:?}"
             )));
