@@ -111,9 +111,12 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             threads,
             &mut items,
         );
-        if let [rust, c] = rows.as_slice() {
+        // one (Rust API, C API) pair of rows per model family
+        for pair in rows.chunks_exact(2) {
+            let (rust, c) = (&pair[0], &pair[1]);
             println!(
-                "C API overhead: {:+.2} % (median C / median Rust − 1)",
+                "C API overhead ({}): {:+.2} % (median C / median Rust − 1)",
+                rust.name.trim_end_matches(", Rust API"),
                 (c.median_ms / rust.median_ms - 1.0) * 100.0
             );
         }
