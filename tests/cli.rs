@@ -327,7 +327,7 @@ fn bad_arguments_fail_cleanly() {
         );
     }
     for (args, want) in [
-        (&["train", "vae"][..], "vae"),
+        (&["train", "nosuchfamily"][..], "nosuchfamily"),
         (&["frobnicate"][..], "frobnicate"),
         (
             &["sample", "--model", "/nonexistent/run"][..],

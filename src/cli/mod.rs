@@ -97,13 +97,20 @@ pub enum Command {
         #[arg(long)]
         train: Option<PathBuf>,
     },
+    /// Anomaly detection with a trained autoencoder or VAE: its reconstruction loss scores
+    /// background and signal jets; ROC, AUC, rejections at ε_S = 30 % and 50 %, the
+    /// score's correlation with the jet mass.
+    Anomaly(crate::models::vae::AnomalyArgs),
+    /// The learned prior of a trained VAE/AE: fit a flow to the training jets' codes, save
+    /// the model with it, compare generation from it and from the Gaussian prior.
+    Latent(crate::models::vae::LatentArgs),
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `roofline` (the
     /// machine model alone: FMA peak, STREAM bandwidth, lane exp/ln), `generate` (every
-    /// family's generation through the Rust and the C API), or `all`; `--json` writes the rows
-    /// for machines.
+    /// family's generation through the Rust and the C API), `vae` (Chamfer- and Sinkhorn-EMD-VAE
+    /// training steps) or `all`; `--json` writes the rows for machines.
     Bench {
-        /// engine, kernels, roofline, generate or all
+        /// engine, kernels, roofline, generate, vae (Chamfer- and Sinkhorn-VAE training steps) or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)
@@ -193,6 +200,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Info => info::run(),
         Command::Train(t) => t.run(),
+        Command::Anomaly(a) => crate::models::vae::anomaly::run(&a),
+        Command::Latent(a) => crate::models::vae::prior::run(&a),
         Command::Sample {
             model,
             n,

@@ -9,5 +9,6 @@ pub mod flow_data;
 pub mod gan;
 pub mod library;
 pub mod pchip;
+pub mod vae;
 
 pub use flow::{Flow, FlowConfig};

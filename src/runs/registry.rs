@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::{flow, gan, library};
+use crate::models::{flow, gan, library, vae};
 use crate::runs::finish::RunReport;
 use crate::runs::generator::Generator;
 use crate::runs::progress::{StepInfo, TrainProgress};
@@ -70,6 +70,22 @@ pub const FAMILIES: &[Family] = &[Family {
     load: |path, device| Ok(Box::new(gan::GanGenerator::load(path, device)?)),
     bench_model: gan::checkpoint::write_bench_checkpoint,
     bench_model_name: "FC GAN generator (latent 128, 3×256)",
+}, Family {
+    name: vae::FAMILY_VAE,
+    about: "A jet VAE (MSE, Chamfer, Chamfer + jet pT/mass or Sinkhorn-EMD reconstruction; Cartesian or relative particles)",
+    train_args: <vae::VaeSettings as clap::Args>::augment_args,
+    train: |m| vae::train_from_matches(m, true),
+    load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
+    bench_model: vae::write_bench_checkpoint,
+    bench_model_name: "VAE 90-512-256-20",
+}, Family {
+    name: vae::FAMILY_AE,
+    about: "A jet autoencoder (the VAE's networks without sampling; anomaly detection with `jetgen anomaly`)",
+    train_args: <vae::VaeSettings as clap::Args>::augment_args,
+    train: |m| vae::train_from_matches(m, false),
+    load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
+    bench_model: vae::write_bench_checkpoint,
+    bench_model_name: "VAE 90-512-256-20",
 }];
 
 /// The family called `name`.
@@ -190,7 +206,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("no jetgen_model"), "{e}");
-        assert!(family("vae").is_err() && family("flow").is_ok());
+        assert!(family("gan").is_err() && family("flow").is_ok() && family("vae").is_ok());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -7,7 +7,7 @@ pub(crate) mod workloads;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite};
+use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite, vae_step_suite};
 
 /// What `jetgen bench` was asked to run.
 pub struct BenchArgs {
@@ -166,12 +166,25 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             threads,
             &mut items,
         );
-        if let [rust, c] = rows.as_slice() {
+        // one (Rust API, C API) pair of rows per model family
+        for pair in rows.chunks_exact(2) {
+            let (rust, c) = (&pair[0], &pair[1]);
             println!(
-                "C API overhead: {:+.2} % (median C / median Rust − 1)",
+                "C API overhead ({}): {:+.2} % (median C / median Rust − 1)",
+                rust.name.trim_end_matches(", Rust API"),
                 (c.median_ms / rust.median_ms - 1.0) * 100.0
             );
         }
+    }
+    if suite == "vae" || suite == "all" {
+        let rows = vae_step_suite(device, iters)?;
+        print_rates(
+            "VAE training steps (median of runs)",
+            &rows,
+            100.0,
+            threads,
+            &mut items,
+        );
     }
     if let Some(path) = &args.json {
         let text =

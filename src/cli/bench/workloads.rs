@@ -686,3 +686,138 @@ fn generation_rows(
         row(&format!("{what}, C API"), device, &c_t, None),
     ])
 }
+
+/// One VAE training step as `benches/peers/torch_vae.py` times it: batch 100, latent 20,
+/// MLP encoder/decoder with hidden 512, 256 (ReLU), Adam(lr 1e-3); zero_grad + forward
+/// (reparameterised) + recon + 0.1·KL + backward + step. `Chamfer`: 100 Cartesian particles,
+/// Chamfer of the standardised clouds; `Sinkhorn`: 30 relative particles, the EMD-VAE's
+/// Sinkhorn (Euclidean (η, φ) cost, ε 0.01 reached by ε-scaling 0.63 from the diameter,
+/// 10 iterations at ε, pT-fraction weights), loss = EMD/(2β²) + KL with β = 0.1.
+pub struct VaeStep {
+    pub model: jetgen::models::vae::TrainedVae,
+    pub opt: Adam,
+    pub batch: jetgen::models::vae::loss::LossBatch,
+    pub rng: Rng,
+}
+
+impl VaeStep {
+    /// A fresh model and a fixed batch of synthetic jets (`sinkhorn`: EMD-VAE, else
+    /// Chamfer-VAE).
+    pub fn new(sinkhorn: bool, device: Device) -> Result<VaeStep> {
+        use jetgen::models::flow_data::Standardizer;
+        use jetgen::models::vae::data::Representation;
+        use jetgen::models::vae::loss::{LossBatch, LossSpec};
+        use jetgen::models::vae::network::{JetVae, VaeConfig};
+        use jetgen::models::vae::{ReconLoss, TrainedVae, VaeSettings};
+        let (p, repr, loss) = if sinkhorn {
+            (30, Representation::Relative, ReconLoss::Sinkhorn)
+        } else {
+            (100, Representation::Cartesian, ReconLoss::Chamfer)
+        };
+        let settings = VaeSettings {
+            loss,
+            ..Default::default()
+        };
+        let mut rng = Rng::new(5);
+        let b = 100;
+        // synthetic jets: Cartesian momenta ~ N(0, 50 GeV); relative (η, φ) ~ N(0, 0.2),
+        // pT fractions ~ |N(0, 0.05)|
+        let raw: Vec<f32> = rng
+            .normal(&[b * p * 3], 0.0, 1.0, Device::Cpu)?
+            .to_vec()?
+            .chunks_exact(3)
+            .flat_map(|r| {
+                if sinkhorn {
+                    [0.2 * r[0], 0.2 * r[1], 0.05 * r[2].abs() + 1e-4]
+                } else {
+                    [50.0 * r[0], 50.0 * r[1], 50.0 * r[2]]
+                }
+            })
+            .collect();
+        let std = if sinkhorn {
+            Standardizer {
+                mean: vec![0.0, 0.0, 0.04],
+                std: vec![0.2, 0.2, 0.03],
+            }
+        } else {
+            Standardizer {
+                mean: vec![0.0; 3],
+                std: vec![50.0; 3],
+            }
+        };
+        let spec = LossSpec::new(&settings, repr, p, std, (0.1, 0.05))?;
+        let batch = LossBatch::new(raw, vec![1.0; b * p], p, &spec, device)?;
+        let config = VaeConfig {
+            particles: p,
+            latent: 20,
+            hidden: vec![512, 256],
+            variational: true,
+        };
+        let vae = JetVae::new(config, &mut rng, device)?;
+        let opt = Adam::new(
+            vae.params(),
+            AdamConfig {
+                lr: 1e-3,
+                ..Default::default()
+            },
+        );
+        let model = TrainedVae {
+            vae,
+            spec,
+            beta: 0.1,
+            threshold: 0.0,
+            latent_mean: vec![0.0; 20],
+            latent_std: vec![1.0; 20],
+            prior: None,
+        };
+        Ok(VaeStep {
+            model,
+            opt,
+            batch,
+            rng,
+        })
+    }
+
+    /// One training step; returns the loss.
+    pub fn step(&mut self) -> Result<f64> {
+        use jetgen::models::vae::loss::recon_per_jet;
+        use jetgen::models::vae::network::{kl_mean, reparameterize};
+        use jetgen::models::vae::training::total_loss;
+        self.opt.zero_grad();
+        let ctx = Ctx::new(true, 0);
+        let x = ctx.tape.constant(self.batch.x.clone());
+        let enc = self.model.vae.encode(&ctx, &x)?;
+        let lv = enc
+            .logvar
+            .as_ref()
+            .ok_or_else(|| Error::invalid("not a VAE"))?;
+        let eps = ctx.tape.constant(self.rng.normal(
+            &[self.batch.len(), 20],
+            0.0,
+            1.0,
+            self.batch.x.device(),
+        )?);
+        let z = reparameterize(&enc.mu, lv, &eps)?;
+        let kl = kl_mean(&enc.mu, lv)?;
+        let xhat = self.model.vae.decode(&ctx, &z)?;
+        let recon = recon_per_jet(&ctx, &self.model.spec, &self.batch, &xhat)?.mean_all()?;
+        let loss = total_loss(self.model.spec.loss, true, &recon, Some(&kl), 0.1)?;
+        loss.backward()?;
+        self.opt.step()?;
+        loss.value().item()
+    }
+}
+
+/// The Chamfer-VAE and Sinkhorn-EMD-VAE training steps (batch 100): rows in ms.
+pub fn vae_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for (sinkhorn, name) in [
+        (false, "chamfer-vae train step P100 b100 (300-512-256-20)"),
+        (true, "sinkhorn-emd-vae train step P30 b100 (90-512-256-20)"),
+    ] {
+        let mut step = VaeStep::new(sinkhorn, device)?;
+        let t = time_ms(2, iters, || step.step().map(|_| ()))?;
+        rows.push(row(name, device, &t, None));
+    }
+    Ok(rows)
+}
