@@ -46,10 +46,10 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     let (suite, iters) = (args.suite.as_str(), args.iters);
     if !matches!(
         suite,
-        "engine" | "kernels" | "generate" | "roofline" | "all"
+        "engine" | "kernels" | "generate" | "roofline" | "vae" | "all"
     ) {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, all)"
+            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, all)"
         )));
     }
     let device = Device::parse(&args.device)?;
