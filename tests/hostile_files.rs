@@ -469,3 +469,63 @@ fn oversized_samples_are_refused_and_large_ones_are_made_in_pieces() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The VAE and GAN loaders too: metadata declaring a model far larger than the file (or sizes
+/// out of range) is refused before anything is allocated, by the Rust loader and the C API.
+#[test]
+fn vae_and_gan_checkpoints_declaring_huge_models_are_refused() {
+    let dir = scratch("huge-models");
+    let vae = dir.join("vae.safetensors");
+    jetgen::models::vae::write_bench_checkpoint(&vae, Device::Cpu).unwrap();
+    let gan = dir.join("gan.safetensors");
+    jetgen::models::gan::checkpoint::write_bench_checkpoint(&gan, Device::Cpu).unwrap();
+    for path in [&vae, &gan] {
+        jetgen::runs::registry::load_generator(path, Device::Cpu).expect("intact checkpoint loads");
+    }
+    let cases: Vec<(&Path, Box<dyn Fn(&mut HashMap<String, String>)>, &str)> = vec![
+        (
+            &vae,
+            Box::new(|m| {
+                let mut v: serde_json::Value = serde_json::from_str(&m["vae_config"]).unwrap();
+                v["network"]["hidden"] = serde_json::json!([20000, 20000]);
+                m.insert("vae_config".into(), v.to_string());
+            }),
+            "declares",
+        ),
+        (
+            &vae,
+            Box::new(|m| {
+                let mut v: serde_json::Value = serde_json::from_str(&m["vae_config"]).unwrap();
+                v["network"]["latent"] = serde_json::json!(1u64 << 40);
+                m.insert("vae_config".into(), v.to_string());
+            }),
+            "out of range",
+        ),
+        (
+            &gan,
+            Box::new(|m| {
+                m.insert("hidden".into(), "65536".into());
+                m.insert("depth".into(), "65536".into());
+            }),
+            "declares",
+        ),
+    ];
+    for (k, (path, edit, want)) in cases.iter().enumerate() {
+        let bad = dir.join(format!("bad{k}.safetensors"));
+        std::fs::copy(path, &bad).unwrap();
+        edit_checkpoint(&bad, |_, m| edit(m));
+        let err = jetgen::runs::registry::load_generator(&bad, Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("case {k} loaded"))
+            .to_string();
+        assert!(err.contains(want), "case {k}: {err}");
+        let (status, msg) = c_load(&bad);
+        assert_ne!(
+            status,
+            jetgen::ffi::JetgenStatus::Ok,
+            "case {k} via the C API"
+        );
+        assert!(msg.contains(want), "case {k} via the C API: {msg}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -132,17 +132,7 @@ impl CheckpointFile {
     /// by the caller with saturating arithmetic. Call it before building the model, so a
     /// small file declaring a huge model is refused instead of allocated.
     pub fn ensure_room(&self, what: &str, needed: u128) -> Result<()> {
-        if needed > self.values as u128 {
-            return Err(Error::file(
-                &self.path,
-                format!(
-                    "the {what} its metadata declares needs at least {needed} parameters, \
-                     but the file holds {} values (corrupt metadata?)",
-                    self.values
-                ),
-            ));
-        }
-        Ok(())
+        ensure_room_in(&self.path, what, needed, self.values)
     }
 
     /// True when the file has a tensor called `name` not yet taken.
@@ -262,6 +252,27 @@ pub fn check_scales(path: &Path, what: &str, scales: &[f32]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// [`CheckpointFile::ensure_room`] for a loader that read its tensors itself: an error unless
+/// `available` (the values the file holds) covers the `needed` parameters of the architecture
+/// its metadata declares. Call it before building the model.
+pub fn ensure_room_in(path: &Path, what: &str, needed: u128, available: usize) -> Result<()> {
+    if needed > available as u128 {
+        return Err(Error::file(
+            path,
+            format!(
+                "the {what} its metadata declares needs at least {needed} parameters, \
+                 but the file holds {available} values (corrupt metadata?)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The values held by a checkpoint's tensors.
+pub fn values_in(tensors: &HashMap<String, Tensor>) -> usize {
+    tensors.values().map(|t| t.numel()).sum()
 }
 
 #[cfg(test)]

@@ -80,6 +80,16 @@ pub fn load_gan(path: &Path, device: Device) -> Result<TrainedGan> {
         .get("variant")
         .cloned()
         .unwrap_or_else(|| "fc-fc".into());
+    // the generator's weights (latent → hidden, depth − 1 hidden → hidden, hidden → 3P) must
+    // be in the file before a model of that size is built
+    let (l, h, d, o) = (latent as u128, hidden as u128, depth as u128, 3 * p as u128);
+    let needed = l * h + h + (d - 1) * (h * h + h) + h * o + o;
+    crate::runs::checkpoint::ensure_room_in(
+        path,
+        "GAN generator",
+        needed,
+        crate::runs::checkpoint::values_in(&tensors),
+    )?;
     let generator = FcGenerator::new(latent, hidden, depth, 3 * p, &mut Rng::new(0), device)?;
     for param in generator.params() {
         let t = tensors

@@ -174,6 +174,15 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
         Some("masked") => ChamferPadding::Masked,
         _ => return Err(bad("chamfer_padding")),
     };
+    config
+        .validate()
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    crate::runs::checkpoint::ensure_room_in(
+        path,
+        "VAE",
+        config.parameter_count(),
+        crate::runs::checkpoint::values_in(&tensors),
+    )?;
     let vae = JetVae::new(config, &mut Rng::new(0), device)?;
     load_into(&vae.params(), "", &mut tensors, path, device)?;
     let mut take = |k: &str, len: usize| -> Result<Vec<f32>> {

@@ -36,14 +36,50 @@ impl VaeConfig {
     pub fn input(&self) -> usize {
         self.particles * 3
     }
-    /// Sizes in range.
+    /// Sizes in range: every size positive, particles ≤ 4096, latent ≤ 4096, at most 16 hidden
+    /// layers of ≤ 65536, and at most 2³⁰ parameters in all (checked before anything is
+    /// allocated, from the command line and from checkpoint metadata alike).
     pub fn validate(&self) -> Result<()> {
         if self.particles == 0 || self.latent == 0 || self.hidden.contains(&0) {
             return Err(Error::invalid(format!(
                 "VAE sizes must be positive: {self:?}"
             )));
         }
+        if self.particles > 4096
+            || self.latent > 4096
+            || self.hidden.len() > 16
+            || self.hidden.iter().any(|&h| h > 65536)
+        {
+            return Err(Error::invalid(format!(
+                "VAE sizes out of range (particles and latent ≤ 4096, at most 16 hidden layers \
+                 of ≤ 65536): {self:?}"
+            )));
+        }
+        if self.parameter_count() > 1 << 30 {
+            return Err(Error::invalid(format!(
+                "a VAE of {} parameters is too large (at most 2^30): {self:?}",
+                self.parameter_count()
+            )));
+        }
         Ok(())
+    }
+
+    /// Weights and biases of the encoder and decoder (saturating; sizes unchecked).
+    pub fn parameter_count(&self) -> u128 {
+        let out = if self.variational { 2 } else { 1 } * self.latent as u128;
+        let mut widths = vec![self.input() as u128];
+        widths.extend(self.hidden.iter().map(|&h| h as u128));
+        let layers = |w: &[u128]| -> u128 {
+            w.windows(2).fold(0u128, |acc, p| {
+                acc.saturating_add(p[0].saturating_mul(p[1]).saturating_add(p[1]))
+            })
+        };
+        let mut enc = widths.clone();
+        enc.push(out);
+        let mut dec = vec![self.latent as u128];
+        dec.extend(widths.iter().skip(1).rev());
+        dec.push(self.input() as u128);
+        layers(&enc).saturating_add(layers(&dec))
     }
 }
 
