@@ -206,7 +206,10 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("no jetgen_model"), "{e}");
-        assert!(family("gan").is_err() && family("flow").is_ok() && family("vae").is_ok());
+        for name in ["flow", "vae", "ae", "library", "gan"] {
+            assert!(family(name).is_ok(), "{name} is registered");
+        }
+        assert!(family("nosuchfamily").is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 }
