@@ -45,6 +45,10 @@ pub trait Real: Arith + Send + Sync + PartialOrd + std::fmt::Debug + 'static {
     fn is_finite(self) -> bool;
     /// `max` that propagates NaN from `self` (like torch.max).
     fn max_nan(self, other: Self) -> Self;
+    /// ln of the smallest positive normal number (f32: −87.34, f64: −708.40): kernels that
+    /// multiply small exponentials keep their arguments above this, so that no subnormal
+    /// (slow on x86, and below every resolution that matters) is ever formed.
+    const LN_MIN_NORMAL: f64;
     /// eˣ for hot loops: for f32 a branch-free polynomial that vectorises (≤ 2 ulp, exactly 0
     /// below −87.3, see [`exp_f32`]); for f64 the libm `exp` (reference precision).
     fn exp_fast(self) -> Self {
@@ -71,6 +75,7 @@ pub trait Real: Arith + Send + Sync + PartialOrd + std::fmt::Debug + 'static {
 macro_rules! impl_real {
     ($t:ty, $fast_exp:path, $fast_ln:path, $as_f32:expr, $as_f32_mut:expr) => {
         impl Real for $t {
+            const LN_MIN_NORMAL: f64 = -(<$t>::MAX_EXP as f64 - 2.0) * std::f64::consts::LN_2;
             #[inline(always)]
             fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
                 $as_f32(s)

@@ -271,13 +271,15 @@ impl<T: Real> Problem<T> {
         let (np, mp) = (padded(n), padded(m));
         let mut c = vec![T::zero(); n * mp];
         let mut ct = vec![T::zero(); m * np];
-        for i in 0..n {
-            for j in 0..m {
-                let v = cost.eval(&q[i * d..(i + 1) * d], &r[j * d..(j + 1) * d]);
-                c[i * mp + j] = v;
-                ct[j * np + i] = v;
-            }
-        }
+        cost_matrices(
+            crate::simd::isa(),
+            &q[..n * d],
+            &r[..m * d],
+            d,
+            cost,
+            &mut c,
+            &mut ct,
+        );
         Problem { la, lb, c, ct }
     }
     fn n(&self) -> usize {
@@ -355,6 +357,55 @@ impl<T: Real> Problem<T> {
 }
 
 crate::simd::dispatch! {
+    /// The cost matrix `c [n, padded(m)]`, C_ij = c(q_i, r_j) (the same operations in the
+    /// same order as [`Cost::eval`], so the same bits), and its transpose `ct [m, padded(n)]`,
+    /// zeros in the padding; compiled for `isa`.
+    fn cost_matrices<T: Real>(
+        isa: Isa,
+        q: &[T],
+        r: &[T],
+        d: usize,
+        cost: Cost,
+        c: &mut [T],
+        ct: &mut [T],
+    ) = cost_matrices_body;
+}
+
+/// The body of [`cost_matrices`]: r copied coordinate-major once, then each row of C as
+/// whole-vector loops over the padded row.
+#[inline(always)]
+fn cost_matrices_body<T: Real>(q: &[T], r: &[T], d: usize, cost: Cost, c: &mut [T], ct: &mut [T]) {
+    let (n, m) = (q.len() / d, r.len() / d);
+    let (np, mp) = (padded(n), padded(m));
+    let mut by_coord = vec![T::zero(); d * mp];
+    for (j, point) in r.chunks_exact(d).enumerate() {
+        for (k, &v) in point.iter().enumerate() {
+            by_coord[k * mp + j] = v;
+        }
+    }
+    let half = T::from_f64(0.5);
+    for (i, point) in q.chunks_exact(d).enumerate() {
+        let row = &mut c[i * mp..(i + 1) * mp];
+        row.fill(T::zero());
+        for (k, &qk) in point.iter().enumerate() {
+            for (x, &rk) in row.iter_mut().zip(&by_coord[k * mp..(k + 1) * mp]) {
+                let t = qk - rk;
+                *x += t * t;
+            }
+        }
+        match cost {
+            Cost::SquaredEuclidean => {}
+            Cost::Euclidean => row.iter_mut().for_each(|x| *x = x.sqrt()),
+            Cost::HalfSquaredEuclidean => row.iter_mut().for_each(|x| *x = half * *x),
+        }
+        row[m..].fill(T::zero());
+        for (j, &v) in row[..m].iter().enumerate() {
+            ct[j * np + i] = v;
+        }
+    }
+}
+
+crate::simd::dispatch! {
     /// `sum[i] = Σ_j e^{col_w_j + g_j/ε − C_ij/ε − shift_i}` over the columns j with finite
     /// log weight, all `stride` rows at once per column (`by_col` column-major, rows padded
     /// to `stride`), the loop of [`Problem::soft_min`] compiled for `isa`.
@@ -421,14 +472,24 @@ fn diameter<T: Real>(q: &[T], r: &[T], d: usize) -> f64 {
         .sqrt()
 }
 
-/// Solve one pair: returns (f, g, iterations at target, marginal error). `symmetric`: the
-/// self problem (q = r, la = lb) with averaged updates; then g = f.
+/// One solved pair: the potentials, the iterations run at the target ε, the row-marginal
+/// error and the transport cost ⟨P, C⟩ (0 for a self problem, where nobody asks for it).
+struct Solved<T> {
+    f: Vec<T>,
+    g: Vec<T>,
+    iters: u32,
+    err: f64,
+    transport_cost: f64,
+}
+
+/// Solve one pair. `symmetric`: the self problem (q = r, la = lb) with averaged updates;
+/// then g = f.
 fn solve<T: Real>(
     p: &Problem<T>,
     cfg: &SinkhornConfig,
     schedule: &[f64],
     symmetric: bool,
-) -> (Vec<T>, Vec<T>, u32, f64) {
+) -> Solved<T> {
     let (n, m) = (p.n(), p.m());
     let (mut f, mut g) = (vec![T::zero(); n], vec![T::zero(); m]);
     let mut scratch = vec![T::zero(); n.max(m)];
@@ -475,36 +536,34 @@ fn solve<T: Real>(
     if err.is_nan() || cfg.tolerance.is_none() {
         err = state.marginal_error(p, symmetric);
     }
+    let transport_cost = if symmetric {
+        0.0
+    } else {
+        state.transport_cost(p)
+    };
     let (f, mut g) = state.potentials();
     if symmetric {
         g = f.clone();
     }
-    (f, g, iters, err)
+    Solved {
+        f,
+        g,
+        iters,
+        err,
+        transport_cost,
+    }
 }
 
-/// Dual value ⟨a, f⟩ + ⟨b, g⟩ and transport cost ⟨P, C⟩ of a solved pair.
-fn values<T: Real>(p: &Problem<T>, f: &[T], g: &[T], eps: T) -> (f64, f64) {
-    let ninf = T::from_f64(f64::NEG_INFINITY);
-    let (n, m) = (p.n(), p.m());
-    let mut dual = 0f64;
-    let mut primal = 0f64;
-    // per row: the terms P_ij C_ij in a branch-free loop (its exponentials vectorise), then
-    // summed in f64
-    let mut terms = vec![T::zero(); m];
-    for i in (0..n).filter(|&i| p.la[i] != ninf) {
-        dual += p.la[i].exp().to_f64() * f[i].to_f64();
-        let row = &p.c[i * padded(m)..i * padded(m) + m];
-        for (j, t) in terms.iter_mut().enumerate() {
-            let c = row[j];
-            let term = (p.la[i] + p.lb[j] + (f[i] + g[j] - c) / eps).exp_fast() * c;
-            *t = if p.lb[j] == ninf { T::zero() } else { term };
-        }
-        primal += terms.iter().fold(0f64, |acc, t| acc + t.to_f64());
-    }
-    for j in (0..m).filter(|&j| p.lb[j] != ninf) {
-        dual += p.lb[j].exp().to_f64() * g[j].to_f64();
-    }
-    (dual, primal)
+/// Dual value ⟨a, f⟩ + ⟨b, g⟩ of a solved pair (f64 sums).
+fn dual_value<T: Real>(p: &Problem<T>, f: &[T], g: &[T]) -> f64 {
+    let side = |lw: &[T], pot: &[T]| -> f64 {
+        lw.iter()
+            .zip(pot)
+            .filter(|(&l, _)| l != T::from_f64(f64::NEG_INFINITY))
+            .map(|(&l, &v)| l.exp().to_f64() * v.to_f64())
+            .sum()
+    };
+    side(&p.la, f) + side(&p.lb, g)
 }
 
 /// Solve all pairs; see the module doc.
@@ -521,7 +580,6 @@ pub fn sinkhorn(
     }
     with_real!(x, T => {
         let (xs, ys, aw, bw) = (x.cpu::<T>()?, y.cpu::<T>()?, a.cpu::<T>()?, b.cpu::<T>()?);
-        let eps = T::from_f64(cfg.epsilon);
         struct PairResult<T> { f: Vec<T>, g: Vec<T>, faa: Vec<T>, gbb: Vec<T>, vals: [f64; 5], iters: u32 }
         let results: Vec<PairResult<T>> = (0..bs).into_par_iter().map(|pi| {
             let (xq, yr) = (&xs[pi * n * d..(pi + 1) * n * d], &ys[pi * m * d..(pi + 1) * m * d]);
@@ -532,16 +590,16 @@ pub fn sinkhorn(
             }
             let schedule = epsilon_schedule(cfg, diameter(xq, yr, d));
             let ab = Problem::new(xq, yr, la.clone(), lb.clone(), d, cfg.cost);
-            let (f, g, iters, err) = solve(&ab, cfg, &schedule, false);
-            let (ot, primal) = values(&ab, &f, &g, eps);
+            let Solved { f, g, iters, err, transport_cost: primal } = solve(&ab, cfg, &schedule, false);
+            let ot = dual_value(&ab, &f, &g);
             let (mut faa, mut gbb, mut ot_aa, mut ot_bb) = (vec![T::zero(); n], vec![T::zero(); m], 0.0, 0.0);
             if cfg.debias {
                 let aa = Problem::new(xq, xq, la.clone(), la, d, cfg.cost);
                 let bb = Problem::new(yr, yr, lb.clone(), lb, d, cfg.cost);
-                let (f1, _, _, _) = solve(&aa, cfg, &schedule, true);
-                let (g1, _, _, _) = solve(&bb, cfg, &schedule, true);
-                ot_aa = values(&aa, &f1, &f1, eps).0;
-                ot_bb = values(&bb, &g1, &g1, eps).0;
+                let f1 = solve(&aa, cfg, &schedule, true).f;
+                let g1 = solve(&bb, cfg, &schedule, true).f;
+                ot_aa = dual_value(&aa, &f1, &f1);
+                ot_bb = dual_value(&bb, &g1, &g1);
                 faa = f1;
                 gbb = g1;
             }
