@@ -38,7 +38,11 @@ fn error_at(method: Method, steps: usize) -> f64 {
 
 #[test]
 fn fixed_step_methods_converge_at_their_order() {
-    for (method, order) in [(Method::Euler, 1.0), (Method::Midpoint, 2.0), (Method::Rk4, 4.0)] {
+    for (method, order) in [
+        (Method::Euler, 1.0),
+        (Method::Midpoint, 2.0),
+        (Method::Rk4, 4.0),
+    ] {
         // observed order from halving h twice: log2(e(h)/e(h/2))
         let (e1, e2, e3) = (
             error_at(method, 40),
@@ -94,7 +98,11 @@ fn dopri5_error_is_within_tolerance_and_tracks_it() {
         assert!(sol.steps > 0 && sol.nfe >= 6 * sol.steps);
         // tighter tolerance costs more evaluations (reported in the opposite order)
         if last_nfe != usize::MAX {
-            assert!(sol.nfe > last_nfe, "tol {tol}: nfe {} ≤ {last_nfe}", sol.nfe);
+            assert!(
+                sol.nfe > last_nfe,
+                "tol {tol}: nfe {} ≤ {last_nfe}",
+                sol.nfe
+            );
         }
         last_nfe = sol.nfe;
     }
@@ -122,13 +130,25 @@ fn integration_runs_backwards_too() {
 fn bad_settings_and_states_are_errors() {
     let y0 = || vec![Tensor::from_f64(&[1.0, 0.0], &[2]).unwrap()];
     let e = |r: Result<jetgen::ode::Solution>| r.err().unwrap().to_string();
-    assert!(e(solve(&mut rotation, y0(), 0.0, 1.0, &SolverSettings::fixed(Method::Euler, 0)))
-        .contains("--steps"));
+    assert!(e(solve(
+        &mut rotation,
+        y0(),
+        0.0,
+        1.0,
+        &SolverSettings::fixed(Method::Euler, 0)
+    ))
+    .contains("--steps"));
     let mut s = SolverSettings::adaptive(1e-5, 1e-5);
     s.rtol = f64::NAN;
     assert!(e(solve(&mut rotation, y0(), 0.0, 1.0, &s)).contains("--rtol"));
-    assert!(e(solve(&mut rotation, vec![], 0.0, 1.0, &SolverSettings::default()))
-        .contains("at least one"));
+    assert!(e(solve(
+        &mut rotation,
+        vec![],
+        0.0,
+        1.0,
+        &SolverSettings::default()
+    ))
+    .contains("at least one"));
     assert!(e(solve(
         &mut rotation,
         y0(),
@@ -138,11 +158,26 @@ fn bad_settings_and_states_are_errors() {
     ))
     .contains("finite"));
     // a right-hand side of the wrong shape
-    let mut wrong = |_t: f64, _y: &[Tensor]| -> Result<State> {
-        Ok(vec![Tensor::from_f64(&[1.0], &[1])?])
-    };
-    assert!(e(solve(&mut wrong, y0(), 0.0, 1.0, &SolverSettings::default())).contains("shape")
-        || e(solve(&mut wrong, y0(), 0.0, 1.0, &SolverSettings::default())).contains("returned"));
+    let mut wrong =
+        |_t: f64, _y: &[Tensor]| -> Result<State> { Ok(vec![Tensor::from_f64(&[1.0], &[1])?]) };
+    assert!(
+        e(solve(
+            &mut wrong,
+            y0(),
+            0.0,
+            1.0,
+            &SolverSettings::default()
+        ))
+        .contains("shape")
+            || e(solve(
+                &mut wrong,
+                y0(),
+                0.0,
+                1.0,
+                &SolverSettings::default()
+            ))
+            .contains("returned")
+    );
     // a blow-up (y′ = y², y(0) = 1 explodes at t = 1) is an error, not a NaN result
     let mut blowup = |_t: f64, y: &[Tensor]| -> Result<State> {
         let v = y[0].to_vec_f64()?;

@@ -161,9 +161,8 @@ pub fn dopri5(
                 let k7 = eval(f, t + hs * C[6], &ys, &mut nfe)?;
                 ks.push(k7);
                 let y_new = ys;
-                let err_terms: Vec<(f64, &[Tensor])> = (0..7)
-                    .map(|j| (hs * E[j], ks[j].as_slice()))
-                    .collect();
+                let err_terms: Vec<(f64, &[Tensor])> =
+                    (0..7).map(|j| (hs * E[j], ks[j].as_slice())).collect();
                 let zero = combine(&y, &[(-1.0, &y)])?;
                 let err = combine(&zero, &err_terms)?;
                 let norm = error_norm(&err, &y, &y_new, s.rtol, s.atol)?;
@@ -180,11 +179,19 @@ pub fn dopri5(
                     (0.9 * norm.powf(-0.2)).clamp(0.2, 5.0)
                 };
                 if norm <= 1.0 {
-                    t = if (t1 - (t + hs)) * dir <= 0.0 { t1 } else { t + hs };
+                    t = if (t1 - (t + hs)) * dir <= 0.0 {
+                        t1
+                    } else {
+                        t + hs
+                    };
                     y = y_new;
                     k1 = ks.pop().unwrap_or_default();
                     steps += 1;
-                    h *= if just_rejected { factor.min(1.0) } else { factor };
+                    h *= if just_rejected {
+                        factor.min(1.0)
+                    } else {
+                        factor
+                    };
                     just_rejected = false;
                 } else {
                     rejected += 1;

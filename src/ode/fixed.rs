@@ -61,7 +61,12 @@ pub fn step(
             let k4 = eval(f, t + h, &combine(y, &[(h, &k3)])?, nfe)?;
             combine(
                 y,
-                &[(h / 6.0, &k1), (h / 3.0, &k2), (h / 3.0, &k3), (h / 6.0, &k4)],
+                &[
+                    (h / 6.0, &k1),
+                    (h / 3.0, &k2),
+                    (h / 3.0, &k3),
+                    (h / 6.0, &k4),
+                ],
             )
         }
         Method::Dopri5 => Err(Error::invalid(

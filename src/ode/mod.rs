@@ -24,7 +24,9 @@ pub type State = Vec<Tensor>;
 pub type Rhs<'a> = dyn FnMut(f64, &[Tensor]) -> Result<State> + 'a;
 
 /// Which integrator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// y ← y + h f(t, y): 1 evaluation per step, global error O(h).
