@@ -185,6 +185,65 @@ fn the_velocity_network_is_permutation_equivariant_and_ignores_padding() {
 }
 
 #[test]
+fn the_fused_epic_layers_match_the_composed_network() {
+    // the same weights, fused (CPU custom ops) vs composed from tape ops: equal velocities
+    // and equal parameter and input gradients, with and without a context
+    for context in [0usize, 1] {
+        let p = 5;
+        let mut net = EpicNet::new(tiny_config(p, context), &mut Rng::new(8), Device::Cpu).unwrap();
+        let mut rng = Rng::new(9);
+        let x = rng.normal(&[3, p, 3], 0.0, 1.0, Device::Cpu).unwrap();
+        let mask = Tensor::from_slice(
+            &[1., 1., 1., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.],
+            &[3, p],
+            Device::Cpu,
+        )
+        .unwrap();
+        let cvals = [0.5f32, -0.3, 1.1];
+        let mut run = |fused: bool| {
+            net.fused = fused;
+            net.params().iter().for_each(|q| q.zero_grad());
+            let ctx = Ctx::new(true, 0);
+            let frame = net.frame(&ctx, &[0.1, 0.5, 0.9], &mask).unwrap();
+            let c = (context > 0).then(|| {
+                ctx.tape
+                    .constant(Tensor::from_slice(&cvals, &[3, 1], Device::Cpu).unwrap())
+            });
+            let xv = ctx.tape.var(x.clone());
+            let v = net.forward(&ctx, &xv, &frame, c.as_ref()).unwrap();
+            let loss = v.square().unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let gx = grads.get(&xv).unwrap().to_vec().unwrap();
+            let gp: Vec<Vec<f32>> = net
+                .params()
+                .iter()
+                .map(|q| q.grad().unwrap().to_vec().unwrap())
+                .collect();
+            (v.value().to_vec().unwrap(), gx, gp, ctx.tape.len())
+        };
+        let (v1, gx1, gp1, nodes1) = run(true);
+        let (v0, gx0, gp0, nodes0) = run(false);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                    "{what}[{k}]: {x} vs {y}"
+                );
+            }
+        };
+        close(&v1, &v0, "velocity");
+        close(&gx1, &gx0, "∂/∂x");
+        for (k, (a, b)) in gp1.iter().zip(&gp0).enumerate() {
+            close(a, b, &format!("parameter {k}"));
+        }
+        assert!(
+            nodes1 < nodes0,
+            "fused records fewer nodes ({nodes1} vs {nodes0})"
+        );
+    }
+}
+
+#[test]
 fn the_loss_of_a_tiny_model_matches_a_hand_computed_case() {
     // path: σ_min = 0.1, t = 0.25, one real and one padded particle
     let x0 = [1.0f32, 2.0, 3.0, 9.0, 9.0, 9.0];

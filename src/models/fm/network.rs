@@ -26,6 +26,7 @@ use crate::autograd::Var;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::{Ctx, Linear, Module, Param};
+use crate::ops::epic::{epic_global, epic_particle};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -111,6 +112,10 @@ pub struct EpicLayer {
 /// The velocity network.
 pub struct EpicNet {
     pub config: EpicConfig,
+    /// Run each EPiC layer as the two fused ops of [`crate::ops::epic`] on the CPU (the
+    /// default); false, or a CUDA tensor, composes it from basic tape ops (the reference,
+    /// and the path that is differentiable to any order).
+    pub fused: bool,
     pub local_0: Linear,
     pub global_0: Linear,
     pub layers: Vec<EpicLayer>,
@@ -181,6 +186,7 @@ impl EpicNet {
         let out = lin("out", h, 3)?;
         Ok(EpicNet {
             config,
+            fused: true,
             local_0,
             global_0,
             layers,
@@ -266,6 +272,39 @@ impl EpicNet {
             ctx,
             &with_ctx(vec![&self.pool(&h, frame)?, &frame.tau], context)?,
         )?)?;
+        if self.fused && x.value().device() == Device::Cpu {
+            let mask = frame.mask.value().reshape(&[b, p])?;
+            let extra = match context {
+                Some(v) => Var::concat(&[&frame.tau, v], 1)?,
+                None => frame.tau.clone(),
+            };
+            let param = |p: &Param| ctx.tape.param(p);
+            for layer in &self.layers {
+                let (g1, g2) = (&layer.fc_global1, &layer.fc_global2);
+                let (l1, l2) = (&layer.fc_local1, &layer.fc_local2);
+                let bias = |l: &Linear| -> Result<Var> {
+                    l.bias
+                        .as_ref()
+                        .map(param)
+                        .ok_or_else(|| Error::invalid("EPiC layers have biases"))
+                };
+                let wg = [
+                    &param(&g1.weight),
+                    &bias(g1)?,
+                    &param(&g2.weight),
+                    &bias(g2)?,
+                ];
+                g = epic_global(&h, &g, &extra, wg, &mask, c.sum_scale, SLOPE)?;
+                let wl = [
+                    &param(&l1.weight),
+                    &bias(l1)?,
+                    &param(&l2.weight),
+                    &bias(l2)?,
+                ];
+                h = epic_particle(&h, &g, &frame.tau, wl, &mask, SLOPE)?;
+            }
+            return self.out.forward(ctx, &h)?.mul(m);
+        }
         for layer in &self.layers {
             let pooled = self.pool(&h, frame)?;
             let g1 = leaky(
