@@ -16,8 +16,11 @@
 //! What fusing buys on the CPU: the particle MLP's global and time columns are applied once
 //! per jet (W₃[:, H:]·[g′, τ]) instead of once per particle after broadcasting and
 //! concatenating, padded particles are skipped, and no intermediate tensor is recorded —
-//! one tape node per update. Both ops are CPU-only (the CUDA path composes tape ops) and
-//! once-differentiable; their backward is hand-written (the pre-activations are saved).
+//! one tape node per update. On CUDA each update is one block per jet (`kernels/epic.cu`,
+//! [`cuda`]) plus a weight-gradient kernel. Both ops are once-differentiable; their backward
+//! is hand-written (the pre-activations are saved).
+
+mod cuda;
 
 use std::any::Any;
 
@@ -102,7 +105,8 @@ impl GlobalDims {
     }
 }
 
-/// The global update's saved state: q `[B, Q]`, the pre-activations a `[B, H₁]`, c `[B, G]`.
+/// The global update's saved state: q `[B, Q]`, the pre-activations a `[B, H₁]`, c `[B, G]`
+/// (on the inputs' device).
 struct GlobalSaved {
     q: Tensor,
     a: Tensor,
@@ -324,6 +328,11 @@ impl CustomOp for EpicGlobalOp {
             }
         }
     }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let d = GlobalDims::of(inputs, &self.mask)?;
+        self.mask.same_place("epic_global", inputs[0])?;
+        cuda::global_forward(inputs, &self.mask, d, self.sum_scale, self.slope)
+    }
     fn backward(
         &self,
         inputs: &[&Tensor],
@@ -336,6 +345,9 @@ impl CustomOp for EpicGlobalOp {
         expect_shape("epic_global", "gradient", g.shape(), &[d.b, d.g])?;
         let s = saved_as::<GlobalSaved>(saved, "epic_global")?;
         let (m, sc, sl) = (&self.mask, self.sum_scale, self.slope);
+        if inputs[0].device().is_cuda() {
+            return cuda::global_backward(inputs, m, d, (sc, sl), s, g);
+        }
         match same_dtype("epic_global", inputs, m)? {
             DType::F32 => global_backward_cpu::<f32>(inputs, m, d, sc, sl, s, g),
             DType::F64 => global_backward_cpu::<f64>(inputs, m, d, sc, sl, s, g),
@@ -609,6 +621,11 @@ impl CustomOp for EpicParticleOp {
             DType::F64 => particle_forward_cpu::<f64>(inputs, &self.mask, d, self.slope),
         }
     }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let d = ParticleDims::of(inputs, &self.mask)?;
+        self.mask.same_place("epic_particle", inputs[0])?;
+        cuda::particle_forward(inputs, &self.mask, d, self.slope)
+    }
     fn backward(
         &self,
         inputs: &[&Tensor],
@@ -620,6 +637,9 @@ impl CustomOp for EpicParticleOp {
         let d = ParticleDims::of(inputs, &self.mask)?;
         expect_shape("epic_particle", "gradient", g.shape(), &[d.b, d.p, d.h])?;
         let s = saved_as::<ParticleSaved>(saved, "epic_particle")?;
+        if inputs[0].device().is_cuda() {
+            return cuda::particle_backward(inputs, &self.mask, d, self.slope, s, g);
+        }
         match same_dtype("epic_particle", inputs, &self.mask)? {
             DType::F32 => particle_backward_cpu::<f32>(inputs, &self.mask, d, self.slope, s, g),
             DType::F64 => particle_backward_cpu::<f64>(inputs, &self.mask, d, self.slope, s, g),
@@ -631,7 +651,8 @@ impl CustomOp for EpicParticleOp {
 pub type EpicWeights<'a> = [&'a Var; 4];
 
 /// The fused global update g′ `[B, G]` of particles `h [B, P, H]` with `mask [B, P]`, the
-/// global vector `g [B, G]` and extra inputs `e [B, E]` (module doc); CPU only.
+/// global vector `g [B, G]` and extra inputs `e [B, E]` (module doc); CPU (f32, f64) or
+/// CUDA (f32).
 pub fn epic_global(
     h: &Var,
     g: &Var,
@@ -650,7 +671,8 @@ pub fn epic_global(
 }
 
 /// The fused particle update h′ `[B, P, H]` of `h [B, P, H]` with `mask [B, P]`, the new
-/// global vector `g [B, G]` and the time embedding `tau [B, T]` (module doc); CPU only.
+/// global vector `g [B, G]` and the time embedding `tau [B, T]` (module doc); CPU (f32,
+/// f64) or CUDA (f32).
 pub fn epic_particle(
     h: &Var,
     g: &Var,

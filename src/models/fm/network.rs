@@ -112,9 +112,9 @@ pub struct EpicLayer {
 /// The velocity network.
 pub struct EpicNet {
     pub config: EpicConfig,
-    /// Run each EPiC layer as the two fused ops of [`crate::ops::epic`] on the CPU (the
-    /// default); false, or a CUDA tensor, composes it from basic tape ops (the reference,
-    /// and the path that is differentiable to any order).
+    /// Run each EPiC layer as the two fused ops of [`crate::ops::epic`] (CPU or CUDA; the
+    /// default); false composes it from basic tape ops (the reference, and the path that is
+    /// differentiable to any order).
     pub fused: bool,
     pub local_0: Linear,
     pub global_0: Linear,
@@ -272,7 +272,7 @@ impl EpicNet {
             ctx,
             &with_ctx(vec![&self.pool(&h, frame)?, &frame.tau], context)?,
         )?)?;
-        if self.fused && x.value().device() == Device::Cpu {
+        if self.fused {
             let mask = frame.mask.value().reshape(&[b, p])?;
             let extra = match context {
                 Some(v) => Var::concat(&[&frame.tau, v], 1)?,
