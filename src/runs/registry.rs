@@ -81,7 +81,7 @@ pub const FAMILIES: &[Family] = &[Family {
     train: |m| train_from_matches::<fm::FmSettings>(m, fm::FmSettings::describe, fm::train_fm),
     load: |path, device| Ok(Box::new(fm::FmGenerator::load(path, device)?)),
     bench_model: fm::write_bench_checkpoint,
-    bench_model_name: "EPiC-FM 6×128, global 10 (midpoint 100)",
+    bench_model_name: "EPiC-FM 6×128, global 10 (midpoint 10, NFE 20)",
 }, Family {
     name: vae::FAMILY_VAE,
     about: "A jet VAE (MSE, Chamfer, Chamfer + jet pT/mass or Sinkhorn-EMD reconstruction; Cartesian or relative particles)",
