@@ -732,3 +732,37 @@ fn bad_settings_and_checkpoints_are_refused() {
     assert!(jetgen::models::fm::load_checkpoint(&bad, Device::Cpu).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn unconditional_runs_train_with_independent_and_sinkhorn_couplings() {
+    let data = JetNetData::read(&common::sample_dir().join("g.hdf5")).unwrap();
+    let root = std::env::temp_dir().join(format!("jetgen-fm-couplings-{}", std::process::id()));
+    for (coupling, ema) in [(Coupling::Independent, 0.0), (Coupling::Sinkhorn, 0.99)] {
+        let out = root.join(coupling.name());
+        let s = FmSettings {
+            coupling,
+            ema,
+            run: RunSettings {
+                steps: 3,
+                val_every: 3,
+                ..tiny_settings(&out).run
+            },
+            ..tiny_settings(&out)
+        };
+        let report = train_fm(&data, &s, &mut |_| {}).unwrap();
+        assert_eq!(report.steps_run, 3, "{coupling:?}");
+        assert!(report.first_loss.is_finite());
+        let g = jetgen::runs::load_generator(&out, Device::Cpu).unwrap();
+        assert_eq!(g.name(), "fm/none");
+        assert!(!g.conditioning().mass);
+        assert!(g.generate_conditional(&Conditions::default(), 0).is_err());
+        let jets = g.generate(20, 5).unwrap();
+        // multiplicities come from the training jets
+        let train_max = (0..data.n_jets)
+            .map(|i| data.multiplicity(i))
+            .max()
+            .unwrap();
+        assert!((0..20).all(|i| (1..=train_max).contains(&jets.multiplicity(i))));
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
