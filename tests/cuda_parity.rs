@@ -899,6 +899,8 @@ fn flow_matching_matches_cpu() {
             n: (0..20).map(|k| (5 + k) as f64).collect(),
         },
         scale: [0.1, 0.03, 15.0, 6.0],
+        pt: vec![],
+        pt_scale: [0.0, 1.0],
         sigma_min: 1e-4,
         sampler: SolverSettings::fixed(Method::Midpoint, 3),
     };

@@ -52,6 +52,8 @@ fn tiny_model(particles: usize, condition: FmCondition, seed: u64) -> TrainedFm 
             n: vec![2.0, 3.0, 3.0, 4.0, 4.0, 4.0, 5.0, 5.0],
         },
         scale: [0.1, 0.02, 4.0, 1.0],
+        pt: vec![],
+        pt_scale: [0.0, 1.0],
         sigma_min: 1e-4,
         sampler: SolverSettings::fixed(Method::Midpoint, 4),
     }
@@ -765,4 +767,49 @@ fn unconditional_runs_train_with_independent_and_sinkhorn_couplings() {
         assert!((0..20).all(|i| (1..=train_max).contains(&jets.multiplicity(i))));
     }
     std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn a_mass_and_pt_conditioned_run_generates_and_scores_given_the_jet_pt() {
+    let data = JetNetData::read(&common::sample_dir().join("g.hdf5")).unwrap();
+    let out = std::env::temp_dir().join(format!("jetgen-fm-masspt-{}", std::process::id()));
+    let s = FmSettings {
+        condition: FmCondition::MassPt,
+        run: RunSettings {
+            steps: 3,
+            val_every: 3,
+            ..tiny_settings(&out).run
+        },
+        ..tiny_settings(&out)
+    };
+    train_fm(&data, &s, &mut |_| {}).unwrap();
+    let back =
+        jetgen::models::fm::load_checkpoint(&out.join("checkpoint.safetensors"), Device::Cpu)
+            .unwrap();
+    assert_eq!(back.net.config.context, 2);
+    assert_eq!(back.pt.len(), back.conditions.n.len());
+    assert!(back.pt.iter().all(|&v| v > 0.0) && back.pt_scale[1] > 0.0);
+    let g = jetgen::runs::load_generator(&out, Device::Cpu).unwrap();
+    assert_eq!(g.name(), "fm/mass-pt");
+    assert!(g.conditioning().mass);
+    assert_eq!(g.generate(15, 2).unwrap().n_jets, 15);
+    let c = g
+        .generate_conditional(
+            &Conditions {
+                mass: vec![0.1; 4],
+                n: vec![9.0; 4],
+            },
+            1,
+        )
+        .unwrap();
+    assert!((0..4).all(|i| c.multiplicity(i) == 9));
+    // scored given each jet's own mass and pT (the JetNet jet feature) ...
+    let real = data.select(&[3, 4]).unwrap();
+    assert!(g.log_prob(&real).unwrap().iter().all(|v| v.is_finite()));
+    // ... so jets without their jet features are refused, not scored at pT = 0
+    let mut bare = real.clone();
+    bare.jets.iter_mut().for_each(|v| *v = 0.0);
+    let e = g.log_prob(&bare).err().unwrap().to_string();
+    assert!(e.contains("pT"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
 }

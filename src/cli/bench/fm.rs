@@ -32,6 +32,8 @@ fn bench_model(device: Device) -> Result<TrainedFm> {
             n: (10..=30).map(f64::from).collect(),
         },
         scale: [0.0, 1.0, 0.0, 1.0],
+        pt: vec![],
+        pt_scale: [0.0, 1.0],
         sigma_min: 1e-4,
         sampler: SolverSettings::default(),
     })
@@ -94,7 +96,7 @@ pub fn fm_suite(device: Device, iters: usize, batch: usize) -> Result<Vec<BenchR
     for nfe in [20, 100] {
         let solver = SolverSettings::fixed(Method::Midpoint, nfe / 2);
         let t = time_ms(1, iters, || {
-            generate_with(&m, &given, 1, &solver, device).map(|_| ())
+            generate_with(&m, &given, &[], 1, &solver, device).map(|_| ())
         })?;
         rows.push(bench_row(
             format!("fm generate midpoint NFE {nfe} b{b}"),

@@ -34,6 +34,10 @@ pub struct TrainedFm {
     pub conditions: Conditions,
     /// Condition standardisation [mean_m, std_m, mean_n, std_n].
     pub scale: [f64; 4],
+    /// The training jets' pT (GeV), aligned with `conditions`; empty unless conditioned on it.
+    pub pt: Vec<f64>,
+    /// Standardisation [mean, std] of the jet pT condition.
+    pub pt_scale: [f64; 2],
     pub sigma_min: f64,
     /// The default generation solver.
     pub sampler: SolverSettings,
@@ -72,8 +76,12 @@ pub fn save_checkpoint(path: &Path, m: &TrainedFm) -> Result<()> {
     tensors.push(("standardizer.std".into(), t(&m.standardizer.std)?));
     tensors.push(("conditions.scale".into(), t(&f(&m.scale))?));
     tensors.push(("conditions.n".into(), t(&f(&m.conditions.n))?));
-    if m.condition == FmCondition::Mass {
+    if m.condition.uses_mass() {
         tensors.push(("conditions.mass".into(), t(&f(&m.conditions.mass))?));
+    }
+    if m.condition.uses_pt() {
+        tensors.push(("conditions.pt".into(), t(&f(&m.pt))?));
+        tensors.push(("conditions.pt_scale".into(), t(&f(&m.pt_scale))?));
     }
     let mut meta = HashMap::new();
     meta.insert("jetgen_model".into(), FAMILY.into());
@@ -154,7 +162,7 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFm> {
             n[k]
         )));
     }
-    let mass = if condition == FmCondition::Mass {
+    let mass = if condition.uses_mass() {
         let m = back(file.take_vec("conditions.mass", n.len())?);
         if let Some(k) = m.iter().position(|&x| x < 0.0) {
             return Err(bad(format!("training mass {k} is negative")));
@@ -163,8 +171,21 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedFm> {
     } else {
         vec![]
     };
+    let (pt, pt_scale) = if condition.uses_pt() {
+        let pt = back(file.take_vec("conditions.pt", n.len())?);
+        if let Some(k) = pt.iter().position(|&x| x <= 0.0) {
+            return Err(bad(format!("training jet pT {k} is not positive")));
+        }
+        let s = file.take_vec("conditions.pt_scale", 2)?;
+        check_scales(path, "conditions.pt_scale (standard deviation)", &s[1..])?;
+        (pt, [s[0] as f64, s[1] as f64])
+    } else {
+        (vec![], [0.0, 1.0])
+    };
     file.finish()?;
     Ok(TrainedFm {
+        pt,
+        pt_scale,
         net,
         standardizer,
         condition,
@@ -192,6 +213,8 @@ pub fn write_bench_checkpoint(path: &Path, device: Device) -> Result<()> {
             n: (10..=30).map(f64::from).collect(),
         },
         scale: [0.0, 1.0, 0.0, 1.0],
+        pt: vec![],
+        pt_scale: [0.0, 1.0],
         sigma_min: 1e-4,
         sampler: SolverSettings::fixed(Method::Midpoint, 10),
     };

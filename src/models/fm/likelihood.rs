@@ -233,8 +233,19 @@ pub fn log_prob_jets(
                 start + k / (p * 3)
             )));
         }
+        if m.condition.uses_pt() {
+            if let Some(i) = (start..start + b).find(|&i| !(jets.jet(i)[0] > 0.0)) {
+                return Err(Error::invalid(format!(
+                    "a mass-pt model scores jets given their pT: jet {i} has jet pT {} \
+                     (the jet features must hold it)",
+                    jets.jet(i)[0]
+                )));
+            }
+        }
         let context: Vec<f32> = (start..start + b)
-            .flat_map(|i| crate::models::fm::sampling::context_of(m, masses[i]))
+            .flat_map(|i| {
+                crate::models::fm::sampling::context_of(m, masses[i], jets.jet(i)[0] as f64)
+            })
             .collect();
         let mask_t = Tensor::from_slice(&mask, &[b, p], device)?;
         let field = |ctx: &Ctx, x: &Var, t: f64| -> Result<Var> {

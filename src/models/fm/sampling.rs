@@ -61,12 +61,36 @@ pub fn context_var(
     )?)))
 }
 
-/// The standardised context row of a jet of relative mass `mass` (empty when unconditional).
-pub fn context_of(m: &TrainedFm, mass: f64) -> Vec<f32> {
+/// The standardised context row of a jet of relative mass `mass` and pT `pt` (GeV; empty
+/// when unconditional).
+pub fn context_of(m: &TrainedFm, mass: f64, pt: f64) -> Vec<f32> {
+    let sm = ((mass - m.scale[0]) / m.scale[1]) as f32;
     match m.condition {
         FmCondition::None => vec![],
-        FmCondition::Mass => vec![((mass - m.scale[0]) / m.scale[1]) as f32],
+        FmCondition::Mass => vec![sm],
+        FmCondition::MassPt => vec![sm, ((pt - m.pt_scale[0]) / m.pt_scale[1]) as f32],
     }
+}
+
+/// The jet pT condition of jets of the given relative masses: the pT of a training jet
+/// drawn among the 10 nearest in mass.
+pub fn pt_for_masses(m: &TrainedFm, masses: &[f64], rng: &mut Rng) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..m.pt.len()).collect();
+    order.sort_by(|&a, &b| m.conditions.mass[a].total_cmp(&m.conditions.mass[b]));
+    let sorted: Vec<f64> = order.iter().map(|&k| m.conditions.mass[k]).collect();
+    masses
+        .iter()
+        .map(|&x| {
+            if order.is_empty() {
+                return 0.0;
+            }
+            let at = sorted.partition_point(|&v| v < x);
+            let lo = at.saturating_sub(5);
+            let hi = (at + 5).min(order.len());
+            let lo = lo.min(hi.saturating_sub(1));
+            m.pt[order[lo + rng.below(hi - lo)]]
+        })
+        .collect()
 }
 
 /// Masks `[n, P]` with the first `counts[i]` particles real.
@@ -105,28 +129,47 @@ pub fn to_jetnet(rows: &[f32], counts: &[usize], p: usize) -> Result<JetNetData>
 /// The conditions of `n` new jets: multiplicities drawn from the training jets' (and for
 /// the mass-conditioned model masses from the PCHIP inverse CDF of those with that
 /// multiplicity).
-pub fn draw_conditions(m: &TrainedFm, n: usize, rng: &mut Rng) -> Result<Conditions> {
+pub fn draw_conditions(m: &TrainedFm, n: usize, rng: &mut Rng) -> Result<(Conditions, Vec<f64>)> {
     match m.condition {
-        FmCondition::Mass => Ok(ConditionSampler::new(&m.conditions)?.sample(rng, n)),
+        FmCondition::Mass => Ok((ConditionSampler::new(&m.conditions)?.sample(rng, n), vec![])),
+        FmCondition::MassPt => {
+            let len = m.pt.len().min(m.conditions.n.len());
+            if len == 0 {
+                return Err(Error::invalid("the model has no training conditions"));
+            }
+            let picks: Vec<usize> = (0..n).map(|_| rng.below(len)).collect();
+            Ok((
+                Conditions {
+                    mass: picks.iter().map(|&k| m.conditions.mass[k]).collect(),
+                    n: picks.iter().map(|&k| m.conditions.n[k]).collect(),
+                },
+                picks.iter().map(|&k| m.pt[k]).collect(),
+            ))
+        }
         FmCondition::None => {
             let all = &m.conditions.n;
             if all.is_empty() {
                 return Err(Error::invalid("the model has no training multiplicities"));
             }
-            Ok(Conditions {
-                mass: vec![0.0; n],
-                n: (0..n).map(|_| all[rng.below(all.len())]).collect(),
-            })
+            Ok((
+                Conditions {
+                    mass: vec![0.0; n],
+                    n: (0..n).map(|_| all[rng.below(all.len())]).collect(),
+                },
+                vec![],
+            ))
         }
     }
 }
 
-/// `given.len()` jets (conditions given or drawn) integrated with `solver`; returns the
-/// jets and the network evaluations along each jet's trajectory (the most of any chunk).
-/// Chunk c's noise is seeded by `mix64(seed ^ c)`.
+/// `given.len()` jets (conditions given or drawn; `pts` the jet pT per jet for the
+/// mass-pt model, else empty) integrated with `solver`; returns the jets and the network
+/// evaluations along each jet's trajectory (the most of any chunk). Chunk c's noise is
+/// seeded by `mix64(seed ^ c)`.
 pub fn generate_with(
     m: &TrainedFm,
     given: &Conditions,
+    pts: &[f64],
     seed: u64,
     solver: &SolverSettings,
     device: Device,
@@ -149,10 +192,16 @@ pub fn generate_with(
             }
         })
         .collect::<Result<_>>()?;
-    if m.condition == FmCondition::Mass && given.mass.len() != n {
+    if m.condition.uses_mass() && given.mass.len() != n {
         return Err(Error::invalid(format!(
             "{} masses for {n} jets",
             given.mass.len()
+        )));
+    }
+    if m.condition.uses_pt() && pts.len() != n {
+        return Err(Error::invalid(format!(
+            "{} jet pTs for {n} jets",
+            pts.len()
         )));
     }
     let s = &m.standardizer;
@@ -163,7 +212,10 @@ pub fn generate_with(
         let mask_rows = masks_of(&counts[start..start + b], p);
         let mask = Tensor::from_slice(&mask_rows, &[b, p], device)?;
         let context: Vec<f32> = (start..start + b)
-            .flat_map(|i| context_of(m, given.mass.get(i).copied().unwrap_or(0.0)))
+            .flat_map(|i| {
+                let mass = given.mass.get(i).copied().unwrap_or(0.0);
+                context_of(m, mass, pts.get(i).copied().unwrap_or(0.0))
+            })
             .collect();
         let mut noise = Rng::new(mix64(seed ^ c as u64))
             .normal(&[b, p, 3], 0.0, 1.0, Device::Cpu)?
@@ -196,8 +248,8 @@ pub fn generate(
     device: Device,
 ) -> Result<(JetNetData, usize)> {
     let mut rng = Rng::new(mix64(seed ^ 0xC0D1));
-    let given = draw_conditions(m, n, &mut rng)?;
-    generate_with(m, &given, seed, solver, device)
+    let (given, pts) = draw_conditions(m, n, &mut rng)?;
+    generate_with(m, &given, &pts, seed, solver, device)
 }
 
 /// A trained flow-matching model as a [`Generator`], with its current solver.
@@ -238,7 +290,7 @@ impl Generator for FmGenerator {
         self.model.particles()
     }
     fn conditioning(&self) -> Conditioning {
-        let mass = self.model.condition == FmCondition::Mass;
+        let mass = self.model.condition.uses_mass();
         Conditioning {
             mass,
             multiplicity: mass,
@@ -253,7 +305,7 @@ impl Generator for FmGenerator {
         Ok(jets)
     }
     fn generate_conditional(&self, given: &Conditions, seed: u64) -> Result<JetNetData> {
-        if self.model.condition != FmCondition::Mass {
+        if !self.model.condition.uses_mass() {
             return Err(Error::invalid(
                 "this flow-matching model is unconditional: it cannot take a jet mass",
             ));
@@ -271,7 +323,12 @@ impl Generator for FmGenerator {
                 vec![self.particles() as f64; given.mass.len()]
             },
         };
-        let (jets, nfe) = generate_with(&self.model, &full, seed, &self.solver, self.device)?;
+        let pts = if self.model.condition.uses_pt() {
+            pt_for_masses(&self.model, &full.mass, &mut Rng::new(mix64(seed ^ 0x97)))
+        } else {
+            vec![]
+        };
+        let (jets, nfe) = generate_with(&self.model, &full, &pts, seed, &self.solver, self.device)?;
         self.last_nfe.store(nfe, Ordering::Relaxed);
         Ok(jets)
     }

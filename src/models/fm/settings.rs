@@ -20,6 +20,10 @@ pub enum FmCondition {
     /// The relative jet mass m/pT (standardised), drawn at generation like the training
     /// jets' for the drawn multiplicity (or given: `sample --mass`).
     Mass,
+    /// The relative jet mass and the jet pT (GeV, the JetNet jet feature), both
+    /// standardised; generation draws (m, pT, n) of a training jet (with `sample --mass`: the
+    /// pT of a training jet of nearby mass).
+    MassPt,
 }
 
 impl FmCondition {
@@ -28,6 +32,7 @@ impl FmCondition {
         match self {
             FmCondition::None => "none",
             FmCondition::Mass => "mass",
+            FmCondition::MassPt => "mass-pt",
         }
     }
     /// Parse [`FmCondition::name`].
@@ -35,8 +40,9 @@ impl FmCondition {
         match s {
             "none" => Ok(FmCondition::None),
             "mass" => Ok(FmCondition::Mass),
+            "mass-pt" => Ok(FmCondition::MassPt),
             _ => Err(Error::invalid(format!(
-                "unknown flow-matching condition '{s}' (none, mass)"
+                "unknown flow-matching condition '{s}' (none, mass, mass-pt)"
             ))),
         }
     }
@@ -45,7 +51,16 @@ impl FmCondition {
         match self {
             FmCondition::None => 0,
             FmCondition::Mass => 1,
+            FmCondition::MassPt => 2,
         }
+    }
+    /// True when the relative mass is a condition.
+    pub fn uses_mass(self) -> bool {
+        self != FmCondition::None
+    }
+    /// True when the jet pT is a condition.
+    pub fn uses_pt(self) -> bool {
+        self == FmCondition::MassPt
     }
 }
 
@@ -95,7 +110,8 @@ pub struct FmSettings {
     /// Scale of the masked sum pooling
     #[arg(long, default_value_t = 1e-2)]
     pub sum_scale: f64,
-    /// none, or mass (the relative jet mass); the multiplicity always enters through the mask
+    /// none, mass (the relative jet mass) or mass-pt (and the jet pT); the multiplicity always
+    /// enters through the mask
     #[arg(long, value_enum, default_value_t = FmCondition::None)]
     pub condition: FmCondition,
     /// independent, exact (mini-batch OT-CFM) or sinkhorn pairing of noise and jets

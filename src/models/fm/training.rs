@@ -68,7 +68,8 @@ impl FmBatch {
                 }
                 out.mask.push(f32::from(real));
             }
-            out.context.extend(context_of(m, masses[k]));
+            out.context
+                .extend(context_of(m, masses[k], data.jet(i)[0] as f64));
         }
         out
     }
@@ -148,6 +149,13 @@ impl FmTask<'_> {
         }
         out
     }
+}
+
+/// Mean and variance of `v` (0, 0 when empty).
+fn mean_var(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (mean, v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n)
 }
 
 /// Noise `[B, P, 3]` on the real particles of `mask`.
@@ -282,6 +290,21 @@ pub fn train_fm(
     let standardizer = Standardizer::fit(&rows, 3)?;
     let conditions = Conditions::of(data, &train_idx);
     let scale = conditions.scale();
+    let pt: Vec<f64> = if settings.condition.uses_pt() {
+        train_idx.iter().map(|&i| data.jet(i)[0] as f64).collect()
+    } else {
+        vec![]
+    };
+    if let Some(k) = pt.iter().position(|&v| !(v.is_finite() && v > 0.0)) {
+        return Err(Error::invalid(format!(
+            "--condition mass-pt needs the jets' pT: training jet {} has pT {}",
+            train_idx[k], pt[k]
+        )));
+    }
+    let pt_scale = {
+        let (mean, var) = mean_var(&pt);
+        [mean, if var > 1e-24 { var.sqrt() } else { 1.0 }]
+    };
     let network = settings.network(p);
     network.validate()?;
     let val = data.select(&split.validation)?;
@@ -313,6 +336,8 @@ pub fn train_fm(
         condition: settings.condition,
         conditions,
         scale,
+        pt,
+        pt_scale,
         sigma_min: settings.sigma_min,
         sampler: settings.sampler(),
     };
