@@ -24,6 +24,7 @@ pub mod malloc_tuning;
 pub mod metrics;
 pub mod models;
 pub mod nn;
+pub mod ode;
 pub mod ops;
 pub mod physics;
 pub mod plots;

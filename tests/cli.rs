@@ -828,3 +828,89 @@ fn library_train_and_the_memorisation_diagnostic() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn flow_matching_trains_and_samples_with_a_chosen_solver() {
+    let dir = scratch("fm");
+    let run = dir.join("run");
+    let out = jetgen(&[
+        "train",
+        "fm",
+        "--data",
+        &sample_file(),
+        "--steps",
+        "4",
+        "--batch",
+        "16",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--global",
+        "3",
+        "--time-embed",
+        "4",
+        "--solver-steps",
+        "2",
+        "--val-steps",
+        "1",
+        "--val-jets",
+        "40",
+        "--val-every",
+        "2",
+        "--generate",
+        "40",
+        "--quick-eval",
+        "--plots",
+        "false",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // the family's own default schedule is recorded
+    assert_eq!(settings_of(&run)["lr_schedule"], "cosine");
+    let gen = dir.join("gen.hdf5");
+    let sample = |extra: &[&str]| {
+        let mut args = vec![
+            "sample",
+            "--model",
+            run.to_str().unwrap(),
+            "--n",
+            "12",
+            "--out",
+            gen.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        jetgen(&args)
+    };
+    let out = sample(&[]);
+    assert!(
+        out.status.success() && text(&out).contains("4 network evaluations per jet"),
+        "{}",
+        text(&out)
+    );
+    let out = sample(&["--solver", "rk4", "--steps", "3"]);
+    assert!(
+        text(&out).contains("wrote 12 jets") && text(&out).contains("12 network evaluations"),
+        "{}",
+        text(&out)
+    );
+    let out = sample(&["--solver", "dopri5", "--tol", "1e-3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean_failure(&sample(&["--steps", "0"]), "--steps");
+    // a model that does not integrate an ODE refuses the solver options
+    let flow = trained();
+    let out = jetgen(&[
+        "sample",
+        "--model",
+        flow.to_str().unwrap(),
+        "--n",
+        "5",
+        "--out",
+        gen.to_str().unwrap(),
+        "--solver",
+        "euler",
+    ]);
+    assert_clean_failure(&out, "does not generate by integrating an ODE");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -713,6 +713,86 @@ fn sinkhorn_cases(gpu: Device) {
     }
 }
 
+/// The fused EPiC updates (kernels/epic.cu) against their CPU twins: values and every input
+/// and weight gradient, with padded particles, a jet without particles, and widths beyond
+/// one block of threads.
+fn epic_cases(gpu: Device) {
+    use jetgen::autograd::CreateGraph;
+    use jetgen::ops::epic::{epic_global, epic_particle};
+    use jetgen::{Tape, Var};
+    let mut rng = Rng::new(40);
+    for (b, p, h, g, e, h1) in [(3, 5, 7, 3, 4, 9), (2, 33, 130, 10, 32, 129)] {
+        let mask: Vec<f32> = (0..b * p)
+            .map(|k| {
+                let (jet, part) = (k / p, k % p);
+                f32::from(jet != 1 && part % 4 != 3)
+            })
+            .collect();
+        let mask_c = Tensor::from_slice(&mask, &[b, p], Device::Cpu).unwrap();
+        let mask_g = mask_c.to_device(gpu).unwrap();
+        let mut hv = normal(&mut rng, &[b, p, h], 1.0).to_vec().unwrap();
+        for (k, v) in hv.iter_mut().enumerate() {
+            *v *= mask[k / h];
+        }
+        let hx = Tensor::from_slice(&hv, &[b, p, h], Device::Cpu).unwrap();
+        for particle in [false, true] {
+            let inputs = if particle {
+                vec![
+                    hx.clone(),
+                    normal(&mut rng, &[b, g], 1.0),
+                    normal(&mut rng, &[b, e], 1.0),
+                    normal(&mut rng, &[h1, h + g + e], 0.3),
+                    normal(&mut rng, &[h1], 0.3),
+                    normal(&mut rng, &[h, h1], 0.3),
+                    normal(&mut rng, &[h], 0.3),
+                ]
+            } else {
+                vec![
+                    hx.clone(),
+                    normal(&mut rng, &[b, g], 1.0),
+                    normal(&mut rng, &[b, e], 1.0),
+                    normal(&mut rng, &[h1, 2 * h + g + e], 0.3),
+                    normal(&mut rng, &[h1], 0.3),
+                    normal(&mut rng, &[g, h1], 0.3),
+                    normal(&mut rng, &[g], 0.3),
+                ]
+            };
+            let out_shape = if particle { vec![b, p, h] } else { vec![b, g] };
+            let cot = normal(&mut rng, &out_shape, 1.0);
+            let run = |device: Device, mask: &Tensor| -> (Tensor, Vec<Tensor>) {
+                let tape = Tape::new();
+                let vars: Vec<Var> = inputs
+                    .iter()
+                    .map(|x| tape.var(x.to_device(device).unwrap()))
+                    .collect();
+                let w = [&vars[3], &vars[4], &vars[5], &vars[6]];
+                let y = if particle {
+                    epic_particle(&vars[0], &vars[1], &vars[2], w, mask, 0.01).unwrap()
+                } else {
+                    epic_global(&vars[0], &vars[1], &vars[2], w, mask, 0.01, 0.01).unwrap()
+                };
+                let refs: Vec<&Var> = vars.iter().collect();
+                let c = tape.constant(cot.to_device(device).unwrap());
+                let grads = tape.vjp(&y, &c, &refs, CreateGraph::No).unwrap();
+                (
+                    y.value().clone(),
+                    grads.iter().map(|v| v.value().clone()).collect(),
+                )
+            };
+            let (yc, gc) = run(Device::Cpu, &mask_c);
+            let (yg, gg) = run(gpu, &mask_g);
+            let what = format!(
+                "epic {} b{b} p{p} h{h}",
+                if particle { "particle" } else { "global" }
+            );
+            same(&yg, &yc, 1e-4, 1e-4, &what);
+            for (k, (g_dev, g_cpu)) in gg.iter().zip(&gc).enumerate() {
+                same(g_dev, g_cpu, 1e-3, 1e-3, &format!("{what} grad {k}"));
+            }
+        }
+    }
+}
+
 /// The executor's launch table ("name\tlaunches\tblock sizes" lines, then "compiled\tname\t
 /// module" lines), or None when the driver is not the CUDA-on-CPU stand-in.
 fn emulator_launch_table() -> Option<String> {
@@ -818,6 +898,7 @@ fn every_kernel_is_launched_and_matches_cpu() {
     rqs_cases(gpu);
     chamfer_cases(gpu);
     sinkhorn_cases(gpu);
+    epic_cases(gpu);
     jetgen::device::cuda::set_poison_allocations(false);
     check_launch_table();
 }

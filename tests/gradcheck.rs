@@ -585,3 +585,73 @@ impl Cut for Tensor {
         jetgen::ops::movement::narrow(self, 1, 0, k).unwrap()
     }
 }
+
+#[test]
+fn epic_fused_global_and_particle_updates() {
+    use jetgen::ops::epic::{epic_global, epic_particle};
+    let mut rng = Rng::new(21);
+    let (b, p, h, g, e, t, h1) = (2, 4, 3, 2, 3, 2, 5);
+    // jet 0 has a padded particle, jet 1 two; the padded rows of h are zero (as in the net)
+    let mask = Tensor::from_f64(&[1., 1., 0., 1., 1., 0., 1., 0.], &[b, p]).unwrap();
+    let mut hv = input(&mut rng, &[b, p, h], false).to_vec_f64().unwrap();
+    let mv = mask.to_vec_f64().unwrap();
+    for (k, v) in hv.iter_mut().enumerate() {
+        *v *= mv[k / h];
+    }
+    let hx = Tensor::from_f64(&hv, &[b, p, h]).unwrap();
+    let global = [
+        hx.clone(),
+        input(&mut rng, &[b, g], false),
+        input(&mut rng, &[b, e], false),
+        input(&mut rng, &[h1, 2 * h + g + e], false),
+        input(&mut rng, &[h1], false),
+        input(&mut rng, &[g, h1], false),
+        input(&mut rng, &[g], false),
+    ];
+    gradcheck_first_order("epic_global", &global, &|v: &[Var]| {
+        epic_global(
+            &v[0],
+            &v[1],
+            &v[2],
+            [&v[3], &v[4], &v[5], &v[6]],
+            &mask,
+            0.3,
+            0.01,
+        )
+    });
+    let particle = [
+        hx,
+        input(&mut rng, &[b, g], false),
+        input(&mut rng, &[b, t], false),
+        input(&mut rng, &[h1, h + g + t], false),
+        input(&mut rng, &[h1], false),
+        input(&mut rng, &[h, h1], false),
+        input(&mut rng, &[h], false),
+    ];
+    gradcheck_first_order("epic_particle", &particle, &|v: &[Var]| {
+        epic_particle(
+            &v[0],
+            &v[1],
+            &v[2],
+            [&v[3], &v[4], &v[5], &v[6]],
+            &mask,
+            0.2,
+        )
+    });
+    // shapes are checked: a mask of the wrong size, a weight of the wrong width
+    let tape = Tape::new();
+    let vars: Vec<Var> = particle.iter().map(|x| tape.var(x.clone())).collect();
+    let bad_mask = Tensor::from_f64(&[1.0; 6], &[2, 3]).unwrap();
+    let w = [&vars[3], &vars[4], &vars[5], &vars[6]];
+    assert!(epic_particle(&vars[0], &vars[1], &vars[2], w, &bad_mask, 0.2).is_err());
+    let w = [&vars[5], &vars[4], &vars[5], &vars[6]];
+    assert!(epic_particle(&vars[0], &vars[1], &vars[2], w, &mask, 0.2).is_err());
+    // once-differentiable: a second derivative through it is an error naming the op
+    let w = [&vars[3], &vars[4], &vars[5], &vars[6]];
+    let y = epic_particle(&vars[0], &vars[1], &vars[2], w, &mask, 0.2).unwrap();
+    let l = y.square().unwrap().sum_all().unwrap();
+    let gr = tape.grad(&l, &[&vars[0]], CreateGraph::Yes).unwrap();
+    let s = gr[0].sum_all().unwrap();
+    let e = tape.grad(&s, &[&vars[0]], CreateGraph::No).err().unwrap();
+    assert!(e.to_string().contains("epic_particle"), "{e}");
+}

@@ -48,6 +48,16 @@ pub enum Command {
         /// Number of particles of every jet (models conditioned on it, e.g. cnf-mn flows)
         #[arg(long)]
         multiplicity: Option<usize>,
+        /// ODE solver of models that integrate one (flow matching): euler, midpoint, rk4 or
+        /// dopri5 [default: the checkpoint's]
+        #[arg(long, value_enum)]
+        solver: Option<crate::ode::Method>,
+        /// Steps of a fixed-step --solver [default: the checkpoint's]
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Relative and absolute tolerance of --solver dopri5 [default: the checkpoint's]
+        #[arg(long)]
+        tol: Option<f64>,
     },
     /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
     /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
@@ -110,7 +120,8 @@ pub enum Command {
     /// family's generation through the Rust and the C API), `vae` (Chamfer- and Sinkhorn-EMD-VAE
     /// training steps) or `all`; `--json` writes the rows for machines.
     Bench {
-        /// engine, kernels, roofline, generate, vae (Chamfer- and Sinkhorn-VAE training steps) or all
+        /// engine, kernels, roofline, generate, vae (Chamfer- and Sinkhorn-VAE training steps),
+        /// fm (EPiC flow-matching training step and generation at NFE 20/100) or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)
@@ -131,6 +142,9 @@ pub enum Command {
         /// Kernel suite only: run just these ops (comma-separated: chamfer, sinkhorn, rqs).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Jets per training step and generation of the fm suite
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
     },
 }
 
@@ -210,7 +224,19 @@ pub fn main() -> i32 {
             device,
             mass,
             multiplicity,
-        } => sample::run(model, n, seed, out, &device, mass, multiplicity),
+            solver,
+            steps,
+            tol,
+        } => sample::run(
+            model,
+            n,
+            seed,
+            out,
+            &device,
+            mass,
+            multiplicity,
+            sample::SolverChoice { solver, steps, tol },
+        ),
         Command::Eval {
             real,
             generated,
@@ -246,6 +272,7 @@ pub fn main() -> i32 {
             threads,
             min_time,
             only,
+            batch,
         } => bench::run(&bench::BenchArgs {
             suite,
             device,
@@ -254,6 +281,7 @@ pub fn main() -> i32 {
             min_time,
             json,
             only,
+            batch,
         }),
     };
     match result {

@@ -10,6 +10,35 @@ use crate::models::conditions::Conditions;
 use crate::runs::generator::{check_sample_size, generate_in_pieces};
 use crate::runs::load_generator;
 
+/// `sample --solver/--steps/--tol`: how ODE-based models integrate (unset: the checkpoint's).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SolverChoice {
+    pub solver: Option<crate::ode::Method>,
+    pub steps: Option<usize>,
+    pub tol: Option<f64>,
+}
+
+impl SolverChoice {
+    /// The model's solver with the options given applied (`None` when none was given).
+    fn settings(&self, current: crate::ode::SolverSettings) -> Option<crate::ode::SolverSettings> {
+        if self.solver.is_none() && self.steps.is_none() && self.tol.is_none() {
+            return None;
+        }
+        let mut s = current;
+        if let Some(m) = self.solver {
+            s.method = m;
+        }
+        if let Some(k) = self.steps {
+            s.steps = k;
+        }
+        if let Some(t) = self.tol {
+            s.rtol = t;
+            s.atol = t;
+        }
+        Some(s)
+    }
+}
+
 /// Generate `n` jets from a trained run directory (or checkpoint file) into a JetNet file;
 /// with `mass` (and `multiplicity`) every jet gets those conditions. A sample larger than
 /// [`crate::runs::generator::MAX_SAMPLE_BYTES`] is refused before anything is generated;
@@ -22,6 +51,7 @@ pub fn run(
     device: &str,
     mass: Option<f64>,
     multiplicity: Option<usize>,
+    solver: SolverChoice,
 ) -> Result<()> {
     let device = Device::parse(device)?;
     if n == 0 {
@@ -36,7 +66,20 @@ pub fn run(
     }
     crate::io::refuse_input_as_output(&out, &[&crate::runs::dir::checkpoint_of(&model)])?;
     device.ensure_available()?;
-    let model = load_generator(&model, device)?;
+    let mut model = load_generator(&model, device)?;
+    let given = solver.solver.is_some() || solver.steps.is_some() || solver.tol.is_some();
+    if given {
+        let current = model.solver().ok_or_else(|| {
+            Error::invalid(format!(
+                "a {} model does not generate by integrating an ODE: --solver, --steps and \
+                 --tol do not apply",
+                model.name()
+            ))
+        })?;
+        if let Some(s) = solver.settings(current) {
+            model.set_solver(&s)?;
+        }
+    }
     check_sample_size(n, model.particles())?;
     let wants = model.conditioning();
     let jets = match (mass, multiplicity) {
@@ -75,8 +118,12 @@ pub fn run(
         }
     };
     jets.write_hdf5(&out)?;
+    let cost = match model.last_evaluations() {
+        Some(k) => format!(", {k} network evaluations per jet"),
+        None => String::new(),
+    };
     println!(
-        "wrote {n} jets ({} particles each, {} model) to {}",
+        "wrote {n} jets ({} particles each, {} model{cost}) to {}",
         model.particles(),
         model.name(),
         out.display()

@@ -105,7 +105,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
 /// # Safety
 /// The pointers and strides must address valid m×k, k×n and m×n matrices.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw<T: Real>(
+pub(crate) unsafe fn gemm_raw<T: Real>(
     m: usize,
     k: usize,
     n: usize,

@@ -7,6 +7,7 @@
 
 pub mod chamfer;
 pub mod elementwise;
+pub mod epic;
 pub mod index;
 pub mod matmul;
 pub mod movement;

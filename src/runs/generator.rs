@@ -56,6 +56,24 @@ pub trait Generator: Send + Sync {
     fn training_mass_range(&self) -> Option<(f64, f64)> {
         None
     }
+    /// Choose the ODE solver generation integrates with (continuous-time models such as
+    /// flow matching); models without one refuse.
+    fn set_solver(&mut self, solver: &crate::ode::SolverSettings) -> Result<()> {
+        let _ = solver;
+        Err(Error::invalid(format!(
+            "a {} model does not generate by integrating an ODE (--solver/--steps)",
+            self.family()
+        )))
+    }
+    /// The ODE solver generation currently uses (`None` for models without one).
+    fn solver(&self) -> Option<crate::ode::SolverSettings> {
+        None
+    }
+    /// Network evaluations along each jet's trajectory in the last generation, for models
+    /// that integrate an ODE (`None` for the others).
+    fn last_evaluations(&self) -> Option<usize> {
+        None
+    }
     /// `family/variant`, for messages.
     fn name(&self) -> String {
         format!("{}/{}", self.family(), self.variant())

@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::{flow, gan, library, vae};
+use crate::models::{flow, fm, gan, library, vae};
 use crate::runs::finish::RunReport;
 use crate::runs::generator::Generator;
 use crate::runs::progress::{StepInfo, TrainProgress};
@@ -70,6 +70,18 @@ pub const FAMILIES: &[Family] = &[Family {
     load: |path, device| Ok(Box::new(gan::GanGenerator::load(path, device)?)),
     bench_model: gan::checkpoint::write_bench_checkpoint,
     bench_model_name: "FC GAN generator (latent 128, 3×256)",
+}, Family {
+    name: fm::FAMILY,
+    about: "Flow matching with an EPiC (permutation-equivariant deep-sets) velocity network; optional mini-batch OT coupling and mass conditioning",
+    // the EPiC-FM reference trains with a cosine schedule
+    train_args: |c| {
+        <fm::FmSettings as clap::Args>::augment_args(c)
+            .mut_arg("lr_schedule", |a| a.default_value("cosine"))
+    },
+    train: |m| train_from_matches::<fm::FmSettings>(m, fm::FmSettings::describe, fm::train_fm),
+    load: |path, device| Ok(Box::new(fm::FmGenerator::load(path, device)?)),
+    bench_model: fm::write_bench_checkpoint,
+    bench_model_name: "EPiC-FM 6×128, global 10 (midpoint 10, NFE 20)",
 }, Family {
     name: vae::FAMILY_VAE,
     about: "A jet VAE (MSE, Chamfer, Chamfer + jet pT/mass or Sinkhorn-EMD reconstruction; Cartesian or relative particles)",
@@ -206,7 +218,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("no jetgen_model"), "{e}");
-        for name in ["flow", "vae", "ae", "library", "gan"] {
+        for name in ["flow", "vae", "ae", "library", "gan", "fm"] {
             assert!(family(name).is_ok(), "{name} is registered");
         }
         assert!(family("nosuchfamily").is_err());

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub mod fm;
 pub mod roofline;
 pub(crate) mod workloads;
 
@@ -25,6 +26,8 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     /// Kernel ops to run (empty = all).
     pub only: Vec<String>,
+    /// Jets per step / generation of the `fm` suite.
+    pub batch: usize,
 }
 
 /// Run the suite on the device with the requested CPU threads; print tables and write the
@@ -46,10 +49,10 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     let (suite, iters) = (args.suite.as_str(), args.iters);
     if !matches!(
         suite,
-        "engine" | "kernels" | "generate" | "roofline" | "vae" | "all"
+        "engine" | "kernels" | "generate" | "roofline" | "vae" | "fm" | "all"
     ) {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, all)"
+            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, fm, all)"
         )));
     }
     let device = Device::parse(&args.device)?;
@@ -182,6 +185,16 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             "VAE training steps (median of runs)",
             &rows,
             100.0,
+            threads,
+            &mut items,
+        );
+    }
+    if suite == "fm" || suite == "all" {
+        let rows = fm::fm_suite(device, iters, args.batch)?;
+        print_rates(
+            "flow matching (median of runs)",
+            &rows,
+            args.batch.max(1) as f64,
             threads,
             &mut items,
         );
