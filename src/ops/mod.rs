@@ -9,6 +9,7 @@ pub mod chamfer;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
+pub mod message;
 pub mod movement;
 pub mod random;
 pub mod reduce;
