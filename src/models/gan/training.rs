@@ -213,6 +213,14 @@ impl TrainTask for GanTask<'_> {
     fn validate(&mut self) -> Result<Vec<Score>> {
         let (n, seed) = (self.val_jets, self.settings.run.seed ^ 0xFA1);
         let jets = self.with_ema(|m| m.generate(n, seed))?;
+        if jets.non_empty_jets().is_empty() {
+            // a collapsed generator (every jet empty) is the worst score, not a failed run
+            return Ok(vec![Score {
+                key: "val_fpd",
+                label: "validation FPD",
+                value: f64::MAX,
+            }]);
+        }
         let (real, gen) = normalise(&self.val_features, &fpd_kpd_features(&jets)?)?;
         let (mr, sr) = mean_cov(&real.data, real.rows, real.dim);
         let (mg, sg) = mean_cov(&gen.data, gen.rows, gen.dim);
