@@ -6,7 +6,8 @@
 //! (`CreateGraph::Yes`) equals the fast one, and ∂/∂x ⟨G, v⟩ (a Hessian–vector product, by
 //! a second reverse pass through the recorded backward) equals central differences of
 //! ⟨G(x), v⟩. The fused ops (RQS, Chamfer) are once-differentiable and checked to first
-//! order here (their second derivative is an error: tests/second_order.rs).
+//! order here (their second derivative is an error: tests/second_order.rs); the fused
+//! message-passing ops are differentiable to any order and checked to second order.
 
 mod common;
 

@@ -415,6 +415,74 @@ fn untrained_generator_gives_the_drawn_multiplicities() {
     assert!(mult.iter().all(|&k| k <= 20) && mult.iter().any(|&k| k > 10), "{mult:?}");
 }
 
+/// A particle-layout checkpoint loads; one declaring a model far larger than the file, a
+/// wrong histogram or a non-finite weight is refused with a message (Rust and C API).
+#[test]
+fn hostile_mpgan_checkpoints_are_refused() {
+    use jetgen::models::gan::particle_model::{save_particle_gan, TrainedParticleGan};
+    use jetgen::models::gan::particles::Multiplicity;
+    use jetgen::nn::store::{load_tensors, save_tensors};
+    let dir = std::env::temp_dir().join(format!("jetgen-mpgan-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.safetensors");
+    let mut counts = vec![1f32; 31];
+    counts[0] = 0.0;
+    let m = TrainedParticleGan::new(
+        &small(),
+        None,
+        Multiplicity { counts },
+        0.2,
+        "mp-mp-ls".into(),
+        &mut Rng::new(5),
+        Device::Cpu,
+    )
+    .unwrap();
+    save_particle_gan(&good, &m).unwrap();
+    jetgen::runs::load_generator(&good, Device::Cpu).expect("intact checkpoint loads");
+    type Edit = Box<dyn Fn(&mut std::collections::HashMap<String, Tensor>, &mut std::collections::HashMap<String, String>)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (Box::new(|_, m| { m.insert("edge".into(), "4096,4096,4096".into()); }), "declares"),
+        (Box::new(|_, m| { m.insert("iters".into(), "0".into()); }), "iters"),
+        (Box::new(|_, m| { m.insert("generator".into(), "gnn".into()); }), "unknown generator"),
+        (
+            Box::new(|t, _| {
+                t.insert("multiplicity".into(), Tensor::from_slice(&[1.0; 7], &[7], Device::Cpu).unwrap());
+            }),
+            "multiplicity",
+        ),
+        (
+            Box::new(|t, _| {
+                let k = "generator.mp.0.node.0.bias".to_string();
+                let mut v = t[&k].to_vec().unwrap();
+                v[0] = f32::NAN;
+                t.insert(k, Tensor::from_slice(&v, &[v.len()], Device::Cpu).unwrap());
+            }),
+            "not finite",
+        ),
+    ];
+    for (k, (edit, want)) in cases.iter().enumerate() {
+        let (mut t, mut meta) = load_tensors(&good).unwrap();
+        edit(&mut t, &mut meta);
+        let bad = dir.join(format!("bad{k}.safetensors"));
+        let mut list: Vec<(String, Tensor)> = t.into_iter().collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        save_tensors(&bad, &list, &meta).unwrap();
+        let err = jetgen::runs::load_generator(&bad, Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("case {k} loaded"))
+            .to_string();
+        assert!(err.contains(want), "case {k}: {err}");
+        let mut handle = std::ptr::null_mut();
+        let path = std::ffi::CString::new(bad.to_str().unwrap()).unwrap();
+        // SAFETY: valid pointers.
+        let status = unsafe {
+            jetgen::ffi::jetgen_model_load(path.as_ptr(), jetgen::ffi::JETGEN_DEVICE_CPU, &mut handle)
+        };
+        assert_ne!(status, jetgen::ffi::JetgenStatus::Ok, "case {k} via the C API");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_mpgan_settings_are_refused() {
     let out = std::env::temp_dir().join("jetgen-mpgan-refused");
