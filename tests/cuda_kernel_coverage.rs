@@ -538,7 +538,9 @@ fn rqs_cases(gpu: Device) {
 /// (value and slope), its gradient, the masked aggregate and its gradient, on odd sizes
 /// spanning several blocks, N ≠ M, masks with padded senders, an empty cloud, an empty batch.
 fn message_cases(gpu: Device) {
-    use jetgen::ops::message::{aggregate, aggregate_backward, edge_input, edge_input_backward, EdgeMode};
+    use jetgen::ops::message::{
+        aggregate, aggregate_backward, edge_input, edge_input_backward, EdgeMode,
+    };
     for (b, n, m, h) in [
         (0usize, 3usize, 3usize, 4usize),
         (1, 1, 1, 1),

@@ -883,7 +883,13 @@ fn mpgan_networks_match_cpu() {
     let g = MpGenerator::new(&c, &mut rng, Device::Cpu).unwrap();
     let d = MpCritic::new(&c, 2, 0.0, &mut rng, Device::Cpu).unwrap();
     let mv: Vec<f32> = (0..b * n)
-        .map(|k| if k < n { 0.0 } else { (k % 4 != 0) as u8 as f32 })
+        .map(|k| {
+            if k < n {
+                0.0
+            } else {
+                (k % 4 != 0) as u8 as f32
+            }
+        })
         .collect();
     let mask = Tensor::from_slice(&mv, &[b, n], Device::Cpu).unwrap();
     let z = rng.normal(&[b, n, 5], 0.0, 0.2, Device::Cpu).unwrap();
@@ -935,6 +941,12 @@ fn mpgan_networks_match_cpu() {
     assert_close(&dev.1, &cpu.1, 1e-5, 1e-4, "MP critic output");
     assert_close(&dev.2, &cpu.2, 1e-5, 1e-4, "MP critic input gradient");
     for (k, (a, b)) in dev.3.iter().zip(&cpu.3).enumerate() {
-        assert_close(a, b, 1e-4, 1e-3, &format!("MP critic parameter gradient {k}"));
+        assert_close(
+            a,
+            b,
+            1e-4,
+            1e-3,
+            &format!("MP critic parameter gradient {k}"),
+        );
     }
 }

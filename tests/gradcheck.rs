@@ -437,8 +437,11 @@ fn message_passing_ops_to_second_order() {
         });
     }
     let m = input(&mut rng, &[3, 2, 4, 3], false);
-    let mask = Tensor::from_f64(&[1., 0., 1., 1., 0., 0., 0., 0., 1., 1., 1., 1.], &[3, 4]).unwrap();
-    gradcheck("aggregate", &[m], |v| v[0].square()?.aggregate(&mask)?.sin());
+    let mask =
+        Tensor::from_f64(&[1., 0., 1., 1., 0., 0., 0., 0., 1., 1., 1., 1.], &[3, 4]).unwrap();
+    gradcheck("aggregate", &[m], |v| {
+        v[0].square()?.aggregate(&mask)?.sin()
+    });
     // the two composed as in a layer, with the node update
     let x = input(&mut rng, &[2, 4, 3], false);
     let w = input(&mut rng, &[3, 6], false);

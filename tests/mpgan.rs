@@ -32,7 +32,9 @@ fn vals(t: &Tensor) -> Vec<f64> {
 
 /// Mask `[B, N]` with `counts[b]` real particles at the positions `real(b)`.
 fn mask_of(b: usize, n: usize, real: impl Fn(usize, usize) -> bool) -> Tensor {
-    let v: Vec<f32> = (0..b * n).map(|k| real(k / n, k % n) as u8 as f32).collect();
+    let v: Vec<f32> = (0..b * n)
+        .map(|k| real(k / n, k % n) as u8 as f32)
+        .collect();
     Tensor::from_slice(&v, &[b, n], Device::Cpu).unwrap()
 }
 
@@ -160,7 +162,10 @@ fn padded_particles_never_influence_real_ones() {
             "mp critic",
             Box::new(|x: &Var| d.forward(&ctx, x, &mask)) as Box<dyn Fn(&Var) -> _>,
         ),
-        ("pointnet critic", Box::new(|x: &Var| pn.forward(&ctx, x, &mask))),
+        (
+            "pointnet critic",
+            Box::new(|x: &Var| pn.forward(&ctx, x, &mask)),
+        ),
     ] {
         let a = vals(f(&ctx.tape.constant(x.clone())).unwrap().value());
         let p = vals(f(&ctx.tape.constant(xp.clone())).unwrap().value());
@@ -230,7 +235,11 @@ fn critics_learn_to_separate_two_batches_with_rmsprop() {
     let (b, n) = (16, 6);
     let mask = mask_of(b, n, |bb, i| i < 2 + bb % 5);
     let feat = |shift: f32, rng: &mut Rng| {
-        let mut v = rng.normal(&[b, n, 4], 0.0, 0.3, Device::Cpu).unwrap().to_vec().unwrap();
+        let mut v = rng
+            .normal(&[b, n, 4], 0.0, 0.3, Device::Cpu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
         let m = mask.to_vec().unwrap();
         for k in 0..b * n {
             v[k * 4] += shift;
@@ -244,11 +253,25 @@ fn critics_learn_to_separate_two_batches_with_rmsprop() {
     let pn = PointNetMix::new(&[8, 6], &[5], 1, 0.0, &mut rng, Device::Cpu).unwrap();
     type F<'a> = Box<dyn Fn(&Ctx, &Var) -> jetgen::Result<Var> + 'a>;
     let nets: [(&str, Vec<jetgen::nn::Param>, F); 2] = [
-        ("mp", d.params(), Box::new(|ctx, x| d.forward(ctx, x, &mask))),
-        ("pointnet", pn.params(), Box::new(|ctx, x| pn.forward(ctx, x, &mask))),
+        (
+            "mp",
+            d.params(),
+            Box::new(|ctx, x| d.forward(ctx, x, &mask)),
+        ),
+        (
+            "pointnet",
+            pn.params(),
+            Box::new(|ctx, x| pn.forward(ctx, x, &mask)),
+        ),
     ];
     for (name, params, f) in nets {
-        let mut opt = RmsProp::new(params, RmsPropConfig { lr: 3e-3, ..Default::default() });
+        let mut opt = RmsProp::new(
+            params,
+            RmsPropConfig {
+                lr: 3e-3,
+                ..Default::default()
+            },
+        );
         let mut losses = vec![];
         for step in 0..30 {
             opt.zero_grad();
@@ -330,7 +353,12 @@ fn few_step_training_of_every_combination_and_the_c_api() {
         (G::Mp, D::Pointnet, GanLoss::Ls),
         (G::Mp, D::Mp, GanLoss::WganGp),
     ] {
-        let s = tiny(g, d, loss, &root.join(format!("{g:?}-{d:?}-{}", loss.name())));
+        let s = tiny(
+            g,
+            d,
+            loss,
+            &root.join(format!("{g:?}-{d:?}-{}", loss.name())),
+        );
         let out = s.run.out.clone().unwrap();
         eprintln!("training {}", s.variant());
         let report = train_gan(&data, &s, &mut |_| {}).unwrap();
@@ -338,10 +366,16 @@ fn few_step_training_of_every_combination_and_the_c_api() {
         assert_eq!(report.steps_run, 4, "{variant}");
         assert!(report.best_score.is_finite(), "{variant}");
         let losses = logged_losses(&out);
-        assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()), "{variant}: {losses:?}");
+        assert!(
+            !losses.is_empty() && losses.iter().all(|l| l.is_finite()),
+            "{variant}: {losses:?}"
+        );
         if loss == GanLoss::Ls {
             // the LSGAN critic loss lies in [0, 2] and starts near 0.5 (D ≈ 1/2 everywhere)
-            assert!(losses.iter().all(|&l| (0.0..=2.0).contains(&l)), "{variant}: {losses:?}");
+            assert!(
+                losses.iter().all(|&l| (0.0..=2.0).contains(&l)),
+                "{variant}: {losses:?}"
+            );
         }
         assert!(
             losses.windows(2).any(|w| w[0] != w[1]),
@@ -412,7 +446,10 @@ fn untrained_generator_gives_the_drawn_multiplicities() {
     let jets = generate_particles(&m, 50, 3, Device::Cpu).unwrap();
     let mult: Vec<usize> = (0..50).map(|i| jets.multiplicity(i)).collect();
     eprintln!("{mult:?}");
-    assert!(mult.iter().all(|&k| k <= 20) && mult.iter().any(|&k| k > 10), "{mult:?}");
+    assert!(
+        mult.iter().all(|&k| k <= 20) && mult.iter().any(|&k| k > 10),
+        "{mult:?}"
+    );
 }
 
 /// A particle-layout checkpoint loads; one declaring a model far larger than the file, a
@@ -439,14 +476,37 @@ fn hostile_mpgan_checkpoints_are_refused() {
     .unwrap();
     save_particle_gan(&good, &m).unwrap();
     jetgen::runs::load_generator(&good, Device::Cpu).expect("intact checkpoint loads");
-    type Edit = Box<dyn Fn(&mut std::collections::HashMap<String, Tensor>, &mut std::collections::HashMap<String, String>)>;
+    type Edit = Box<
+        dyn Fn(
+            &mut std::collections::HashMap<String, Tensor>,
+            &mut std::collections::HashMap<String, String>,
+        ),
+    >;
     let cases: Vec<(Edit, &str)> = vec![
-        (Box::new(|_, m| { m.insert("edge".into(), "4096,4096,4096".into()); }), "declares"),
-        (Box::new(|_, m| { m.insert("iters".into(), "0".into()); }), "iters"),
-        (Box::new(|_, m| { m.insert("generator".into(), "gnn".into()); }), "unknown generator"),
+        (
+            Box::new(|_, m| {
+                m.insert("edge".into(), "4096,4096,4096".into());
+            }),
+            "declares",
+        ),
+        (
+            Box::new(|_, m| {
+                m.insert("iters".into(), "0".into());
+            }),
+            "iters",
+        ),
+        (
+            Box::new(|_, m| {
+                m.insert("generator".into(), "gnn".into());
+            }),
+            "unknown generator",
+        ),
         (
             Box::new(|t, _| {
-                t.insert("multiplicity".into(), Tensor::from_slice(&[1.0; 7], &[7], Device::Cpu).unwrap());
+                t.insert(
+                    "multiplicity".into(),
+                    Tensor::from_slice(&[1.0; 7], &[7], Device::Cpu).unwrap(),
+                );
             }),
             "multiplicity",
         ),
@@ -457,7 +517,7 @@ fn hostile_mpgan_checkpoints_are_refused() {
                 v[0] = f32::NAN;
                 t.insert(k, Tensor::from_slice(&v, &[v.len()], Device::Cpu).unwrap());
             }),
-            "not finite",
+            "NaN",
         ),
     ];
     for (k, (edit, want)) in cases.iter().enumerate() {
@@ -476,11 +536,35 @@ fn hostile_mpgan_checkpoints_are_refused() {
         let path = std::ffi::CString::new(bad.to_str().unwrap()).unwrap();
         // SAFETY: valid pointers.
         let status = unsafe {
-            jetgen::ffi::jetgen_model_load(path.as_ptr(), jetgen::ffi::JETGEN_DEVICE_CPU, &mut handle)
+            jetgen::ffi::jetgen_model_load(
+                path.as_ptr(),
+                jetgen::ffi::JETGEN_DEVICE_CPU,
+                &mut handle,
+            )
         };
-        assert_ne!(status, jetgen::ffi::JetgenStatus::Ok, "case {k} via the C API");
+        assert_ne!(
+            status,
+            jetgen::ffi::JetgenStatus::Ok,
+            "case {k} via the C API"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// MPGAN's gluon generator has 361,123 parameters with our layout — the count of the PyTorch
+/// peer (benches/peers/torch_mpgan.py) and of the released `G_best_epoch.pt` (1,452,317 bytes
+/// ≈ 361k float32 plus pickle framing).
+#[test]
+fn default_sizes_match_mpgans_generator() {
+    let c = GanSettings::default().mp_config();
+    assert_eq!((c.node_features, c.iters), (32, 2));
+    let g = MpGenerator::new(&c, &mut Rng::new(0), Device::Cpu).unwrap();
+    let n: usize = g.params().iter().map(|p| p.value().numel()).sum();
+    assert_eq!(n, 361_123);
+    assert_eq!(c.generator_params(), 361_123);
+    let d = MpCritic::new(&c, 1, 0.5, &mut Rng::new(0), Device::Cpu).unwrap();
+    let n: usize = d.params().iter().map(|p| p.value().numel()).sum();
+    assert_eq!(n, 356_065, "the peer's discriminator");
 }
 
 #[test]
@@ -488,27 +572,46 @@ fn bad_mpgan_settings_are_refused() {
     let out = std::env::temp_dir().join("jetgen-mpgan-refused");
     let base = tiny(GeneratorArch::Mp, DiscriminatorArch::Mp, GanLoss::Ls, &out);
     for s in [
-        GanSettings { mp_iters: 0, ..base.clone() },
-        GanSettings { edge_mlp: vec![], ..base.clone() },
-        GanSettings { node_features: 0, ..base.clone() },
-        GanSettings { noise_sd: 0.0, ..base.clone() },
-        GanSettings { d_dropout: 1.0, ..base.clone() },
-        GanSettings { pointnet_mlp: vec![], ..base.clone() },
+        GanSettings {
+            mp_iters: 0,
+            ..base.clone()
+        },
+        GanSettings {
+            edge_mlp: vec![],
+            ..base.clone()
+        },
+        GanSettings {
+            node_features: 0,
+            ..base.clone()
+        },
+        GanSettings {
+            noise_sd: 0.0,
+            ..base.clone()
+        },
+        GanSettings {
+            d_dropout: 1.0,
+            ..base.clone()
+        },
+        GanSettings {
+            pointnet_mlp: vec![],
+            ..base.clone()
+        },
     ] {
         assert!(s.validate().is_err(), "{s:?}");
     }
     assert!(base.validate().is_ok());
     assert_eq!(base.critic_steps(), 1);
-    assert_eq!(
-        base.optimizer(),
-        jetgen::models::gan::GanOptimizer::Rmsprop
-    );
+    assert_eq!(base.optimizer(), jetgen::models::gan::GanOptimizer::Rmsprop);
     let defaults = GanSettings {
         generator: GeneratorArch::Mp,
         discriminator: DiscriminatorArch::Mp,
         ..Default::default()
     };
-    assert_eq!(defaults.learning_rates(), (1e-5, 3e-5), "MPGAN gluon args.txt");
+    assert_eq!(
+        defaults.learning_rates(),
+        (1e-5, 3e-5),
+        "MPGAN gluon args.txt"
+    );
     assert_eq!(GanSettings::default().learning_rates(), (1e-4, 1e-4));
     assert!(!out.exists(), "nothing written");
 }

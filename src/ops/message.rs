@@ -47,7 +47,10 @@ pub enum EdgeMode {
 fn dims3(op: &'static str, what: &str, t: &Tensor) -> Result<(usize, usize, usize)> {
     match t.shape() {
         &[b, n, h] => Ok((b, n, h)),
-        s => Err(Error::shape(op, format!("{what} must be [B, N, H], got {s:?}"))),
+        s => Err(Error::shape(
+            op,
+            format!("{what} must be [B, N, H], got {s:?}"),
+        )),
     }
 }
 
@@ -156,7 +159,11 @@ crate::simd::dispatch! {
 fn edge_grad_row_plain<T: Real>(a: &[T], c: &[T], g: &[T], alpha: T, acc: &mut [T]) {
     let zero = T::zero();
     for k in 0..acc.len() {
-        let s = if a[k] + c[k] > zero { g[k] } else { alpha * g[k] };
+        let s = if a[k] + c[k] > zero {
+            g[k]
+        } else {
+            alpha * g[k]
+        };
         acc[k] += s;
     }
 }

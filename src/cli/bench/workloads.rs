@@ -866,7 +866,9 @@ impl MpganStep {
             device,
         )?;
         let critic = MpCritic::new(&config, 1, 0.5, &mut rng, device)?;
-        let noise = rng.normal(&[batch * p * 4], 0.0, 1.0, Device::Cpu)?.to_vec()?;
+        let noise = rng
+            .normal(&[batch * p * 4], 0.0, 1.0, Device::Cpu)?
+            .to_vec()?;
         let mut real = Vec::with_capacity(batch * p * 4);
         for b in 0..batch {
             let n = 10 + rng.below(21);
@@ -943,6 +945,7 @@ pub fn mpgan_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
 
 #[cfg(test)]
 mod mpgan_step_tests {
+    #[allow(unused_imports)] // the criterion benches include this file without its tests
     use super::*;
 
     /// The benchmarked step runs at a tiny batch and gives LSGAN losses in [0, 2].
@@ -951,7 +954,10 @@ mod mpgan_step_tests {
         let mut s = MpganStep::new(3, Device::Cpu).unwrap();
         for _ in 0..2 {
             let (d, g) = s.step().unwrap();
-            assert!((0.0..=2.0).contains(&d) && (0.0..=1.0).contains(&g), "{d} {g}");
+            assert!(
+                (0.0..=2.0).contains(&d) && (0.0..=1.0).contains(&g),
+                "{d} {g}"
+            );
         }
     }
 }

@@ -126,13 +126,22 @@ impl MpLayer {
         let sender = Linear::new(&format!("{prefix}.edge.0j"), input, e0, false, rng, device)?;
         let bound = 1.0 / ((2 * input) as f32).sqrt();
         receiver.init_uniform(bound, rng)?;
-        sender.weight.set_value(rng.uniform(&[e0, input], -bound, bound, device)?);
+        sender
+            .weight
+            .set_value(rng.uniform(&[e0, input], -bound, bound, device)?);
         let edge = c
             .edge
             .windows(2)
             .enumerate()
             .map(|(k, w)| {
-                Linear::new(&format!("{prefix}.edge.{}", k + 1), w[0], w[1], true, rng, device)
+                Linear::new(
+                    &format!("{prefix}.edge.{}", k + 1),
+                    w[0],
+                    w[1],
+                    true,
+                    rng,
+                    device,
+                )
             })
             .collect::<Result<_>>()?;
         let mut sizes = vec![c.edge[c.edge.len() - 1] + input];
@@ -210,7 +219,9 @@ impl MpGenerator {
             .layer_sizes(c.node_features, 3)
             .into_iter()
             .enumerate()
-            .map(|(k, (i, o))| MpLayer::new(&format!("generator.mp.{k}"), i, o, c, 0.0, rng, device))
+            .map(|(k, (i, o))| {
+                MpLayer::new(&format!("generator.mp.{k}"), i, o, c, 0.0, rng, device)
+            })
             .collect::<Result<_>>()?;
         Ok(MpGenerator {
             layers,
@@ -256,7 +267,9 @@ impl MpCritic {
             .layer_sizes(4, l)
             .into_iter()
             .enumerate()
-            .map(|(k, (i, o))| MpLayer::new(&format!("critic.mp.{k}"), i, o, c, dropout, rng, device))
+            .map(|(k, (i, o))| {
+                MpLayer::new(&format!("critic.mp.{k}"), i, o, c, dropout, rng, device)
+            })
             .collect::<Result<_>>()?;
         Ok(MpCritic {
             layers,

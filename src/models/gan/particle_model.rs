@@ -21,9 +21,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::gan::mp::{MpConfig, MpGenerator};
 use crate::models::gan::network::FcGenerator;
-use crate::models::gan::particles::{
-    from_particles, leading_mask, mask_from_noise, Multiplicity,
-};
+use crate::models::gan::particles::{from_particles, leading_mask, mask_from_noise, Multiplicity};
 use crate::nn::{store, Ctx, Module, Param};
 use crate::rng::{mix64, Rng};
 use crate::tensor::Tensor;
@@ -123,7 +121,13 @@ impl TrainedParticleGan {
     }
 
     /// `b` generated jets recorded on `ctx` (noise and multiplicities from `rng`).
-    pub fn sample(&self, ctx: &Ctx, b: usize, rng: &mut Rng, device: Device) -> Result<ParticleBatch> {
+    pub fn sample(
+        &self,
+        ctx: &Ctx,
+        b: usize,
+        rng: &mut Rng,
+        device: Device,
+    ) -> Result<ParticleBatch> {
         let p = self.n_particles;
         let counts = self.multiplicity.sample(rng, b);
         let (x, mask) = match &self.generator {
@@ -194,7 +198,12 @@ pub fn save_particle_gan(path: &Path, m: &TrainedParticleGan) -> Result<()> {
         "multiplicity".into(),
         Tensor::from_slice(counts, &[counts.len()], Device::Cpu)?,
     ));
-    let join = |v: &[usize]| v.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+    let join = |v: &[usize]| {
+        v.iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let kind = match m.generator {
         ParticleGenerator::Mp(_) => "mp",
         ParticleGenerator::Fc(_) => "fc",

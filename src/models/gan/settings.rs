@@ -284,14 +284,23 @@ impl GanSettings {
             return bad(format!("--noise-sd must be > 0, got {}", self.noise_sd));
         }
         if !(0.0..1.0).contains(&self.d_dropout) {
-            return bad(format!("--d-dropout must be in [0, 1), got {}", self.d_dropout));
+            return bad(format!(
+                "--d-dropout must be in [0, 1), got {}",
+                self.d_dropout
+            ));
         }
         if self.pointnet_mlp.is_empty()
             || self.pointnet_mlp.len() > 8
             || self.pointnet_head.len() > 8
-            || self.pointnet_mlp.iter().chain(&self.pointnet_head).any(|&v| v == 0 || v > 4096)
+            || self
+                .pointnet_mlp
+                .iter()
+                .chain(&self.pointnet_head)
+                .any(|&v| v == 0 || v > 4096)
         {
-            return bad("--pointnet-mlp / --pointnet-head: 1..=8 and ≤ 8 widths in 1..=4096".into());
+            return bad(
+                "--pointnet-mlp / --pointnet-head: 1..=8 and ≤ 8 widths in 1..=4096".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.ema) {
             return bad(format!("--ema must be in [0, 1), got {}", self.ema));

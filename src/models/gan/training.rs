@@ -426,9 +426,13 @@ pub fn build_nets(
     )?;
     let drop = s.d_dropout as f32;
     let critic = match s.discriminator {
-        DiscriminatorArch::Mp => {
-            ParticleCritic::Mp(MpCritic::new(&mp, critic_out, drop, &mut rng.fork(), device)?)
-        }
+        DiscriminatorArch::Mp => ParticleCritic::Mp(MpCritic::new(
+            &mp,
+            critic_out,
+            drop,
+            &mut rng.fork(),
+            device,
+        )?),
         DiscriminatorArch::Pointnet => ParticleCritic::PointNet(PointNetMix::new(
             &s.pointnet_mlp,
             &s.pointnet_head,
