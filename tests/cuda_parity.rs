@@ -950,3 +950,50 @@ fn mpgan_networks_match_cpu() {
         );
     }
 }
+
+/// A few MP-MP training steps on CUDA (LSGAN, RMSprop; and WGAN-GP, whose penalty runs the
+/// fused ops' recorded backward on the device): the run completes and its checkpoint samples
+/// jets on the GPU.
+#[test]
+#[ignore = "needs a CUDA GPU or the cuda-emu stand-in: run with --include-ignored"]
+fn mpgan_trains_on_cuda() {
+    use jetgen::models::gan::{train_gan, DiscriminatorArch, GanLoss, GanSettings, GeneratorArch};
+    use jetgen::runs::settings::RunSettings;
+    let Some(gpu) = cuda_or_skip("mpgan_trains_on_cuda") else {
+        return;
+    };
+    let data = jetgen::data::JetNetData::read(&common::sample_dir().join("g.hdf5")).unwrap();
+    let root = std::env::temp_dir().join(format!("jetgen-mpgan-cuda-{}", std::process::id()));
+    for loss in [GanLoss::Ls, GanLoss::WganGp] {
+        let out = root.join(loss.name());
+        let s = GanSettings {
+            generator: GeneratorArch::Mp,
+            discriminator: DiscriminatorArch::Mp,
+            loss,
+            node_features: 6,
+            edge_mlp: vec![8, 8],
+            node_mlp: vec![12],
+            lr_g: Some(1e-4),
+            lr_d: Some(3e-4),
+            val_jets: 40,
+            run: RunSettings {
+                steps: 2,
+                batch: 8,
+                val_every: 2,
+                generate: 40,
+                quick_eval: true,
+                plots: false,
+                device: "cuda".into(),
+                out: Some(out.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let report = train_gan(&data, &s, &mut |_| {}).unwrap();
+        assert_eq!(report.steps_run, 2, "{loss:?}");
+        let g = jetgen::runs::load_generator(&out, gpu).unwrap();
+        let jets = g.generate(20, 3).unwrap();
+        assert_eq!((jets.n_jets, jets.n_particles), (20, 30));
+    }
+    std::fs::remove_dir_all(&root).ok();
+}

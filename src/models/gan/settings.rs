@@ -10,7 +10,8 @@ use crate::runs::settings::{defaults, RunSettings, Settings};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GeneratorArch {
-    /// Fully connected: latent vector → all particles at once (the r-GAN / IML-talk style).
+    /// Fully connected: latent vector → all particles at once (the r-GAN / IML-talk style);
+    /// in the MPGAN family it also reads the drawn multiplicity N/P and outputs tanh features.
     Fc,
     /// Message passing on the particle graph (MPGAN).
     Mp,
