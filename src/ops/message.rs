@@ -194,6 +194,7 @@ pub fn edge_input_backward(
                 n_u32("edge_input", h)?,
                 n_u32("edge_input", 2 * half)?,
             );
+            n_u32("edge_input", g.numel())?;
             let al = alpha as f32;
             let mut lb = be.stream.launch_builder(&f);
             lb.arg(&tu)
