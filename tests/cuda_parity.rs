@@ -969,7 +969,7 @@ fn mpgan_trains_on_cuda() {
         let s = GanSettings {
             generator: GeneratorArch::Mp,
             discriminator: DiscriminatorArch::Mp,
-            loss,
+            loss: Some(loss),
             node_features: 6,
             edge_mlp: vec![8, 8],
             node_mlp: vec![12],

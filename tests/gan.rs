@@ -110,7 +110,7 @@ fn the_models_penalties_match_pytorch() {
 
 fn tiny(loss: GanLoss, out: &std::path::Path) -> GanSettings {
     GanSettings {
-        loss,
+        loss: Some(loss),
         latent: 16,
         hidden: 32,
         depth: 2,

@@ -303,7 +303,7 @@ fn tiny(
     GanSettings {
         generator: g,
         discriminator: d,
-        loss,
+        loss: Some(loss),
         latent: 8,
         hidden: 16,
         depth: 2,
@@ -613,6 +613,9 @@ fn bad_mpgan_settings_are_refused() {
         "MPGAN gluon args.txt"
     );
     assert_eq!(GanSettings::default().learning_rates(), (1e-4, 1e-4));
+    assert_eq!(defaults.loss(), GanLoss::Ls, "MPGAN's loss");
+    assert_eq!(defaults.variant(), "mp-mp-ls");
+    assert_eq!(GanSettings::default().loss(), GanLoss::WganGp);
     assert!(!out.exists(), "nothing written");
 }
 

@@ -71,9 +71,9 @@ impl GanLoss {
 /// A GAN with an mp generator or an mp/pointnet discriminator ("the MPGAN family") works on
 /// MPGAN's particle representation (`[η, φ, pT, mask]` per particle, multiplicities drawn
 /// from the data) and by default uses MPGAN's released gluon recipe: RMSprop, 1 critic step
-/// per generator step, lr 1e-5 (G) / 3e-5 (D) (`trained_models/mp_g/args.txt`; quark
-/// 5e-6/1.5e-5, top 2e-5/6e-5). fc-fc works on standardised flat vectors with Adam, 5 critic
-/// steps and lr 1e-4 / 1e-4.
+/// per generator step, LSGAN, lr 1e-5 (G) / 3e-5 (D) (`trained_models/mp_g/args.txt`; quark
+/// 5e-6/1.5e-5, top 2e-5/6e-5). fc-fc works on standardised flat vectors with WGAN-GP, Adam,
+/// 5 critic steps and lr 1e-4 / 1e-4.
 #[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default)]
 pub struct GanSettings {
@@ -86,9 +86,9 @@ pub struct GanSettings {
     /// Discriminator: fc, mp (MPGAN) or pointnet (PointNet-Mix)
     #[arg(long, value_enum, default_value_t = DiscriminatorArch::Fc)]
     pub discriminator: DiscriminatorArch,
-    /// Loss: ls, wgan-gp or cramer
-    #[arg(long, value_enum, default_value_t = GanLoss::WganGp)]
-    pub loss: GanLoss,
+    /// Loss: ls, wgan-gp or cramer [default: ls (MPGAN's) for the MPGAN family, wgan-gp for fc-fc]
+    #[arg(long, value_enum)]
+    pub loss: Option<GanLoss>,
     /// Latent dimension of the FC generator
     #[arg(long, default_value_t = 128)]
     pub latent: usize,
@@ -184,7 +184,7 @@ impl GanSettings {
             DiscriminatorArch::Mp => "mp",
             DiscriminatorArch::Pointnet => "pointnet",
         };
-        format!("{g}-{d}-{}", self.loss.name())
+        format!("{g}-{d}-{}", self.loss().name())
     }
 
     /// True for the MPGAN family (an mp generator or an mp/pointnet discriminator): MPGAN's
@@ -201,6 +201,15 @@ impl GanSettings {
             (1e-4, 1e-4)
         };
         (self.lr_g.unwrap_or(g), self.lr_d.unwrap_or(d))
+    }
+
+    /// The loss, default resolved.
+    pub fn loss(&self) -> GanLoss {
+        self.loss.unwrap_or(if self.particle_layout() {
+            GanLoss::Ls
+        } else {
+            GanLoss::WganGp
+        })
     }
 
     /// Critic steps per generator step, default resolved.

@@ -74,7 +74,7 @@ impl GanTask<'_> {
         let ctx = Ctx::new(true, self.rng.next_u64());
         let x_r = self.real_batch(&ctx)?;
         let x_g = self.fake_constant(&ctx)?;
-        let loss = match s.loss {
+        let loss = match s.loss() {
             GanLoss::Ls => ls_discriminator(
                 &self.nets.critic(&ctx, &x_r)?,
                 &self.nets.critic(&ctx, &x_g)?,
@@ -129,7 +129,7 @@ impl GanTask<'_> {
         self.opt_g.zero_grad();
         let ctx = Ctx::new(true, self.rng.next_u64());
         let x_g = self.nets.fake_batch(&ctx, &mut self.rng, s.run.batch)?;
-        let loss = match s.loss {
+        let loss = match s.loss() {
             GanLoss::Ls => ls_generator(&self.nets.critic(&ctx, &x_g)?)?,
             GanLoss::WganGp => self.nets.critic(&ctx, &x_g)?.mean_all()?.neg()?,
             GanLoss::Cramer => {
@@ -280,6 +280,7 @@ pub fn train_gan(
         "settings": crate::runs::settings::to_json(settings)?,
         "resolved": {
             "lr_g": lr_g, "lr_d": lr_d, "critic_steps": settings.critic_steps(),
+            "loss": settings.loss().name(),
             "optimizer": format!("{:?}", settings.optimizer()).to_lowercase(),
             "layout": if settings.particle_layout() { "particles" } else { "flat" },
         },
@@ -381,7 +382,7 @@ pub fn build_nets(
     device: Device,
 ) -> Result<Box<dyn GanNets>> {
     let p = data.n_particles;
-    let critic_out = if s.loss == GanLoss::Cramer {
+    let critic_out = if s.loss() == GanLoss::Cramer {
         s.cramer_dim
     } else {
         1
