@@ -534,6 +534,75 @@ fn rqs_cases(gpu: Device) {
     }
 }
 
+/// The fused message-passing kernels (`kernels/message.cu`) against the CPU twin: edge input
+/// (value and slope), its gradient, the masked aggregate and its gradient, on odd sizes
+/// spanning several blocks, N ≠ M, masks with padded senders, an empty cloud, an empty batch.
+fn message_cases(gpu: Device) {
+    use jetgen::ops::message::{
+        aggregate, aggregate_backward, edge_input, edge_input_backward, EdgeMode,
+    };
+    for (b, n, m, h) in [
+        (0usize, 3usize, 3usize, 4usize),
+        (1, 1, 1, 1),
+        (3, 7, 7, 5),
+        (2, 30, 30, 33),
+        (2, 1, 31, 19),
+        (4, 13, 9, 96),
+    ] {
+        let mut rng = Rng::new((b * 977 + n * 31 + m * 7 + h) as u64);
+        let a = normal(&mut rng, &[b, n, h], 1.0);
+        let c = normal(&mut rng, &[b, n, h], 1.0);
+        let g = normal(&mut rng, &[b, n, n, h], 1.0);
+        let (ad, cd, gd) = (
+            a.to_device(gpu).unwrap(),
+            c.to_device(gpu).unwrap(),
+            g.to_device(gpu).unwrap(),
+        );
+        let what = format!("message b{b} n{n} m{m} h{h}");
+        for alpha in [0.2, 1.0] {
+            for mode in [EdgeMode::Value, EdgeMode::Slope] {
+                same(
+                    &edge_input(&ad, &cd, alpha, mode).unwrap(),
+                    &edge_input(&a, &c, alpha, mode).unwrap(),
+                    1e-6,
+                    1e-6,
+                    &format!("{what} edge_input {mode:?} α{alpha}"),
+                );
+            }
+            let (da, dc) = edge_input_backward(&a, &c, alpha, &g).unwrap();
+            let (dad, dcd) = edge_input_backward(&ad, &cd, alpha, &gd).unwrap();
+            same(&dad, &da, 1e-5, 1e-5, &format!("{what} ∂a α{alpha}"));
+            same(&dcd, &dc, 1e-5, 1e-5, &format!("{what} ∂c α{alpha}"));
+        }
+        // senders: jet 0 empty, then every third padded
+        let mv: Vec<f32> = (0..b * m)
+            .map(|k| if k < m || k % 3 == 1 { 0.0 } else { 1.0 })
+            .collect();
+        let mask = Tensor::from_slice(&mv, &[b, m], Device::Cpu).unwrap();
+        let msgs = normal(&mut rng, &[b, n, m, h], 1.0);
+        let gout = normal(&mut rng, &[b, n, h], 1.0);
+        let (maskd, msgsd, goutd) = (
+            mask.to_device(gpu).unwrap(),
+            msgs.to_device(gpu).unwrap(),
+            gout.to_device(gpu).unwrap(),
+        );
+        same(
+            &aggregate(&msgsd, &maskd).unwrap(),
+            &aggregate(&msgs, &mask).unwrap(),
+            1e-5,
+            1e-5,
+            &format!("{what} aggregate"),
+        );
+        same(
+            &aggregate_backward(&goutd, &maskd, m).unwrap(),
+            &aggregate_backward(&gout, &mask, m).unwrap(),
+            0.0,
+            0.0,
+            &format!("{what} aggregate ∂m"),
+        );
+    }
+}
+
 fn chamfer_cases(gpu: Device) {
     // block sizes: N ≤ 32 → one warp, 33 → 64, 257/300 → 256 in two blocks; M > 256 → several
     // shared-memory tiles; D = 1..8 (each template instance)
@@ -897,6 +966,7 @@ fn every_kernel_is_launched_and_matches_cpu() {
     random_and_optim_cases(gpu);
     rqs_cases(gpu);
     chamfer_cases(gpu);
+    message_cases(gpu);
     sinkhorn_cases(gpu);
     epic_cases(gpu);
     jetgen::device::cuda::set_poison_allocations(false);

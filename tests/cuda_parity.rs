@@ -981,3 +981,143 @@ fn flow_matching_matches_cpu() {
     assert_close(&lc, &la, 1e-3, 1e-4, "log-densities");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// MPGAN's networks on CUDA vs CPU (the fused message-passing kernels inside whole layers):
+/// the MP generator's output and the MP critic's output and parameter gradients, with padded
+/// particles, an empty jet and odd sizes; the recorded (second-order) gradient of the
+/// critic's input-gradient norm too.
+#[test]
+#[ignore = "needs a CUDA GPU or the cuda-emu stand-in: run with --include-ignored"]
+fn mpgan_networks_match_cpu() {
+    use jetgen::autograd::CreateGraph;
+    use jetgen::models::gan::mp::{MpConfig, MpCritic, MpGenerator};
+    use jetgen::nn::{Ctx, Module};
+    let Some(gpu) = cuda_or_skip("mpgan_networks_match_cpu") else {
+        return;
+    };
+    jetgen::device::cuda::set_poison_allocations(true);
+    let c = MpConfig {
+        node_features: 5,
+        edge: vec![7, 9],
+        node: vec![11],
+        iters: 2,
+    };
+    let (b, n) = (3, 13);
+    let mut rng = Rng::new(21);
+    let g = MpGenerator::new(&c, &mut rng, Device::Cpu).unwrap();
+    let d = MpCritic::new(&c, 2, 0.0, &mut rng, Device::Cpu).unwrap();
+    let mv: Vec<f32> = (0..b * n)
+        .map(|k| {
+            if k < n {
+                0.0
+            } else {
+                (k % 4 != 0) as u8 as f32
+            }
+        })
+        .collect();
+    let mask = Tensor::from_slice(&mv, &[b, n], Device::Cpu).unwrap();
+    let z = rng.normal(&[b, n, 5], 0.0, 0.2, Device::Cpu).unwrap();
+    let x = rng.normal(&[b, n, 4], 0.0, 0.5, Device::Cpu).unwrap();
+    let run = |device: Device| {
+        for p in g.params().iter().chain(d.params().iter()) {
+            p.to_device(device).unwrap();
+            p.zero_grad();
+        }
+        let ctx = Ctx::new(false, 0);
+        let mk = mask.to_device(device).unwrap();
+        let out = g
+            .forward(&ctx, &ctx.tape.constant(z.to_device(device).unwrap()), &mk)
+            .unwrap();
+        let xv = ctx.tape.var(x.to_device(device).unwrap());
+        let y = d.forward(&ctx, &xv, &mk).unwrap();
+        let gx = ctx
+            .tape
+            .grad(&y.sum_all().unwrap(), &[&xv], CreateGraph::Yes)
+            .unwrap()
+            .remove(0);
+        let loss = y
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&gx.square().unwrap().sum_all().unwrap())
+            .unwrap();
+        loss.backward().unwrap();
+        let grads: Vec<Vec<f64>> = d
+            .params()
+            .iter()
+            .map(|p| p.grad().unwrap().to_vec_f64().unwrap())
+            .collect();
+        (
+            out.value().to_vec_f64().unwrap(),
+            y.value().to_vec_f64().unwrap(),
+            gx.value().to_vec_f64().unwrap(),
+            grads,
+        )
+    };
+    let cpu = run(Device::Cpu);
+    let dev = run(gpu);
+    for p in g.params().iter().chain(d.params().iter()) {
+        p.to_device(Device::Cpu).unwrap();
+    }
+    jetgen::device::cuda::set_poison_allocations(false);
+    assert_close(&dev.0, &cpu.0, 1e-5, 1e-4, "MP generator output");
+    assert_close(&dev.1, &cpu.1, 1e-5, 1e-4, "MP critic output");
+    assert_close(&dev.2, &cpu.2, 1e-5, 1e-4, "MP critic input gradient");
+    for (k, (a, b)) in dev.3.iter().zip(&cpu.3).enumerate() {
+        assert_close(
+            a,
+            b,
+            1e-4,
+            1e-3,
+            &format!("MP critic parameter gradient {k}"),
+        );
+    }
+}
+
+/// A few MP-MP training steps on CUDA (LSGAN, RMSprop; and WGAN-GP, whose penalty runs the
+/// fused ops' recorded backward on the device): the run completes and its checkpoint samples
+/// jets on the GPU.
+#[test]
+#[ignore = "needs a CUDA GPU or the cuda-emu stand-in: run with --include-ignored"]
+fn mpgan_trains_on_cuda() {
+    use jetgen::models::gan::{train_gan, DiscriminatorArch, GanLoss, GanSettings, GeneratorArch};
+    use jetgen::runs::settings::RunSettings;
+    let Some(gpu) = cuda_or_skip("mpgan_trains_on_cuda") else {
+        return;
+    };
+    let data = jetgen::data::JetNetData::read(&common::sample_dir().join("g.hdf5")).unwrap();
+    let root = std::env::temp_dir().join(format!("jetgen-mpgan-cuda-{}", std::process::id()));
+    for loss in [GanLoss::Ls, GanLoss::WganGp] {
+        let out = root.join(loss.name());
+        let s = GanSettings {
+            generator: GeneratorArch::Mp,
+            discriminator: DiscriminatorArch::Mp,
+            loss: Some(loss),
+            node_features: 6,
+            edge_mlp: vec![8, 8],
+            node_mlp: vec![12],
+            lr_g: Some(1e-4),
+            lr_d: Some(3e-4),
+            val_jets: 40,
+            run: RunSettings {
+                steps: 2,
+                batch: 8,
+                val_every: 2,
+                generate: 40,
+                quick_eval: true,
+                plots: false,
+                device: "cuda".into(),
+                out: Some(out.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let report = train_gan(&data, &s, &mut |_| {}).unwrap();
+        assert_eq!(report.steps_run, 2, "{loss:?}");
+        let g = jetgen::runs::load_generator(&out, gpu).unwrap();
+        let jets = g.generate(20, 3).unwrap();
+        assert_eq!((jets.n_jets, jets.n_particles), (20, 30));
+    }
+    std::fs::remove_dir_all(&root).ok();
+}

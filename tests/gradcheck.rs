@@ -6,7 +6,8 @@
 //! (`CreateGraph::Yes`) equals the fast one, and ∂/∂x ⟨G, v⟩ (a Hessian–vector product, by
 //! a second reverse pass through the recorded backward) equals central differences of
 //! ⟨G(x), v⟩. The fused ops (RQS, Chamfer) are once-differentiable and checked to first
-//! order here (their second derivative is an error: tests/second_order.rs).
+//! order here (their second derivative is an error: tests/second_order.rs); the fused
+//! message-passing ops are differentiable to any order and checked to second order.
 
 mod common;
 
@@ -420,6 +421,36 @@ fn chamfer_both_reductions_with_masks() {
             &|v: &[Var]| v[0].chamfer(&v[1], None, None, red, BatchReduction::Mean),
         );
     }
+}
+
+/// The fused message-passing ops (`ops/message.rs`) to second order: their `backward_graph`
+/// is differentiable, so ∂⟨G, v⟩/∂x through them matches finite differences. Odd sizes,
+/// a padded sender, an empty cloud, N ≠ M for the aggregate, slopes 0.2 and 1.
+#[test]
+fn message_passing_ops_to_second_order() {
+    let mut rng = Rng::new(14);
+    let a = input(&mut rng, &[2, 3, 5], false);
+    let c = input(&mut rng, &[2, 3, 5], false);
+    for alpha in [0.2, 1.0] {
+        gradcheck("edge_input", &[a.clone(), c.clone()], |v| {
+            v[0].tanh()?.edge_input(&v[1].sin()?, alpha)?.square()
+        });
+    }
+    let m = input(&mut rng, &[3, 2, 4, 3], false);
+    let mask =
+        Tensor::from_f64(&[1., 0., 1., 1., 0., 0., 0., 0., 1., 1., 1., 1.], &[3, 4]).unwrap();
+    gradcheck("aggregate", &[m], |v| {
+        v[0].square()?.aggregate(&mask)?.sin()
+    });
+    // the two composed as in a layer, with the node update
+    let x = input(&mut rng, &[2, 4, 3], false);
+    let w = input(&mut rng, &[3, 6], false);
+    let mask = Tensor::from_f64(&[1., 1., 0., 1., 1., 0., 0., 0.], &[2, 4]).unwrap();
+    gradcheck("message passing layer", &[x, w], |v| {
+        let a = v[0].matmul(&v[1])?;
+        let c = v[0].sin()?.matmul(&v[1])?;
+        a.edge_input(&c, 0.2)?.square()?.aggregate(&mask)?.tanh()
+    });
 }
 
 #[test]

@@ -118,10 +118,12 @@ pub enum Command {
     /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `roofline` (the
     /// machine model alone: FMA peak, STREAM bandwidth, lane exp/ln), `generate` (every
     /// family's generation through the Rust and the C API), `vae` (Chamfer- and Sinkhorn-EMD-VAE
-    /// training steps) or `all`; `--json` writes the rows for machines.
+    /// training steps), `fm` (EPiC-FM training step and generation), `mpgan` (MPGAN D+G training steps) or `all`; `--json` writes the rows
+    /// for machines.
     Bench {
         /// engine, kernels, roofline, generate, vae (Chamfer- and Sinkhorn-VAE training steps),
-        /// fm (EPiC flow-matching training step and generation at NFE 20/100) or all
+        /// fm (EPiC flow-matching training step and generation at NFE 20/100),
+        /// mpgan (MPGAN D+G training steps) or all
         #[arg(default_value = "engine")]
         suite: String,
         /// CPU threads (0 = all cores)

@@ -43,6 +43,6 @@ pub use batchnorm::BatchNorm1d;
 pub use coupling::{alternating_mask, CouplingKind, CouplingTransform};
 pub use ctx::Ctx;
 pub use linear::{Linear, Mlp};
-pub use optim::{clip_grad_norm, Adam, AdamConfig};
+pub use optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
 pub use param::{Module, Param};
 pub use residual::{ResidualBlock, ResidualNet, ResidualNetConfig};

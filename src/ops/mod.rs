@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod epic;
 pub mod index;
 pub mod matmul;
+pub mod message;
 pub mod movement;
 pub mod random;
 pub mod reduce;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::nn::{clip_grad_norm, Adam, Param};
+use crate::nn::{clip_grad_norm, Optimizer, Param};
 use crate::runs::early_stop::{EarlyStopping, Goal, Verdict};
 use crate::runs::progress::{Score, StepInfo};
 use crate::runs::schedule::LrSchedule;
@@ -79,7 +79,7 @@ pub struct LoopOutcome {
 /// loss or the norm is not finite drop the gradients ([`StepOutcome::Skipped`]), else set
 /// the learning rate and take the optimizer step.
 pub fn clip_and_step(
-    opt: &mut Adam,
+    opt: &mut dyn Optimizer,
     params: &[Param],
     loss: f64,
     clip: f64,
@@ -90,7 +90,7 @@ pub fn clip_and_step(
         opt.zero_grad();
         return Ok(StepOutcome::Skipped);
     }
-    opt.config.lr = lr;
+    opt.set_lr(lr);
     opt.step()?;
     Ok(StepOutcome::Applied(loss))
 }

@@ -8,7 +8,9 @@ pub(crate) mod workloads;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use workloads::{engine_suite, flow_step_suite, generation_suite, kernel_suite, vae_step_suite};
+use workloads::{
+    engine_suite, flow_step_suite, generation_suite, kernel_suite, mpgan_step_suite, vae_step_suite,
+};
 
 /// What `jetgen bench` was asked to run.
 pub struct BenchArgs {
@@ -49,10 +51,10 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     let (suite, iters) = (args.suite.as_str(), args.iters);
     if !matches!(
         suite,
-        "engine" | "kernels" | "generate" | "roofline" | "vae" | "fm" | "all"
+        "engine" | "kernels" | "generate" | "roofline" | "vae" | "fm" | "mpgan" | "all"
     ) {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, fm, all)"
+            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, fm, mpgan, all)"
         )));
     }
     let device = Device::parse(&args.device)?;
@@ -198,6 +200,18 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             threads,
             &mut items,
         );
+    }
+    if suite == "mpgan" || suite == "all" {
+        let rows = mpgan_step_suite(device, iters)?;
+        for (r, batch) in rows.iter().zip([32.0, 256.0]) {
+            print_rates(
+                "MPGAN training steps (median of runs)",
+                std::slice::from_ref(r),
+                batch,
+                threads,
+                &mut items,
+            );
+        }
     }
     if let Some(path) = &args.json {
         let text =

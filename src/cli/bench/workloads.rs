@@ -821,3 +821,145 @@ pub fn vae_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
     }
     Ok(rows)
 }
+
+/// One MPGAN training step as `benches/peers/torch_mpgan.py` times it: MPGAN's gluon
+/// configuration (30 particles, node features 32, 2 message-passing layers, edge MLP
+/// 96-160-192, node MLP 256-256, LeakyReLU 0.2, D dropout 0.5, noise σ 0.2, mask_c
+/// multiplicities), LSGAN loss, RMSprop lr 3e-5 (D) / 1e-5 (G); one discriminator step
+/// (real + detached fake batch) then one generator step, on synthetic real jets.
+pub struct MpganStep {
+    pub model: jetgen::models::gan::particle_model::TrainedParticleGan,
+    pub critic: jetgen::models::gan::mp::MpCritic,
+    pub opt_g: jetgen::nn::RmsProp,
+    pub opt_d: jetgen::nn::RmsProp,
+    pub real: Tensor,
+    pub batch: usize,
+    pub rng: Rng,
+    pub device: Device,
+}
+
+impl MpganStep {
+    /// A fresh MPGAN and a fixed batch of `batch` synthetic jets: multiplicity uniform in
+    /// 10..=30, normalised (η, φ) ~ N(0, 0.3), pT feature ~ U(−0.5, 0.5), mask ±0.5.
+    pub fn new(batch: usize, device: Device) -> Result<MpganStep> {
+        use jetgen::models::gan::mp::{MpConfig, MpCritic};
+        use jetgen::models::gan::particle_model::TrainedParticleGan;
+        use jetgen::models::gan::particles::Multiplicity;
+        use jetgen::nn::{RmsProp, RmsPropConfig};
+        let p = 30;
+        let mut rng = Rng::new(6);
+        let config = MpConfig {
+            node_features: 32,
+            edge: vec![96, 160, 192],
+            node: vec![256, 256],
+            iters: 2,
+        };
+        let mut counts = vec![0f32; p + 1];
+        counts[10..=p].iter_mut().for_each(|c| *c = 1.0);
+        let model = TrainedParticleGan::new(
+            &config,
+            None,
+            Multiplicity { counts },
+            0.2,
+            "mp-mp-ls".into(),
+            &mut rng,
+            device,
+        )?;
+        let critic = MpCritic::new(&config, 1, 0.5, &mut rng, device)?;
+        let noise = rng
+            .normal(&[batch * p * 4], 0.0, 1.0, Device::Cpu)?
+            .to_vec()?;
+        let mut real = Vec::with_capacity(batch * p * 4);
+        for b in 0..batch {
+            let n = 10 + rng.below(21);
+            for i in 0..p {
+                let r = &noise[(b * p + i) * 4..(b * p + i + 1) * 4];
+                real.extend(if i < n {
+                    [0.3 * r[0], 0.3 * r[1], (0.3 * r[2]).clamp(-0.5, 0.5), 0.5]
+                } else {
+                    [0.0, 0.0, -0.5, -0.5]
+                });
+            }
+        }
+        let rms = |lr: f64| RmsPropConfig {
+            lr,
+            ..Default::default()
+        };
+        Ok(MpganStep {
+            opt_g: RmsProp::new(model.params(), rms(1e-5)),
+            opt_d: RmsProp::new(critic.params(), rms(3e-5)),
+            model,
+            critic,
+            real: Tensor::from_slice(&real, &[batch, p, 4], device)?,
+            batch,
+            rng,
+            device,
+        })
+    }
+
+    /// One discriminator step and one generator step; returns (D loss, G loss).
+    pub fn step(&mut self) -> Result<(f64, f64)> {
+        use jetgen::models::gan::losses::{ls_discriminator, ls_generator};
+        use jetgen::models::gan::nets::mask_of;
+        use jetgen::nn::Optimizer;
+        let (b, dev) = (self.batch, self.device);
+        // discriminator
+        self.opt_d.zero_grad();
+        let ctx = Ctx::new(true, self.rng.next_u64());
+        let gctx = Ctx::new(true, 0);
+        let fake = self.model.sample(&gctx, b, &mut self.rng, dev)?;
+        let fake = ctx.tape.constant(fake.x.value().clone());
+        let real = ctx.tape.constant(self.real.clone());
+        let d_real = self.critic.forward(&ctx, &real, &mask_of(&real)?)?;
+        let d_fake = self.critic.forward(&ctx, &fake, &mask_of(&fake)?)?;
+        let d_loss = ls_discriminator(&d_real, &d_fake)?;
+        d_loss.backward()?;
+        self.opt_d.step()?;
+        // generator
+        self.opt_g.zero_grad();
+        let ctx = Ctx::new(true, self.rng.next_u64());
+        let fake = self.model.sample(&ctx, b, &mut self.rng, dev)?;
+        let g_loss = ls_generator(&self.critic.forward(&ctx, &fake.x, &fake.mask)?)?;
+        g_loss.backward()?;
+        self.opt_d.zero_grad();
+        self.opt_g.step()?;
+        Ok((d_loss.value().item()?, g_loss.value().item()?))
+    }
+}
+
+/// MPGAN training steps (one D + one G step) at MPGAN's batch 256 and at 32, at most 10
+/// timed runs each: rows in ms.
+pub fn mpgan_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for batch in [32, 256] {
+        let mut step = MpganStep::new(batch, device)?;
+        // a step at batch 256 takes seconds on a CPU: at most 10 timed runs (the peer's default)
+        let t = time_ms(1, iters.clamp(1, 10), || step.step().map(|_| ()))?;
+        rows.push(row(
+            &format!("mpgan train step (D+G) P30 b{batch} (fe 96-160-192, fn 256-256)"),
+            device,
+            &t,
+            None,
+        ));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod mpgan_step_tests {
+    #[allow(unused_imports)] // the criterion benches include this file without its tests
+    use super::*;
+
+    /// The benchmarked step runs at a tiny batch and gives LSGAN losses in [0, 2].
+    #[test]
+    fn mpgan_step_runs_at_a_tiny_batch() {
+        let mut s = MpganStep::new(3, Device::Cpu).unwrap();
+        for _ in 0..2 {
+            let (d, g) = s.step().unwrap();
+            assert!(
+                (0.0..=2.0).contains(&d) && (0.0..=1.0).contains(&g),
+                "{d} {g}"
+            );
+        }
+    }
+}

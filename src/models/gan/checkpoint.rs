@@ -1,4 +1,5 @@
-//! GAN checkpoints: one safetensors file with the generator's weights (`generator.*`, the
+//! GAN checkpoints (the flat fc-fc layout here; the MPGAN family's particle layout in
+//! [`super::particle_model`], told apart by the `layout` metadata): one safetensors file with the generator's weights (`generator.*`, the
 //! EMA weights when the run kept an average), the standardisation of the particle features
 //! and, in the metadata, the family (`jetgen_model = gan`), the variant and the generator's
 //! shape — everything generation needs (the critic is not needed to generate).
@@ -11,6 +12,9 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::flow_data::{from_flow_vectors, Standardizer};
 use crate::models::gan::network::FcGenerator;
+use crate::models::gan::particle_model::{
+    generate_particles, is_particle_checkpoint, load_particle_gan, TrainedParticleGan,
+};
 use crate::nn::{store, Ctx, Module};
 use crate::rng::{mix64, Rng};
 use crate::runs::generator::{Conditioning, Generator};
@@ -55,15 +59,31 @@ pub fn save_gan(path: &Path, m: &TrainedGan) -> Result<()> {
     store::save_tensors(path, &tensors, &meta)
 }
 
-/// Load a GAN checkpoint onto `device` (checked: family, sizes, every weight's shape).
-pub fn load_gan(path: &Path, device: Device) -> Result<TrainedGan> {
-    let (mut tensors, meta) = store::load_tensors(path)?;
+/// Read a GAN checkpoint's tensors and metadata (checked: the family).
+fn read_gan(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let (tensors, meta) = store::load_tensors(path)?;
     if meta.get("jetgen_model").map(String::as_str) != Some(FAMILY) {
         return Err(Error::file(
             path,
             "not a jetgen GAN checkpoint (metadata jetgen_model != gan)",
         ));
     }
+    Ok((tensors, meta))
+}
+
+/// Load a flat (fc-fc) GAN checkpoint onto `device` (checked: family, sizes, every weight's
+/// shape).
+pub fn load_gan(path: &Path, device: Device) -> Result<TrainedGan> {
+    let (tensors, meta) = read_gan(path)?;
+    flat_from_tensors(path, tensors, &meta, device)
+}
+
+fn flat_from_tensors(
+    path: &Path,
+    mut tensors: HashMap<String, Tensor>,
+    meta: &HashMap<String, String>,
+    device: Device,
+) -> Result<TrainedGan> {
     let num = |k: &str| -> Result<usize> {
         meta.get(k)
             .and_then(|s| s.parse().ok())
@@ -157,19 +177,30 @@ pub fn generate(m: &TrainedGan, n: usize, seed: u64, device: Device) -> Result<J
     from_flow_vectors(&out, m.n_particles, MIN_PT)
 }
 
+/// A trained GAN generator of either layout.
+pub enum GanModel {
+    /// fc-fc on standardised flat vectors.
+    Flat(TrainedGan),
+    /// The MPGAN family on particles.
+    Particles(TrainedParticleGan),
+}
+
 /// A trained GAN generator on its device, as a [`Generator`].
 pub struct GanGenerator {
-    pub model: TrainedGan,
+    pub model: GanModel,
     pub device: Device,
 }
 
 impl GanGenerator {
-    /// Load a GAN checkpoint onto `device`.
+    /// Load a GAN checkpoint (either layout, told by its `layout` metadata) onto `device`.
     pub fn load(path: &Path, device: Device) -> Result<GanGenerator> {
-        Ok(GanGenerator {
-            model: load_gan(path, device)?,
-            device,
-        })
+        let (tensors, meta) = read_gan(path)?;
+        let model = if is_particle_checkpoint(&meta) {
+            GanModel::Particles(load_particle_gan(path, tensors, &meta, device)?)
+        } else {
+            GanModel::Flat(flat_from_tensors(path, tensors, &meta, device)?)
+        };
+        Ok(GanGenerator { model, device })
     }
 }
 
@@ -178,10 +209,16 @@ impl Generator for GanGenerator {
         FAMILY
     }
     fn variant(&self) -> String {
-        self.model.variant.clone()
+        match &self.model {
+            GanModel::Flat(m) => m.variant.clone(),
+            GanModel::Particles(m) => m.variant.clone(),
+        }
     }
     fn particles(&self) -> usize {
-        self.model.n_particles
+        match &self.model {
+            GanModel::Flat(m) => m.n_particles,
+            GanModel::Particles(m) => m.n_particles,
+        }
     }
     fn conditioning(&self) -> Conditioning {
         Conditioning::default()
@@ -190,7 +227,10 @@ impl Generator for GanGenerator {
         self.device
     }
     fn generate(&self, n: usize, seed: u64) -> Result<JetNetData> {
-        generate(&self.model, n, seed, self.device)
+        match &self.model {
+            GanModel::Flat(m) => generate(m, n, seed, self.device),
+            GanModel::Particles(m) => generate_particles(m, n, seed, self.device),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Training a GAN through the run layer: the seeded 70/30 split, the particle features
-//! flattened and standardised (the flows' preprocessing), per generator step
-//! `--critic-steps` critic steps then one generator step (Adam, β = (0.5, 0.9)), validation
+//! Training a GAN through the run layer: the seeded 70/30 split; fc-fc on the particle
+//! features flattened and standardised (the flows' preprocessing), the MPGAN family on
+//! MPGAN's normalised particles with masks ([`super::nets`]); per generator step
+//! `--critic-steps` critic steps then one generator step (Adam β = (0.5, 0.9) or RMSprop), validation
 //! by the FPD of generated against validation jets (the best checkpoint is the lowest), an
 //! optional EMA of the generator weights, checkpoints every N steps, then generation and
 //! evaluation by [`crate::runs::finish`].
@@ -13,13 +14,19 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::metrics::fpd_kpd::{fpd_kpd_features, frechet_distance, mean_cov, normalise, Features};
 use crate::models::flow_data::{to_flow_vectors, Standardizer};
-use crate::models::gan::checkpoint::{generate, save_gan, GanGenerator, TrainedGan, FAMILY};
+use crate::models::gan::checkpoint::{GanGenerator, TrainedGan, FAMILY};
 use crate::models::gan::losses::{cramer_critic, gradient_penalty, ls_discriminator, ls_generator};
+use crate::models::gan::mp::MpCritic;
+use crate::models::gan::nets::{FlatNets, GanNets, ParticleCritic, ParticleNets};
 use crate::models::gan::network::{FcCritic, FcGenerator};
-use crate::models::gan::settings::{GanLoss, GanSettings};
-use crate::nn::{Adam, AdamConfig, Ctx, Module, Param};
+use crate::models::gan::particle_model::{FcSizes, TrainedParticleGan};
+use crate::models::gan::particles::{multiplicities, to_particles, Multiplicity};
+use crate::models::gan::pointnet::PointNetMix;
+use crate::models::gan::settings::{
+    DiscriminatorArch, GanLoss, GanOptimizer, GanSettings, GeneratorArch,
+};
+use crate::nn::{Adam, AdamConfig, Ctx, Optimizer, Param, RmsProp, RmsPropConfig};
 use crate::rng::Rng;
-use crate::runs::batch::{draw_with_replacement, gather_rows};
 use crate::runs::early_stop::Goal;
 use crate::runs::finish::{finish_run, FinishSettings, RunReport};
 use crate::runs::progress::{Score, StepInfo};
@@ -31,15 +38,12 @@ use crate::tensor::Tensor;
 /// One GAN training run in progress.
 pub struct GanTask<'a> {
     settings: &'a GanSettings,
-    model: TrainedGan,
-    critic: FcCritic,
-    opt_g: Adam,
-    opt_d: Adam,
+    nets: Box<dyn GanNets>,
+    opt_g: Box<dyn Optimizer>,
+    opt_d: Box<dyn Optimizer>,
     g_params: Vec<Param>,
     d_params: Vec<Param>,
     device: Device,
-    /// Standardised training vectors `[n_train, 3P]`.
-    train: Vec<f32>,
     /// EMA of the generator weights (host copies), when `--ema` > 0.
     ema: Option<Vec<Vec<f32>>>,
     /// EFP features of the validation jets (unnormalised).
@@ -50,32 +54,17 @@ pub struct GanTask<'a> {
 }
 
 impl GanTask<'_> {
-    fn features(&self) -> usize {
-        3 * self.model.n_particles
-    }
-
     fn real_batch(&mut self, ctx: &Ctx) -> Result<Var> {
-        let (d, b) = (self.features(), self.settings.run.batch);
-        let picks = draw_with_replacement(&mut self.rng, self.train.len() / d, b);
-        let rows = gather_rows(&self.train, d, &picks);
-        Ok(ctx
-            .tape
-            .constant(Tensor::from_slice(&rows, &[b, d], self.device)?))
-    }
-
-    fn noise(&mut self) -> Result<Tensor> {
-        let (b, l) = (self.settings.run.batch, self.model.generator.latent);
-        self.rng.normal(&[b, l], 0.0, 1.0, self.device)
+        self.nets
+            .real_batch(ctx, &mut self.rng, self.settings.run.batch)
     }
 
     /// A generated batch as a constant of `ctx` (no gradient into the generator).
     fn fake_constant(&mut self, ctx: &Ctx) -> Result<Var> {
-        let z = self.noise()?;
         let gctx = Ctx::new(true, self.rng.next_u64());
         let x = self
-            .model
-            .generator
-            .forward(&gctx, &gctx.tape.constant(z))?;
+            .nets
+            .fake_batch(&gctx, &mut self.rng, self.settings.run.batch)?;
         Ok(ctx.tape.constant(x.value().clone()))
     }
 
@@ -85,28 +74,28 @@ impl GanTask<'_> {
         let ctx = Ctx::new(true, self.rng.next_u64());
         let x_r = self.real_batch(&ctx)?;
         let x_g = self.fake_constant(&ctx)?;
-        let loss = match s.loss {
+        let loss = match s.loss() {
             GanLoss::Ls => ls_discriminator(
-                &self.critic.forward(&ctx, &x_r)?,
-                &self.critic.forward(&ctx, &x_g)?,
+                &self.nets.critic(&ctx, &x_r)?,
+                &self.nets.critic(&ctx, &x_g)?,
             )?,
             GanLoss::WganGp => {
                 let w = self
-                    .critic
-                    .forward(&ctx, &x_g)?
+                    .nets
+                    .critic(&ctx, &x_g)?
                     .mean_all()?
-                    .sub(&self.critic.forward(&ctx, &x_r)?.mean_all()?)?;
+                    .sub(&self.nets.critic(&ctx, &x_r)?.mean_all()?)?;
                 let x_hat = self.interpolate(&ctx, &x_r, &x_g)?;
-                let critic = &self.critic;
-                let gp = gradient_penalty(&ctx.tape, |x| critic.forward(&ctx, x), &x_hat)?;
+                let nets = &self.nets;
+                let gp = gradient_penalty(&ctx.tape, |x| nets.critic(&ctx, x), &x_hat)?;
                 w.add(&gp.mul_scalar(s.gp_lambda)?)?
             }
             GanLoss::Cramer => {
                 let x_g2 = self.fake_constant(&ctx)?;
                 let x_hat = self.interpolate(&ctx, &x_r, &x_g)?;
-                let critic = &self.critic;
-                let h2 = critic.forward(&ctx, &x_g2)?;
-                let f = |x: &Var| -> Result<Var> { cramer_critic(&critic.forward(&ctx, x)?, &h2) };
+                let nets = &self.nets;
+                let h2 = nets.critic(&ctx, &x_g2)?;
+                let f = |x: &Var| -> Result<Var> { cramer_critic(&nets.critic(&ctx, x)?, &h2) };
                 let l_g = f(&x_r)?.mean_all()?.sub(&f(&x_g)?.mean_all()?)?;
                 let gp = gradient_penalty(&ctx.tape, f, &x_hat)?;
                 l_g.neg()?.add(&gp.mul_scalar(s.gp_lambda)?)?
@@ -114,12 +103,14 @@ impl GanTask<'_> {
         };
         let value = loss.value().item()?;
         loss.backward()?;
-        clip_and_step(&mut self.opt_d, &self.d_params, value, s.run.clip, lr)
+        clip_and_step(&mut *self.opt_d, &self.d_params, value, s.run.clip, lr)
     }
 
-    /// x̂ = εx_r + (1 − ε)x_g with ε ~ U(0, 1) per jet, as a leaf of `ctx`'s tape.
+    /// x̂ = εx_r + (1 − ε)x_g with ε ~ U(0, 1) per jet (every feature of a jet, the mask
+    /// feature included), as a leaf of `ctx`'s tape.
     fn interpolate(&mut self, ctx: &Ctx, x_r: &Var, x_g: &Var) -> Result<Var> {
-        let (b, d) = (self.settings.run.batch, self.features());
+        let b = self.settings.run.batch;
+        let d = x_r.value().numel() / b;
         let eps = self.rng.uniform(&[b, 1], 0.0, 1.0, self.device)?.to_vec()?;
         let (r, g) = (x_r.value().to_vec()?, x_g.value().to_vec()?);
         let mixed: Vec<f32> = (0..b * d)
@@ -130,31 +121,30 @@ impl GanTask<'_> {
             .collect();
         Ok(ctx
             .tape
-            .var(Tensor::from_slice(&mixed, &[b, d], self.device)?))
+            .var(Tensor::from_slice(&mixed, x_r.shape(), self.device)?))
     }
 
     fn generator_step(&mut self, lr: f64) -> Result<StepOutcome> {
         let s = self.settings;
         self.opt_g.zero_grad();
         let ctx = Ctx::new(true, self.rng.next_u64());
-        let z = ctx.tape.constant(self.noise()?);
-        let x_g = self.model.generator.forward(&ctx, &z)?;
-        let loss = match s.loss {
-            GanLoss::Ls => ls_generator(&self.critic.forward(&ctx, &x_g)?)?,
-            GanLoss::WganGp => self.critic.forward(&ctx, &x_g)?.mean_all()?.neg()?,
+        let x_g = self.nets.fake_batch(&ctx, &mut self.rng, s.run.batch)?;
+        let loss = match s.loss() {
+            GanLoss::Ls => ls_generator(&self.nets.critic(&ctx, &x_g)?)?,
+            GanLoss::WganGp => self.nets.critic(&ctx, &x_g)?.mean_all()?.neg()?,
             GanLoss::Cramer => {
                 let x_r = self.real_batch(&ctx)?;
-                let z2 = ctx.tape.constant(self.noise()?);
-                let critic = &self.critic;
-                let h2 = critic.forward(&ctx, &self.model.generator.forward(&ctx, &z2)?)?;
-                let f = |x: &Var| -> Result<Var> { cramer_critic(&critic.forward(&ctx, x)?, &h2) };
+                let x_g2 = self.nets.fake_batch(&ctx, &mut self.rng, s.run.batch)?;
+                let nets = &self.nets;
+                let h2 = nets.critic(&ctx, &x_g2)?;
+                let f = |x: &Var| -> Result<Var> { cramer_critic(&nets.critic(&ctx, x)?, &h2) };
                 f(&x_r)?.mean_all()?.sub(&f(&x_g)?.mean_all()?)?
             }
         };
         let value = loss.value().item()?;
         loss.backward()?;
         self.opt_d.zero_grad(); // the critic's gradients of the generator loss are not used
-        let out = clip_and_step(&mut self.opt_g, &self.g_params, value, s.run.clip, lr)?;
+        let out = clip_and_step(&mut *self.opt_g, &self.g_params, value, s.run.clip, lr)?;
         if let (Some(ema), StepOutcome::Applied(_)) = (&mut self.ema, out) {
             let decay = s.ema as f32;
             for (avg, p) in ema.iter_mut().zip(&self.g_params) {
@@ -167,15 +157,15 @@ impl GanTask<'_> {
     }
 
     /// Run `f` with the EMA weights in the generator (when kept), then restore them.
-    fn with_ema<R>(&self, f: impl FnOnce(&TrainedGan) -> Result<R>) -> Result<R> {
+    fn with_ema<R>(&self, f: impl FnOnce(&dyn GanNets) -> Result<R>) -> Result<R> {
         let Some(ema) = &self.ema else {
-            return f(&self.model);
+            return f(&*self.nets);
         };
         let saved: Vec<Tensor> = self.g_params.iter().map(|p| p.value()).collect();
         for (p, avg) in self.g_params.iter().zip(ema) {
             p.set_value(Tensor::from_slice(avg, p.value().shape(), self.device)?);
         }
-        let out = f(&self.model);
+        let out = f(&*self.nets);
         for (p, v) in self.g_params.iter().zip(saved) {
             p.set_value(v);
         }
@@ -192,9 +182,10 @@ impl TrainTask for GanTask<'_> {
     /// critic loss. The schedule's `lr` is the generator's; the critic's is scaled alike.
     fn step(&mut self, step: usize, lr: f64) -> Result<StepOutcome> {
         let s = self.settings;
-        let lr_d = s.lr_d * lr / s.lr_g;
+        let (lr_g, lr_d) = s.learning_rates();
+        let lr_d = lr_d * lr / lr_g;
         let mut d_loss = f64::NAN;
-        for _ in 0..s.critic_steps {
+        for _ in 0..s.critic_steps() {
             match self.critic_step(lr_d)? {
                 StepOutcome::Applied(v) => d_loss = v,
                 StepOutcome::Skipped => return Ok(StepOutcome::Skipped),
@@ -208,7 +199,7 @@ impl TrainTask for GanTask<'_> {
                 .run_dir
                 .root()
                 .join(format!("checkpoint-step{step}.safetensors"));
-            self.with_ema(|m| save_gan(&path, m))?;
+            self.with_ema(|m| m.save(&path))?;
         }
         Ok(StepOutcome::Applied(d_loss))
     }
@@ -220,8 +211,16 @@ impl TrainTask for GanTask<'_> {
     /// FPD (×1, jetnet's normalisation by the real maxima; one estimate on all jets) of
     /// `--val-jets` generated jets (fixed seed) against the validation jets.
     fn validate(&mut self) -> Result<Vec<Score>> {
-        let (n, seed, device) = (self.val_jets, self.settings.run.seed ^ 0xFA1, self.device);
-        let jets = self.with_ema(|m| generate(m, n, seed, device))?;
+        let (n, seed) = (self.val_jets, self.settings.run.seed ^ 0xFA1);
+        let jets = self.with_ema(|m| m.generate(n, seed))?;
+        if jets.non_empty_jets().is_empty() {
+            // a collapsed generator (every jet empty) is the worst score, not a failed run
+            return Ok(vec![Score {
+                key: "val_fpd",
+                label: "validation FPD",
+                value: f64::MAX,
+            }]);
+        }
         let (real, gen) = normalise(&self.val_features, &fpd_kpd_features(&jets)?)?;
         let (mr, sr) = mean_cov(&real.data, real.rows, real.dim);
         let (mg, sg) = mean_cov(&gen.data, gen.rows, gen.dim);
@@ -234,7 +233,7 @@ impl TrainTask for GanTask<'_> {
     }
 
     fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        self.with_ema(|m| save_gan(path, m))
+        self.with_ema(|m| m.save(path))
     }
 }
 
@@ -267,13 +266,10 @@ pub fn train_gan(
         )));
     }
     let steps = settings.run.steps_for(n_train);
-    let d = 3 * data.n_particles;
-    let mut train = to_flow_vectors(data, &split.train, &mut rng);
-    let standardizer = Standardizer::fit(&train, d)?;
-    standardizer.apply(&mut train);
     let val = data.select(&split.validation)?;
     let val_features = fpd_kpd_features(&val)?;
     let val_jets = settings.val_jets.min(val.n_jets);
+    let (lr_g, lr_d) = settings.learning_rates();
 
     let run = RunDir::new(settings.run.new_out_dir(FAMILY));
     let _lock = run.prepare(settings.run.overwrite)?;
@@ -282,6 +278,12 @@ pub fn train_gan(
         "variant": settings.variant(),
         "jetgen_version": crate::VERSION,
         "settings": crate::runs::settings::to_json(settings)?,
+        "resolved": {
+            "lr_g": lr_g, "lr_d": lr_d, "critic_steps": settings.critic_steps(),
+            "loss": settings.loss().name(),
+            "optimizer": format!("{:?}", settings.optimizer()).to_lowercase(),
+            "layout": if settings.particle_layout() { "particles" } else { "flat" },
+        },
         "steps": steps,
         "data": {
             "path": settings.run.data_path().display().to_string(),
@@ -292,27 +294,9 @@ pub fn train_gan(
     });
     crate::io::write_json(&run.config(), &config)?;
 
-    let (s, h) = (settings, settings.hidden);
-    let generator = FcGenerator::new(s.latent, h, s.depth, d, &mut rng.fork(), device)?;
-    let critic_out = if s.loss == GanLoss::Cramer {
-        s.cramer_dim
-    } else {
-        1
-    };
-    let critic = FcCritic::new(d, h, s.depth, critic_out, &mut rng.fork(), device)?;
-    let adam = |params: Vec<Param>, lr: f64| {
-        Adam::new(
-            params,
-            AdamConfig {
-                lr,
-                beta1: 0.5,
-                beta2: 0.9,
-                ..Default::default()
-            },
-        )
-    };
-    let (g_params, d_params) = (generator.params(), critic.params());
-    let ema = if s.ema > 0.0 {
+    let nets = build_nets(settings, data, &split.train, &mut rng, device)?;
+    let (g_params, d_params) = (nets.g_params(), nets.d_params());
+    let ema = if settings.ema > 0.0 {
         Some(
             g_params
                 .iter()
@@ -324,30 +308,22 @@ pub fn train_gan(
     };
     let mut task = GanTask {
         settings,
-        model: TrainedGan {
-            generator,
-            standardizer,
-            n_particles: data.n_particles,
-            hidden: h,
-            depth: s.depth,
-            variant: s.variant(),
-        },
-        critic,
-        opt_g: adam(g_params.clone(), s.lr_g),
-        opt_d: adam(d_params.clone(), s.lr_d),
+        nets,
+        opt_g: optimizer(settings, g_params.clone(), lr_g),
+        opt_d: optimizer(settings, d_params.clone(), lr_d),
         g_params,
         d_params,
         device,
-        train,
         ema,
         val_features,
         val_jets,
         run_dir: run.clone(),
         rng,
     };
+    let s = settings;
     let loop_settings = LoopSettings {
         steps,
-        lr: s.lr_g,
+        lr: lr_g,
         lr_schedule: s.run.lr_schedule,
         val_every: s.run.val_every,
         patience: s.run.patience,
@@ -372,4 +348,113 @@ pub fn train_gan(
             seed,
         },
     )
+}
+
+/// The optimizer `settings` ask for over `params`.
+fn optimizer(settings: &GanSettings, params: Vec<Param>, lr: f64) -> Box<dyn Optimizer> {
+    match settings.optimizer() {
+        GanOptimizer::Rmsprop => Box::new(RmsProp::new(
+            params,
+            RmsPropConfig {
+                lr,
+                ..Default::default()
+            },
+        )),
+        _ => Box::new(Adam::new(
+            params,
+            AdamConfig {
+                lr,
+                beta1: 0.5,
+                beta2: 0.9,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// The networks and training data of the run: flat fc-fc (standardised vectors) or the
+/// MPGAN family (normalised particles, the multiplicity histogram of the training split).
+pub fn build_nets(
+    s: &GanSettings,
+    data: &JetNetData,
+    train_idx: &[usize],
+    rng: &mut Rng,
+    device: Device,
+) -> Result<Box<dyn GanNets>> {
+    let p = data.n_particles;
+    let critic_out = if s.loss() == GanLoss::Cramer {
+        s.cramer_dim
+    } else {
+        1
+    };
+    if !s.particle_layout() {
+        let d = 3 * p;
+        let mut train = to_flow_vectors(data, train_idx, rng);
+        let standardizer = Standardizer::fit(&train, d)?;
+        standardizer.apply(&mut train);
+        let generator = FcGenerator::new(s.latent, s.hidden, s.depth, d, &mut rng.fork(), device)?;
+        let critic = FcCritic::new(d, s.hidden, s.depth, critic_out, &mut rng.fork(), device)?;
+        return Ok(Box::new(FlatNets {
+            model: TrainedGan {
+                generator,
+                standardizer,
+                n_particles: p,
+                hidden: s.hidden,
+                depth: s.depth,
+                variant: s.variant(),
+            },
+            critic,
+            train,
+            device,
+        }));
+    }
+    let train = to_particles(data, train_idx);
+    let multiplicity = Multiplicity::fit(&multiplicities(&train, p), p);
+    let mp = s.mp_config();
+    let fc = (s.generator == GeneratorArch::Fc).then_some(FcSizes {
+        latent: s.latent,
+        hidden: s.hidden,
+        depth: s.depth,
+    });
+    let model = TrainedParticleGan::new(
+        &mp,
+        fc,
+        multiplicity,
+        s.noise_sd as f32,
+        s.variant(),
+        &mut rng.fork(),
+        device,
+    )?;
+    let drop = s.d_dropout as f32;
+    let critic = match s.discriminator {
+        DiscriminatorArch::Mp => ParticleCritic::Mp(MpCritic::new(
+            &mp,
+            critic_out,
+            drop,
+            &mut rng.fork(),
+            device,
+        )?),
+        DiscriminatorArch::Pointnet => ParticleCritic::PointNet(PointNetMix::new(
+            &s.pointnet_mlp,
+            &s.pointnet_head,
+            critic_out,
+            drop,
+            &mut rng.fork(),
+            device,
+        )?),
+        DiscriminatorArch::Fc => ParticleCritic::Fc(FcCritic::new(
+            4 * p,
+            s.hidden,
+            s.depth,
+            critic_out,
+            &mut rng.fork(),
+            device,
+        )?),
+    };
+    Ok(Box::new(ParticleNets {
+        model,
+        critic,
+        train,
+        device,
+    }))
 }
