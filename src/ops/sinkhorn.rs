@@ -673,48 +673,120 @@ pub fn sinkhorn_plan(
     }
 }
 
-/// Adds `scale`·Σ_j P_ij ∇₁c(q_i, r_j) to every row i of `out [N, D]`, with the plan
-/// P_ij = exp(lwq_i + lwr_j + (fq_i + gr_j − c_ij)/ε) from the potentials (fq, gr) and log
-/// weights. Padded points (log weight −∞) get and give nothing. Per row, the costs and the
-/// plan row are formed first in loops without branches (the exponentials vectorise), then
-/// accumulated.
-#[allow(clippy::too_many_arguments)]
-fn plan_gradient<T: Real>(
-    q: &[T],
-    r: &[T],
-    lwq: &[T],
-    lwr: &[T],
-    fq: &[T],
-    gr: &[T],
+/// One transport plan's gradient terms, for [`plan_gradient`]: the clouds `q [N, D]`,
+/// `r [M, D]`, their log weights (−∞ = padded) and potentials, ε, the cost and the factor
+/// `scale` applied to every term.
+#[derive(Clone, Copy)]
+struct PlanTerms<'a, T> {
+    q: &'a [T],
+    r: &'a [T],
+    lwq: &'a [T],
+    lwr: &'a [T],
+    fq: &'a [T],
+    gr: &'a [T],
     eps: T,
     cost: Cost,
     d: usize,
-    out: &mut [T],
     scale: T,
-) {
+}
+
+crate::simd::dispatch! {
+    /// With P_ij = exp(lwq_i + lwr_j + (fq_i + gr_j − c_ij)/ε): adds scale·Σ_j P_ij ∇₁c(q_i, r_j)
+    /// to every row i of `out_q [N, D]` and, when given, scale·Σ_i P_ij ∇₂c(q_i, r_j) (= −the
+    /// same terms, for these costs) to every row j of `out_r [M, D]` — both gradients of a
+    /// pair from one pass over its plan, one exponential per entry. Padded points get and
+    /// give nothing. Compiled for `isa`.
+    fn plan_gradient<T: Real>(
+        isa: Isa,
+        t: PlanTerms<'_, T>,
+        out_q: &mut [T],
+        out_r: Option<&mut [T]>,
+    ) = plan_gradient_body;
+}
+
+/// The body of [`plan_gradient`]: r copied coordinate-major and padded to whole vectors once;
+/// per row i, branch-free loops over the padded row form the coordinate differences, the
+/// costs, the plan and each entry's coefficient w_ij = scale·P_ij·∂c/∂(q−r)/(q−r); the row's
+/// own gradient is summed in eight interleaved partial sums (one lane vector), the column
+/// gradients are updated as vectors.
+#[inline(always)]
+fn plan_gradient_body<T: Real>(t: PlanTerms<'_, T>, out_q: &mut [T], out_r: Option<&mut [T]>) {
+    const L: usize = 8;
+    let d = t.d;
+    let (n, m) = (t.lwq.len(), t.lwr.len());
+    let mp = padded(m);
     let ninf = T::from_f64(f64::NEG_INFINITY);
-    let m = lwr.len();
-    let (mut costs, mut plan) = (vec![T::zero(); m], vec![T::zero(); m]);
-    for i in 0..lwq.len() {
-        if lwq[i] == ninf {
-            continue;
+    let mut by_coord = vec![T::zero(); d * mp];
+    for (j, point) in t.r.chunks_exact(d).enumerate() {
+        for (k, &v) in point.iter().enumerate() {
+            by_coord[k * mp + j] = v;
         }
-        let qi = &q[i * d..(i + 1) * d];
-        for (c, rj) in costs.iter_mut().zip(r.chunks_exact(d)) {
-            *c = cost.eval(qi, rj);
-        }
-        for j in 0..m {
-            let e = (lwq[i] + lwr[j] + (fq[i] + gr[j] - costs[j]) / eps).exp_fast();
-            plan[j] = if lwr[j] == ninf { T::zero() } else { e };
-        }
-        let oi = &mut out[i * d..(i + 1) * d];
-        for (j, rj) in r.chunks_exact(d).enumerate() {
-            if lwr[j] == ninf {
-                continue;
+    }
+    let (mut lwr, mut gr) = (vec![ninf; mp], vec![T::zero(); mp]);
+    lwr[..m].copy_from_slice(t.lwr);
+    gr[..m].copy_from_slice(&t.gr[..m]);
+    let mut diff = vec![T::zero(); d * mp];
+    let (mut cost, mut coef) = (vec![T::zero(); mp], vec![T::zero(); mp]);
+    let mut col_grad = out_r.as_ref().map(|_| vec![T::zero(); d * mp]);
+    let inv_eps = T::one() / t.eps;
+    let (two, zero) = (T::from_f64(2.0), T::zero());
+    for i in (0..n).filter(|&i| t.lwq[i] != ninf) {
+        let qi = &t.q[i * d..(i + 1) * d];
+        cost.fill(zero);
+        for (k, &qk) in qi.iter().enumerate() {
+            let (dk, rk) = (
+                &mut diff[k * mp..(k + 1) * mp],
+                &by_coord[k * mp..(k + 1) * mp],
+            );
+            for ((dd, &rv), c) in dk.iter_mut().zip(rk).zip(cost.iter_mut()) {
+                *dd = qk - rv;
+                *c += *dd * *dd;
             }
-            let w = scale * plan[j];
-            for k in 0..d {
-                oi[k] += w * cost.grad(qi[k] - rj[k], costs[j]);
+        }
+        if t.cost == Cost::Euclidean {
+            cost.iter_mut().for_each(|c| *c = c.sqrt());
+        } else if t.cost == Cost::HalfSquaredEuclidean {
+            cost.iter_mut().for_each(|c| *c = T::from_f64(0.5) * *c);
+        }
+        let base = t.lwq[i] + t.fq[i] * inv_eps;
+        for j in 0..mp {
+            let arg = base + lwr[j] + (gr[j] - cost[j]) * inv_eps;
+            let p = t.scale * arg.exp_fast();
+            // ∂c/∂q_k = factor·(q_k − r_k)
+            let factor = match t.cost {
+                Cost::SquaredEuclidean => two,
+                Cost::HalfSquaredEuclidean => T::one(),
+                Cost::Euclidean => {
+                    if cost[j] > zero {
+                        T::one() / cost[j]
+                    } else {
+                        zero
+                    }
+                }
+            };
+            coef[j] = if lwr[j] == ninf { zero } else { p * factor };
+        }
+        let oi = &mut out_q[i * d..(i + 1) * d];
+        for (k, o) in oi.iter_mut().enumerate() {
+            let dk = &diff[k * mp..(k + 1) * mp];
+            let mut part = [zero; L];
+            for (cb, db) in coef.chunks_exact(L).zip(dk.chunks_exact(L)) {
+                for l in 0..L {
+                    part[l] += cb[l] * db[l];
+                }
+            }
+            *o += part.iter().fold(zero, |acc, &v| acc + v);
+            if let Some(cg) = col_grad.as_mut() {
+                for ((g, &c), &dv) in cg[k * mp..(k + 1) * mp].iter_mut().zip(&coef).zip(dk) {
+                    *g += c * dv;
+                }
+            }
+        }
+    }
+    if let (Some(out_r), Some(cg)) = (out_r, col_grad) {
+        for (j, o) in out_r.chunks_exact_mut(d).enumerate().take(m) {
+            for (k, v) in o.iter_mut().enumerate() {
+                *v += -cg[k * mp + j];
             }
         }
     }
@@ -787,14 +859,15 @@ pub fn sinkhorn_backward(
             }
             let (fp, gpp) = (&f[p * n..(p + 1) * n], &gp[p * m..(p + 1) * m]);
             let s = up[p];
-            plan_gradient(xq, yr, &la, &lb, fp, gpp, eps, cfg.cost, d, gxp, s);
-            plan_gradient(yr, xq, &lb, &la, gpp, fp, eps, cfg.cost, d, gyp, s);
+            let terms = |q, r, lwq, lwr, fq, gr, scale| PlanTerms { q, r, lwq, lwr, fq, gr, eps, cost: cfg.cost, d, scale };
+            let isa = crate::simd::isa();
+            plan_gradient(isa, terms(xq, yr, &la, &lb, fp, gpp, s), gxp, Some(gyp));
             for i in 0..n { gap[i] = s * fp[i]; }
             for j in 0..m { gbp[j] = s * gpp[j]; }
             if divergence {
                 let (fa, gbv) = (&faa.unwrap()[p * n..(p + 1) * n], &gbb.unwrap()[p * m..(p + 1) * m]);
-                plan_gradient(xq, xq, &la, &la, fa, fa, eps, cfg.cost, d, gxp, -s);
-                plan_gradient(yr, yr, &lb, &lb, gbv, gbv, eps, cfg.cost, d, gyp, -s);
+                plan_gradient(isa, terms(xq, xq, &la, &la, fa, fa, -s), gxp, None);
+                plan_gradient(isa, terms(yr, yr, &lb, &lb, gbv, gbv, -s), gyp, None);
                 for i in 0..n { gap[i] -= s * fa[i]; }
                 for j in 0..m { gbp[j] -= s * gbv[j]; }
             }
