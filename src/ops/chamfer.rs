@@ -15,8 +15,9 @@
 //! ∂C/∂x_i = c_x·2(x_i − y_nn(i)) + Σ_{j: nn'(j)=i} c_y·2(x_i − y_j), with c = 1 or 1/count;
 //! symmetric for y. Deterministic on both devices (no float atomics).
 //!
-//! CPU: pairs in parallel (rayon); per pair and direction, blocks of 8 points held in SIMD
-//! registers while the other cloud streams past, branch-free (see `nearest_sweep`).
+//! CPU: pairs in parallel (rayon); per pair and direction, groups of up to four 8-point SIMD
+//! blocks keep their nearest distances in registers while the other cloud streams past,
+//! branch-free (see `nearest_sweep`).
 //! CUDA: `kernels/chamfer.cu`, point coordinates in registers and the other cloud streamed
 //! through shared memory in tiles, so any N, M work and no B×N×M matrix is ever stored.
 //! D ≤ 8 on CUDA.
@@ -303,9 +304,10 @@ fn to_lanes_d<T: Real, const DC: usize>(points: &[T], d: usize, lanes: &mut [T])
 /// [`to_lanes`]), its nearest valid point of the *streamed* cloud (point-major): writes the
 /// index into `nn` and returns Σ_i min_j ‖p_i − q_j‖² over valid i (f64).
 ///
-/// Blocks of [`LANES`] lane points are held in registers while the streamed points go by
-/// once: per streamed point, D subtract-multiply-adds and one compare-and-select per lane,
-/// with no reduction across lanes. Streaming in index order with a strict `<` keeps the first
+/// Blocks of [`LANES`] lane points, up to [`GROUP`] at a time, keep their nearest distances
+/// and indices in registers while the streamed points go by once: per streamed point, D
+/// subtract-multiply-adds and one compare-and-select per lane, with no reduction across
+/// lanes. Streaming in index order with a strict `<` keeps the first
 /// index on ties. The first valid streamed point seeds every lane, so a distance that
 /// overflows to +∞ still gets its neighbour (and the sum is +∞, not a silent finite number).
 /// f32 runs on the lane type `V`, f64 on arrays of [`LANES`].
@@ -366,7 +368,8 @@ fn sweep_f32_lanes<V: Lanes>(
     }
 }
 
-/// [`sweep_f32_lanes`] for `DC` = D known at compile time (0 = `d` at run time).
+/// [`sweep_f32_lanes`] for `DC` = D known at compile time (0 = `d` at run time): the lane
+/// blocks in groups of up to [`GROUP`], each group swept by the stream once.
 #[inline(always)]
 fn sweep_blocks_f32<const DC: usize, V: Lanes>(
     lanes: &[f32],
@@ -379,36 +382,88 @@ fn sweep_blocks_f32<const DC: usize, V: Lanes>(
 ) {
     let d = if DC > 0 { DC } else { d };
     let pad = lanes.len() / d;
-    let count = nn.len();
-    for block in 0..pad / LANES {
-        // with D known, the block's coordinates are loaded once, before the stream
-        let mut held = [V::zero(); 4];
-        for (k, h) in held.iter_mut().enumerate().take(DC) {
-            *h = lane_column(lanes, pad, block, k);
+    let blocks = pad / LANES;
+    let sweep = Sweep {
+        lanes,
+        pad,
+        stream,
+        stream_valid,
+        first,
+        d,
+    };
+    let mut b0 = 0;
+    while b0 < blocks {
+        // (no closures or dyn here: they would not be compiled for AVX2, see `simd::dispatch!`)
+        let g = (blocks - b0).min(GROUP);
+        match g {
+            1 => sweep.group::<DC, V, 1>(b0, best, nn),
+            2 => sweep.group::<DC, V, 2>(b0, best, nn),
+            3 => sweep.group::<DC, V, 3>(b0, best, nn),
+            _ => sweep.group::<DC, V, GROUP>(b0, best, nn),
         }
-        // (no closures here: they would not be compiled for AVX2, see `simd::dispatch!`)
-        let mut bv = distance_lanes::<DC, V>(&held, lanes, pad, block, &stream[first * d..], d);
+        b0 += g;
+    }
+}
+
+/// Lane blocks swept together: per streamed point, the point's coordinates are broadcast
+/// once and G independent distance / compare / select chains run side by side (they hide
+/// each other's latency); the lane cloud is read from L1 as memory operands, so the
+/// registers hold only the G best distances and indices.
+const GROUP: usize = 4;
+
+/// What one f32 sweep reads (see [`nearest_sweep`]).
+#[derive(Clone, Copy)]
+struct Sweep<'a> {
+    lanes: &'a [f32],
+    pad: usize,
+    stream: &'a [f32],
+    stream_valid: &'a [bool],
+    first: usize,
+    d: usize,
+}
+
+impl Sweep<'_> {
+    /// Blocks `b0 .. b0 + G`: writes their `best` and `nn` (indices below `nn.len()`).
+    #[inline(always)]
+    fn group<const DC: usize, V: Lanes, const G: usize>(
+        &self,
+        b0: usize,
+        best: &mut [f32],
+        nn: &mut [u32],
+    ) {
+        let (d, first) = (self.d, self.first);
+        let q0 = &self.stream[first * d..];
+        let mut bv = [V::zero(); G];
+        for (g, b) in bv.iter_mut().enumerate() {
+            *b = distance_lanes::<DC, V>(self.lanes, self.pad, b0 + g, q0, d);
+        }
         // the index rides along as f32 (exact below 2^24, see `check`), selected by the same
         // compare mask as the distance
-        let mut av = V::splat(first as f32);
+        let mut av = [V::splat(first as f32); G];
         let mut jf = first as f32;
-        for (j, q) in stream.chunks_exact(d).enumerate().skip(first + 1) {
+        for (j, q) in self.stream.chunks_exact(d).enumerate().skip(first + 1) {
             jf += 1.0; // = j, counted in f32 (no int → float conversion in the loop)
-            if !stream_valid[j] {
+            if !self.stream_valid[j] {
                 continue;
             }
-            let dv = distance_lanes::<DC, V>(&held, lanes, pad, block, q, d);
-            let better = dv.lt(bv);
-            bv = V::select(better, dv, bv);
-            av = V::select(better, V::splat(jf), av);
+            let jv = V::splat(jf);
+            for g in 0..G {
+                let dv = distance_lanes::<DC, V>(self.lanes, self.pad, b0 + g, q, d);
+                let better = dv.lt(bv[g]);
+                bv[g] = V::select(better, dv, bv[g]);
+                av[g] = V::select(better, jv, av[g]);
+            }
         }
-        let lo = block * LANES;
-        bv.store(&mut best[lo..]);
-        for (dst, a) in nn[lo..(lo + LANES).min(count)]
-            .iter_mut()
-            .zip(av.to_array())
-        {
-            *dst = a as u32;
+        let count = nn.len();
+        for g in 0..G {
+            let lo = (b0 + g) * LANES;
+            bv[g].store(&mut best[lo..]);
+            for (dst, a) in nn[lo.min(count)..(lo + LANES).min(count)]
+                .iter_mut()
+                .zip(av[g].to_array())
+            {
+                *dst = a as u32;
+            }
         }
     }
 }
@@ -419,25 +474,20 @@ fn lane_column<V: Lanes>(lanes: &[f32], pad: usize, block: usize, k: usize) -> V
     V::load(&lanes[k * pad + block * LANES..])
 }
 
-/// ‖p_l − q‖² for the 8 points p_l of a lane block, one FMA per coordinate (`held`: the
-/// block's coordinates when D = `DC` > 0 is known, else they are loaded).
+/// ‖p_l − q‖² for the 8 points p_l of a lane block, one FMA per coordinate (`DC` = D when
+/// known at compile time, else 0 and `d`). (q − p)² = (p − q)² exactly.
 #[inline(always)]
 fn distance_lanes<const DC: usize, V: Lanes>(
-    held: &[V; 4],
     lanes: &[f32],
     pad: usize,
     block: usize,
     q: &[f32],
     d: usize,
 ) -> V {
+    let d = if DC > 0 { DC } else { d };
     let mut acc = V::zero();
     for (k, &qk) in q.iter().enumerate().take(d) {
-        let c = if DC > 0 {
-            held[k]
-        } else {
-            lane_column(lanes, pad, block, k)
-        };
-        let diff = c - V::splat(qk);
+        let diff = V::splat(qk) - lane_column(lanes, pad, block, k);
         acc = diff.mul_add(diff, acc);
     }
     acc
