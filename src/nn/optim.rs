@@ -211,6 +211,16 @@ fn update(
 /// `clip_grad_norm_`: coef = max_norm / (‖g‖ + 1e-6), applied when < 1). Returns ‖g‖
 /// before clipping; a non-finite norm is returned unchanged and nothing is scaled, so the
 /// caller can skip the step.
+/// The decay of an exponential moving average of the weights at its update number `updates`
+/// (0 for the first): min(target, (1 + n)/(10 + n)), TensorFlow's `num_updates` warm-up.
+/// Without it the average keeps target^n of the random initial weights (0.999^875 = 42 %
+/// after 875 steps); with it the first updates mostly take the trained weights and the decay
+/// reaches the target after ~10/(1 − target) updates.
+pub fn ema_decay(target: f64, updates: u64) -> f32 {
+    let n = updates as f64;
+    target.min((1.0 + n) / (10.0 + n)) as f32
+}
+
 pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> Result<f64> {
     let mut total = 0f64;
     for p in params {
@@ -379,5 +389,23 @@ mod rmsprop_tests {
         assert!((p1 - 0.683772).abs() < 1e-6, "{p1}");
         assert!((got[0] - p1).abs() < 1e-6, "{got:?} vs {p1}");
         assert!((got[1] - p2).abs() < 1e-6, "{got:?} vs {p2}");
+    }
+}
+
+#[cfg(test)]
+mod ema_tests {
+    use super::ema_decay;
+
+    /// The warm-up starts at 0.1, rises as (1 + n)/(10 + n) and stops at the target.
+    #[test]
+    fn ema_decay_warms_up_to_its_target() {
+        assert!((ema_decay(0.999, 0) - 0.1).abs() < 1e-7);
+        assert!((ema_decay(0.999, 90) - 0.91).abs() < 1e-6);
+        assert_eq!(ema_decay(0.999, 1_000_000), 0.999);
+        assert_eq!(ema_decay(0.5, 0), 0.1);
+        assert_eq!(ema_decay(0.5, 100), 0.5);
+        // the initial weights' share after 875 updates: the product of the decays
+        let kept: f64 = (0..875).map(|n| ema_decay(0.999, n) as f64).product();
+        assert!(kept < 1e-6, "initial weights keep {kept}");
     }
 }

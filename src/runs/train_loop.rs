@@ -187,6 +187,8 @@ pub fn train_loop(
                 values.join(","),
                 info.jets_per_s
             )?;
+            // every row reaches the file at once: a killed run keeps its log
+            log.flush()?;
             progress(&info);
             out.train_history.push((step as f64, info.train_loss));
             window = (0.0, 0, Instant::now());

@@ -129,6 +129,8 @@ struct FmTask<'a> {
     val: (FmBatch, Vec<f32>, Vec<f32>),
     /// EMA of the weights (host copies), when `--ema` > 0.
     ema: Option<Vec<Vec<f32>>>,
+    /// EMA updates done (for the warm-up of [`crate::nn::optim::ema_decay`]).
+    ema_updates: u64,
     val_features: Features,
     rng: Rng,
 }
@@ -194,7 +196,8 @@ impl TrainTask for FmTask<'_> {
         loss.backward()?;
         let out = clip_and_step(&mut self.opt, &self.params, value, s.run.clip, lr)?;
         if let (Some(ema), StepOutcome::Applied(_)) = (&mut self.ema, out) {
-            let decay = s.ema as f32;
+            let decay = crate::nn::optim::ema_decay(s.ema, self.ema_updates);
+            self.ema_updates += 1;
             for (avg, p) in ema.iter_mut().zip(&self.params) {
                 for (a, v) in avg.iter_mut().zip(p.value().to_vec()?) {
                     *a = decay * *a + (1.0 - decay) * v;
@@ -384,6 +387,7 @@ pub fn train_fm(
         train,
         val: (val_batch, val_noise, val_t),
         ema,
+        ema_updates: 0,
         val_features,
         rng,
     };

@@ -46,6 +46,8 @@ pub struct GanTask<'a> {
     device: Device,
     /// EMA of the generator weights (host copies), when `--ema` > 0.
     ema: Option<Vec<Vec<f32>>>,
+    /// EMA updates done (for the warm-up of [`crate::nn::optim::ema_decay`]).
+    ema_updates: u64,
     /// EFP features of the validation jets (unnormalised).
     val_features: Features,
     val_jets: usize,
@@ -146,7 +148,8 @@ impl GanTask<'_> {
         self.opt_d.zero_grad(); // the critic's gradients of the generator loss are not used
         let out = clip_and_step(&mut *self.opt_g, &self.g_params, value, s.run.clip, lr)?;
         if let (Some(ema), StepOutcome::Applied(_)) = (&mut self.ema, out) {
-            let decay = s.ema as f32;
+            let decay = crate::nn::optim::ema_decay(s.ema, self.ema_updates);
+            self.ema_updates += 1;
             for (avg, p) in ema.iter_mut().zip(&self.g_params) {
                 for (a, v) in avg.iter_mut().zip(p.value().to_vec()?) {
                     *a = decay * *a + (1.0 - decay) * v;
@@ -315,6 +318,7 @@ pub fn train_gan(
         d_params,
         device,
         ema,
+        ema_updates: 0,
         val_features,
         val_jets,
         run_dir: run.clone(),
