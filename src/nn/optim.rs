@@ -221,6 +221,18 @@ pub fn ema_decay(target: f64, updates: u64) -> f32 {
     target.min((1.0 + n) / (10.0 + n)) as f32
 }
 
+/// One step of the weight average: avg ← d·avg + (1 − d)·θ for every parameter, with
+/// d = [`ema_decay`]`(target, updates)`; `avg` holds host copies in `params`' order.
+pub fn ema_update(avg: &mut [Vec<f32>], params: &[Param], target: f64, updates: u64) -> Result<()> {
+    let decay = ema_decay(target, updates);
+    for (a, p) in avg.iter_mut().zip(params) {
+        for (x, v) in a.iter_mut().zip(p.value().to_vec()?) {
+            *x = decay * *x + (1.0 - decay) * v;
+        }
+    }
+    Ok(())
+}
+
 pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> Result<f64> {
     let mut total = 0f64;
     for p in params {

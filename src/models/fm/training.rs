@@ -196,13 +196,8 @@ impl TrainTask for FmTask<'_> {
         loss.backward()?;
         let out = clip_and_step(&mut self.opt, &self.params, value, s.run.clip, lr)?;
         if let (Some(ema), StepOutcome::Applied(_)) = (&mut self.ema, out) {
-            let decay = crate::nn::optim::ema_decay(s.ema, self.ema_updates);
+            crate::nn::optim::ema_update(ema, &self.params, s.ema, self.ema_updates)?;
             self.ema_updates += 1;
-            for (avg, p) in ema.iter_mut().zip(&self.params) {
-                for (a, v) in avg.iter_mut().zip(p.value().to_vec()?) {
-                    *a = decay * *a + (1.0 - decay) * v;
-                }
-            }
         }
         Ok(out)
     }

@@ -148,13 +148,8 @@ impl GanTask<'_> {
         self.opt_d.zero_grad(); // the critic's gradients of the generator loss are not used
         let out = clip_and_step(&mut *self.opt_g, &self.g_params, value, s.run.clip, lr)?;
         if let (Some(ema), StepOutcome::Applied(_)) = (&mut self.ema, out) {
-            let decay = crate::nn::optim::ema_decay(s.ema, self.ema_updates);
+            crate::nn::optim::ema_update(ema, &self.g_params, s.ema, self.ema_updates)?;
             self.ema_updates += 1;
-            for (avg, p) in ema.iter_mut().zip(&self.g_params) {
-                for (a, v) in avg.iter_mut().zip(p.value().to_vec()?) {
-                    *a = decay * *a + (1.0 - decay) * v;
-                }
-            }
         }
         Ok(out)
     }
