@@ -424,12 +424,14 @@ fn few_step_training_of_every_combination_and_the_c_api() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// An untrained MP generator gives jets with the drawn multiplicities (pT = (tanh + 0.5)·max
-/// is positive near initialisation).
+/// The drawn mask decides which particles are real: every generated jet has exactly a drawn
+/// multiplicity, even when the generator's pT output lies below the padding value (a bias
+/// of −20 on the pT output: tanh ≈ −1, (tanh + 0.5)·max < 0, floored at MIN_PT), and the
+/// critic sees padded particles exactly as the data's padding [0, 0, −0.5, −0.5].
 #[test]
-fn untrained_generator_gives_the_drawn_multiplicities() {
+fn generated_multiplicities_are_the_drawn_ones() {
     use jetgen::models::gan::particle_model::{generate_particles, TrainedParticleGan};
-    use jetgen::models::gan::particles::Multiplicity;
+    use jetgen::models::gan::particles::{Multiplicity, MIN_PT};
     let mut counts = vec![0f32; 31];
     counts[10] = 1.0;
     counts[20] = 1.0;
@@ -443,13 +445,49 @@ fn untrained_generator_gives_the_drawn_multiplicities() {
         Device::Cpu,
     )
     .unwrap();
-    let jets = generate_particles(&m, 50, 3, Device::Cpu).unwrap();
-    let mult: Vec<usize> = (0..50).map(|i| jets.multiplicity(i)).collect();
-    eprintln!("{mult:?}");
+    let check = |m: &TrainedParticleGan, what: &str| {
+        let jets = generate_particles(m, 50, 3, Device::Cpu).unwrap();
+        let mult: Vec<usize> = (0..50).map(|i| jets.multiplicity(i)).collect();
+        assert!(
+            mult.iter().all(|&k| k == 10 || k == 20) && mult.contains(&10) && mult.contains(&20),
+            "{what}: {mult:?}"
+        );
+        for i in 0..50 {
+            for j in 0..mult[i] {
+                let pt = jets.particle(i, j)[2];
+                assert!(
+                    pt >= MIN_PT && pt.is_finite(),
+                    "{what}: jet {i} particle {j} pT {pt}"
+                );
+            }
+        }
+        let ctx = Ctx::new(false, 0);
+        let batch = m.sample(&ctx, 8, &mut Rng::new(9), Device::Cpu).unwrap();
+        let (x, mask) = (
+            batch.x.value().to_vec().unwrap(),
+            batch.mask.to_vec().unwrap(),
+        );
+        for (q, &real) in x.chunks(4).zip(&mask) {
+            if real == 0.0 {
+                assert_eq!(q, [0.0, 0.0, -0.5, -0.5], "{what}: padded critic input");
+            } else {
+                assert_eq!(q[3], 0.5, "{what}");
+            }
+        }
+    };
+    check(&m, "untrained");
+    let params = m.params();
+    let last = params
+        .iter()
+        .rfind(|p| p.name().ends_with(".bias") && p.value().shape() == [3])
+        .expect("the generator's output bias");
+    last.set_value(Tensor::from_slice(&[0.0f32, 0.0, -20.0], &[3], Device::Cpu).unwrap());
+    let jets = generate_particles(&m, 5, 1, Device::Cpu).unwrap();
     assert!(
-        mult.iter().all(|&k| k <= 20) && mult.iter().any(|&k| k > 10),
-        "{mult:?}"
+        (0..5).all(|i| (0..jets.multiplicity(i)).all(|j| jets.particle(i, j)[2] == MIN_PT)),
+        "the pT output is pushed below the padding: every real particle at the floor"
     );
+    check(&m, "pT output below the padding");
 }
 
 /// A particle-layout checkpoint loads; one declaring a model far larger than the file, a

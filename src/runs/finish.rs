@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::data::JetNetData;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::{
     evaluate, memorisation, EvalConfig, EvalReport, Memorisation, MemorisationConfig, Protocol,
 };
@@ -67,6 +67,16 @@ pub fn finish_run(
     let n_gen = settings.generate.min(split.validation.len()).max(1);
     let generated = best.generate(n_gen, settings.seed ^ 0x5EED)?;
     generated.write_hdf5(&run.generated())?;
+    if generated.non_empty_jets().is_empty() {
+        return Err(finish_collapsed(
+            run,
+            best,
+            loop_settings,
+            outcome,
+            settings,
+            n_gen,
+        ));
+    }
     let real = data.select(&split.validation)?;
     let eval_cfg = EvalConfig {
         w1_batch_size: Some(n_gen.min(10_000)),
@@ -103,30 +113,8 @@ pub fn finish_run(
     crate::io::write_json(&run.metrics(), &json)?;
     let mut plots = Vec::new();
     if settings.plots {
-        let dir = run.plots();
-        plots = crate::plots::comparison_plots(&real, &generated, &dir)?;
-        let curve = dir.join("loss.png");
-        if !outcome.train_history.is_empty() {
-            crate::plots::line_plot(
-                &curve,
-                "Training",
-                "step",
-                "loss",
-                &[
-                    (
-                        "train",
-                        crate::plots::chart::REAL,
-                        outcome.train_history.clone(),
-                    ),
-                    (
-                        loop_settings.monitor,
-                        crate::plots::chart::GEN,
-                        outcome.val_history.clone(),
-                    ),
-                ],
-            )?;
-            plots.push(curve);
-        }
+        plots = crate::plots::comparison_plots(&real, &generated, &run.plots())?;
+        plots.extend(loss_curve(run, loop_settings, outcome)?);
     }
     Ok(RunReport {
         run_dir: run.root().to_path_buf(),
@@ -142,6 +130,78 @@ pub fn finish_run(
     })
 }
 
+/// `<run>/plots/loss.png` (training loss and the monitored score against step), when the
+/// loop reported anything; the validations without a score are left out of the curve.
+fn loss_curve(
+    run: &RunDir,
+    loop_settings: &LoopSettings,
+    outcome: &LoopOutcome,
+) -> Result<Option<PathBuf>> {
+    if outcome.train_history.is_empty() {
+        return Ok(None);
+    }
+    let curve = run.plots().join("loss.png");
+    let scored: Vec<(f64, f64)> = outcome
+        .val_history
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    crate::plots::line_plot(
+        &curve,
+        "Training",
+        "step",
+        "loss",
+        &[
+            (
+                "train",
+                crate::plots::chart::REAL,
+                outcome.train_history.clone(),
+            ),
+            (loop_settings.monitor, crate::plots::chart::GEN, scored),
+        ],
+    )?;
+    Ok(Some(curve))
+}
+
+/// A run whose best model generates only empty jets (a collapsed generator): the run
+/// directory is completed — `metrics.json` with `"collapsed": true` and the loop's summary,
+/// the loss curve — and the error that ends the run names the cause.
+fn finish_collapsed(
+    run: &RunDir,
+    best: &dyn Generator,
+    loop_settings: &LoopSettings,
+    outcome: &LoopOutcome,
+    settings: &FinishSettings,
+    n_gen: usize,
+) -> Error {
+    let json = serde_json::json!({
+        "collapsed": true,
+        "note": format!("all {n_gen} generated jets are empty (no particle with mask 1): nothing to evaluate"),
+        format!("best_{}", loop_settings.monitor): outcome.best_score,
+        "steps_run": outcome.steps_run,
+        format!("first_{}", loop_settings.loss_key): outcome.first_loss,
+        "model": best.name(),
+        "real": "validation split",
+    });
+    let written = crate::io::write_json(&run.metrics(), &json).and_then(|_| match settings.plots {
+        true => loss_curve(run, loop_settings, outcome).map(|_| ()),
+        false => Ok(()),
+    });
+    let dir = run.root().display();
+    match written {
+        Ok(()) => Error::invalid(format!(
+            "the generator collapsed: all {n_gen} jets generated from the checkpoint are empty \
+             (no particle with mask 1), so there is nothing to evaluate; {dir} holds the config, \
+             train_log.csv, the checkpoint, generated.hdf5 and metrics.json (\"collapsed\": true)"
+        )),
+        Err(e) => Error::invalid(format!(
+            "the generator collapsed: all {n_gen} generated jets are empty; writing the report \
+             into {dir} failed too: {e}"
+        )),
+    }
+}
+
 impl RunReport {
     /// The summary printed at the end of `jetgen train`: steps, loss → best score, the
     /// metric table with the truth-floor column, where the files are.
@@ -154,8 +214,10 @@ impl RunReport {
                 self.steps_run
             );
             s += &format!(
-                "loss: first step {:.2} → best {} {:.2}\n",
-                self.first_loss, self.monitor, self.best_score
+                "loss: first step {:.2} → best {} {}\n",
+                self.first_loss,
+                self.monitor,
+                crate::runs::progress::shown_score(self.best_score).trim()
             );
         } else {
             s += "\n";

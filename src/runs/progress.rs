@@ -24,6 +24,16 @@ pub struct StepInfo {
     pub jets_per_s: f64,
 }
 
+/// A score as shown on screen: `{:8.2}`, or "    none" when it is not finite (a
+/// collapsed generator, a diverged likelihood).
+pub fn shown_score(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:8.2}")
+    } else {
+        format!("{:>8}", "none")
+    }
+}
+
 /// A progress bar over a run's steps with the running loss and jets/s; every validation also
 /// prints a line (kept above the bar on a terminal, printed plainly into logs).
 pub struct TrainProgress {
@@ -53,7 +63,7 @@ impl TrainProgress {
         if let Some(scores) = &s.scores {
             let shown: Vec<String> = scores
                 .iter()
-                .map(|sc| format!("{} {:8.2}", sc.label, sc.value))
+                .map(|sc| format!("{} {}", sc.label, shown_score(sc.value)))
                 .collect();
             let line = format!(
                 "step {:>5}: train loss {:8.2}, {}, {:>6.0} jets/s",

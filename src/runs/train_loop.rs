@@ -67,7 +67,8 @@ pub struct LoopOutcome {
     pub steps_run: usize,
     /// Training loss of the first applied step.
     pub first_loss: f64,
-    /// Best value of the monitored score (its checkpoint is the run's checkpoint).
+    /// Best value of the monitored score (its checkpoint is the run's checkpoint); NaN when
+    /// no validation gave a finite score (the checkpoint is then the last model).
     pub best_score: f64,
     /// (step, mean training loss) at every report, for the loss curve.
     pub train_history: Vec<(f64, f64)>,
@@ -97,8 +98,8 @@ pub fn clip_and_step(
 
 /// Run `task` for `settings.steps` steps into `run` (writes `train_log.csv` and the best
 /// `checkpoint.safetensors`), calling `progress` every 10 steps and at every validation.
-/// Fails after [`MAX_BAD_STEPS`] non-finite steps in a row, or when no validation gave a
-/// finite score.
+/// Fails after [`MAX_BAD_STEPS`] non-finite steps in a row. When no validation gave a
+/// finite score the last model is the checkpoint and `best_score` is NaN.
 pub fn train_loop(
     task: &mut dyn TrainTask,
     settings: &LoopSettings,
@@ -176,7 +177,13 @@ pub fn train_loop(
                 .iter()
                 .map(|k| {
                     let found = scores.iter().flatten().find(|s| s.key == *k);
-                    found.map(|s| format!("{:.6}", s.value)).unwrap_or_default()
+                    // a score that is not finite (nothing to score) is NA, as R and pandas read it
+                    found
+                        .map(|s| match s.value.is_finite() {
+                            true => format!("{:.6}", s.value),
+                            false => "NA".into(),
+                        })
+                        .unwrap_or_default()
                 })
                 .collect();
             writeln!(
@@ -217,9 +224,9 @@ pub fn train_loop(
     }
     log.flush()?;
     if !saved {
-        return Err(Error::invalid(
-            "training produced no finite validation score; no checkpoint written",
-        ));
+        // nothing ever scored (e.g. a generator that only made empty jets): keep the last
+        // model, so the run can be inspected; `best_score` stays NaN and the finish says why
+        task.save_checkpoint(&ckpt)?;
     }
     out.steps_run = steps_run;
     out.first_loss = first_loss;

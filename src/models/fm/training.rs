@@ -227,7 +227,7 @@ impl TrainTask for FmTask<'_> {
             Score {
                 key: "val_fpd",
                 label: "validation FPD",
-                value: if fpd.is_finite() { fpd } else { f64::MAX },
+                value: if fpd.is_finite() { fpd } else { f64::NAN },
             },
             Score {
                 key: "val_loss",

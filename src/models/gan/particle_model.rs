@@ -10,7 +10,9 @@
 //! * FC (r-GAN): z ~ N(0, 1) `[B, latent]` with N_b / P appended, x = tanh(G(z)) reshaped
 //!   to `[B, P, 3]`, the first N_b particles real;
 //!
-//! and the critic's input is `[x, mask − 0.5]` `[B, P, 4]`.
+//! and the critic's input is `[x, mask − 0.5]` `[B, P, 4]`, padded particles set to the
+//! data's padding `[0, 0, −0.5, −0.5]`. The drawn mask decides which particles are real:
+//! generation keeps them all (pT floored at [`super::particles::MIN_PT`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -154,10 +156,12 @@ impl TrainedParticleGan {
                 (out.reshape(&[b, p, 3])?, mask)
             }
         };
-        let feature = ctx
-            .tape
-            .constant(mask.reshape(&[b, p, 1])?)
-            .add_scalar(-0.5)?;
+        // padded particles look exactly like the data's padding [0, 0, −0.5, −0.5]: a critic
+        // that reads them (FC, PointNet) cannot tell generated jets by their padding
+        let m3 = mask.reshape(&[b, p, 1])?;
+        let padding = Tensor::from_slice(&[0.0, 0.0, -0.5], &[1, 1, 3], device)?;
+        let x = Var::select(&m3, &x, &ctx.tape.constant(padding))?;
+        let feature = ctx.tape.constant(m3).add_scalar(-0.5)?;
         Ok(ParticleBatch {
             x: Var::concat(&[&x, &feature], -1)?,
             mask,

@@ -15,7 +15,7 @@ use crate::rng::Rng;
 /// JetNet's maxima of (η_rel, φ_rel, pT_rel) used by the FPND normalisation.
 pub const FEATURE_MAX: [f32; 3] = [1.621_198_5, 0.520_724_9, 0.893_471_7];
 
-/// Generated particles with pT below this (relative) become padding.
+/// The smallest pT_rel of a generated real particle (lower outputs are raised to it).
 pub const MIN_PT: f32 = 1e-4;
 
 /// Jets `idx` of `data` in the normalised representation `[len, P, 4]`.
@@ -40,8 +40,10 @@ pub fn to_particles(data: &JetNetData, idx: &[usize]) -> Vec<f32> {
     out
 }
 
-/// Generated `[n, P, 3]` normalised features and `mask [n, P]` → JetNet jets (padded and
-/// non-finite particles zeroed, pT < [`MIN_PT`] padded, pT-ordered, jet features recomputed).
+/// Generated `[n, P, 3]` normalised features and `mask [n, P]` → JetNet jets: the mask
+/// decides which particles are real (their pT floored at [`MIN_PT`], so a tanh output at or
+/// below the −0.5 padding value does not silently drop a drawn particle); padded and
+/// non-finite particles zeroed; pT-ordered, jet features recomputed.
 pub fn from_particles(features: &[f32], mask: &[f32], n_particles: usize) -> Result<JetNetData> {
     if features.len() != mask.len() * 3 || n_particles == 0 || mask.is_empty() {
         return Err(Error::shape(
@@ -58,11 +60,10 @@ pub fn from_particles(features: &[f32], mask: &[f32], n_particles: usize) -> Res
         .zip(mask)
         .flat_map(|(f, &m)| {
             if m != 0.0 {
-                [
-                    f[0] * FEATURE_MAX[0],
-                    f[1] * FEATURE_MAX[1],
-                    (f[2] + 0.5) * FEATURE_MAX[2],
-                ]
+                let pt = (f[2] + 0.5) * FEATURE_MAX[2];
+                // NaN stays NaN (and is padded below); f32::max would turn it into MIN_PT
+                let pt = if pt.is_nan() { pt } else { pt.max(MIN_PT) };
+                [f[0] * FEATURE_MAX[0], f[1] * FEATURE_MAX[1], pt]
             } else {
                 [0.0; 3]
             }

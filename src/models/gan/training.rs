@@ -212,11 +212,12 @@ impl TrainTask for GanTask<'_> {
         let (n, seed) = (self.val_jets, self.settings.run.seed ^ 0xFA1);
         let jets = self.with_ema(|m| m.generate(n, seed))?;
         if jets.non_empty_jets().is_empty() {
-            // a collapsed generator (every jet empty) is the worst score, not a failed run
+            // a collapsed generator (every jet empty) has no score (NaN: never the best);
+            // the run goes on, it may recover
             return Ok(vec![Score {
                 key: "val_fpd",
                 label: "validation FPD",
-                value: f64::MAX,
+                value: f64::NAN,
             }]);
         }
         let (real, gen) = normalise(&self.val_features, &fpd_kpd_features(&jets)?)?;
@@ -226,7 +227,7 @@ impl TrainTask for GanTask<'_> {
         Ok(vec![Score {
             key: "val_fpd",
             label: "validation FPD",
-            value: if fpd.is_finite() { fpd } else { f64::MAX },
+            value: if fpd.is_finite() { fpd } else { f64::NAN },
         }])
     }
 
