@@ -32,6 +32,11 @@ impl Ctx {
             rng: RefCell::new(rng),
         }
     }
+    /// A fresh seed from the context's random stream (for fused ops that draw their own
+    /// dropout multipliers, e.g. [`Var::edge_mlp`]).
+    pub fn next_seed(&self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
     /// Inverted dropout (identity in eval mode).
     pub fn dropout(&self, x: &Var, p: f32) -> Result<Var> {
         x.dropout(p, self.train, &mut self.rng.borrow_mut())

@@ -155,6 +155,63 @@ pub(crate) unsafe fn gemm_raw<T: Real>(
     }
 }
 
+/// A strided matrix operand: (slice, row stride, column stride).
+pub(crate) type Strided<'a, T> = (&'a [T], usize, usize);
+
+/// `c[m, n] = a[m, k] · b[k, n]` (overwritten) for strided `a`, `b` and a row-major `c`
+/// with row stride `rsc`. Panics (a bug, never user input) if an operand's slice is too
+/// short for its strides.
+pub(crate) fn gemm_strided<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<T>,
+    b: Strided<T>,
+    c: &mut [T],
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        rsc >= n && c.len() > last(m, n, rsc, 1),
+        "gemm_strided: output too short"
+    );
+    if k == 0 {
+        for r in 0..m {
+            c[r * rsc..r * rsc + n]
+                .iter_mut()
+                .for_each(|v| *v = T::zero());
+        }
+        return;
+    }
+    assert!(
+        a.0.len() > last(m, k, a.1, a.2),
+        "gemm_strided: left operand too short"
+    );
+    assert!(
+        b.0.len() > last(k, n, b.1, b.2),
+        "gemm_strided: right operand too short"
+    );
+    // SAFETY: the asserts above bound every element the strides address.
+    unsafe {
+        gemm_raw(
+            m,
+            k,
+            n,
+            a.0.as_ptr(),
+            a.1 as isize,
+            a.2 as isize,
+            b.0.as_ptr(),
+            b.1 as isize,
+            b.2 as isize,
+            c.as_mut_ptr(),
+            rsc as isize,
+        )
+    }
+}
+
 /// One GEMM `c[m, n] = op(a) · op(b)` on row-major slices. matrixmultiply parallelises
 /// a large GEMM itself (its threads share the packed panels), which measured faster here
 /// than splitting C into blocks that each repack the shared operand.

@@ -6,6 +6,7 @@
 //! `autograd::CustomOp` here, with their hand-written fused backward.
 
 pub mod chamfer;
+pub mod edge_mlp;
 pub mod elementwise;
 pub mod epic;
 pub mod index;

@@ -7,9 +7,11 @@
 //! m_i  = Σ_{j real} e_ij         padded senders are skipped
 //! x′_i = f_n([m_i, x_i])         node MLP, φ after every layer but the last
 //! ```
-//! The edge MLP's first layer W[x_i; x_j] + b = (W_i x_i + b) + W_j x_j is computed per node
-//! and combined per pair by the fused [`Var::edge_input`]; the sum over senders is the fused
-//! [`Var::aggregate`] (both `ops/message.rs`), so no `[B, N, N, 2F]` pair tensor is built.
+//! The edge MLP's first layer W[x_i; x_j] + b = (W_i x_i + b) + W_j x_j is computed per node.
+//! On the CPU the whole edge network and the sum over senders is one fused op
+//! ([`Var::edge_mlp`], `ops/edge_mlp.rs`) that keeps no per-pair tensor; on CUDA the pairs
+//! are combined by the fused [`Var::edge_input`] and summed by the fused [`Var::aggregate`]
+//! (`ops/message.rs`), so no `[B, N, N, 2F]` pair tensor is built either way.
 //! Padded particles never influence real ones: their messages are dropped and real nodes
 //! only read their own features. Every layer is permutation-equivariant.
 //!
@@ -21,6 +23,7 @@ use crate::autograd::Var;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::{Ctx, Linear, Module, Param};
+use crate::ops::edge_mlp::EdgeDropout;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -165,11 +168,11 @@ impl MpLayer {
     pub fn forward(&self, ctx: &Ctx, x: &Var, mask: &Tensor) -> Result<Var> {
         let a = self.receiver.forward(ctx, x)?;
         let c = self.sender.forward(ctx, x)?;
-        let mut e = ctx.dropout(&a.edge_input(&c, SLOPE)?, self.dropout)?;
-        for layer in &self.edge {
-            e = ctx.dropout(&layer.forward(ctx, &e)?.leaky_relu(SLOPE)?, self.dropout)?;
-        }
-        let m = e.aggregate(mask)?;
+        let m = if x.value().device() == Device::Cpu {
+            self.fused_messages(ctx, &a, &c, mask)?
+        } else {
+            self.composed_messages(ctx, &a, &c, mask)?
+        };
         let mut h = Var::concat(&[&m, x], -1)?;
         for (k, layer) in self.node.iter().enumerate() {
             h = layer.forward(ctx, &h)?;
@@ -178,6 +181,39 @@ impl MpLayer {
             }
         }
         Ok(h)
+    }
+}
+
+impl MpLayer {
+    /// The messages Σ_j f_e(x_i, x_j) by the fused edge network ([`Var::edge_mlp`], CPU):
+    /// no per-pair tensor is kept; dropout multipliers from a seed of `ctx`.
+    pub fn fused_messages(&self, ctx: &Ctx, a: &Var, c: &Var, mask: &Tensor) -> Result<Var> {
+        let layers = self
+            .edge
+            .iter()
+            .map(|l| {
+                let bias = l
+                    .bias
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("internal: edge layers have biases"))?;
+                Ok((ctx.tape.param(&l.weight), ctx.tape.param(bias)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dropout = (ctx.train && self.dropout > 0.0).then(|| EdgeDropout {
+            p: self.dropout,
+            seed: ctx.next_seed(),
+        });
+        a.edge_mlp(c, &layers, mask, SLOPE, dropout)
+    }
+
+    /// The same messages by the composed chain `edge_input → (Linear → φ → dropout)* →
+    /// aggregate` (CUDA, and the reference the fused op is tested against).
+    pub fn composed_messages(&self, ctx: &Ctx, a: &Var, c: &Var, mask: &Tensor) -> Result<Var> {
+        let mut e = ctx.dropout(&a.edge_input(c, SLOPE)?, self.dropout)?;
+        for layer in &self.edge {
+            e = ctx.dropout(&layer.forward(ctx, &e)?.leaky_relu(SLOPE)?, self.dropout)?;
+        }
+        e.aggregate(mask)
     }
 }
 

@@ -7,7 +7,7 @@
 use super::{GlobalDims, GlobalSaved, ParticleDims, ParticleSaved};
 use crate::autograd::CustomForward;
 use crate::error::Result;
-use crate::ops::matmul::gemm_raw;
+use crate::ops::matmul::gemm_strided as mm;
 use crate::real::Real;
 use crate::tensor::Tensor;
 
@@ -26,63 +26,6 @@ fn act_grad<T: Real>(u: T, slope: T) -> T {
         T::one()
     } else {
         slope
-    }
-}
-
-/// A strided matrix operand: (slice, row stride, column stride).
-type Operand<'a, T> = (&'a [T], usize, usize);
-
-/// `c[m, n] = a[m, k] · b[k, n]` (overwritten) for strided `a`, `b` and a row-major `c`
-/// with row stride `rsc`. Panics (a bug, never user input) if an operand's slice is too
-/// short for its strides.
-fn mm<T: Real>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Operand<T>,
-    b: Operand<T>,
-    c: &mut [T],
-    rsc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        rsc >= n && c.len() > last(m, n, rsc, 1),
-        "epic: output too short"
-    );
-    if k == 0 {
-        for r in 0..m {
-            c[r * rsc..r * rsc + n]
-                .iter_mut()
-                .for_each(|v| *v = T::zero());
-        }
-        return;
-    }
-    assert!(
-        a.0.len() > last(m, k, a.1, a.2),
-        "epic: left operand too short"
-    );
-    assert!(
-        b.0.len() > last(k, n, b.1, b.2),
-        "epic: right operand too short"
-    );
-    // SAFETY: the asserts above bound every element the strides address.
-    unsafe {
-        gemm_raw(
-            m,
-            k,
-            n,
-            a.0.as_ptr(),
-            a.1 as isize,
-            a.2 as isize,
-            b.0.as_ptr(),
-            b.1 as isize,
-            b.2 as isize,
-            c.as_mut_ptr(),
-            rsc as isize,
-        )
     }
 }
 

@@ -1,0 +1,569 @@
+//! MPGAN's whole edge network as one fused op: the edge MLP on every (receiver, real sender)
+//! pair of the fully connected particle graph and the masked sum of its messages, without
+//! ever storing a per-pair tensor.
+//!
+//! With `a = x W_iᵀ + b₀`, `c = x W_jᵀ` (`[B, N, H₀]`, the first layer split by columns as in
+//! [`crate::ops::message`]), layers `W_k [H_k, H_{k−1}]`, `b_k [H_k]` (k = 1..L), φ =
+//! LeakyReLU(α) (α ≥ 0) and dropout multipliers `d_k ∈ {0, 1/(1−p)}`:
+//! ```text
+//! u⁰_bij = d⁰ ⊙ φ(a_bi + c_bj)
+//! uᵏ_bij = dᵏ ⊙ φ(W_k u^{k−1}_bij + b_k)           k = 1..L
+//! out_bi = Σ_{j: mask_bj ≠ 0} uᴸ_bij               [B, N, H_L]
+//! ```
+//! Padded senders are skipped (their pairs are never computed), every receiver — padded ones
+//! too — gets its sum, so the result equals the composed `edge_input → (Linear → φ →
+//! dropout)* → aggregate` chain of [`crate::models::gan::mp::MpLayer`] given the same dropout
+//! multipliers.
+//!
+//! **Dropout** is counter-based: `d^k_bij,h` keeps when `fmix32(s ⊕ h·φ₃₂) ≥ p·2³²` with the
+//! row seed `s = mix64(seed ⊕ k·2⁵⁶ ⊕ ((b·N + i)·N + j)·φ₆₄)`, so the backward regenerates the
+//! forward's multipliers from the seed instead of storing them ([`dropout_scales`] writes
+//! them out, for the reference chain and the second-order path).
+//!
+//! **Backward** (the forward is recomputed per chunk of jets): with G^L_bij = [mask_bj ≠ 0]·
+//! dᴸ ⊙ φ′ ⊙ g_bi and G^{k−1} = d^{k−1} ⊙ φ′ ⊙ (G^k W_k),
+//! ∂W_k = Σ G^kᵀ u^{k−1}, ∂b_k = Σ G^k, ∂a_bi = Σ_j G⁰_bij, ∂c_bj = Σ_i G⁰_bij.
+//! φ′ is read off the activation (φ(z) > 0 ⇔ z > 0 for α ≥ 0). Twice differentiable: the
+//! backward graph is the composed chain's vector–Jacobian product (gradient penalties).
+//!
+//! **Work**: per computed pair Σ_k H_{k−1}·H_k multiply-adds forward (MPGAN's 96-160-192:
+//! 46,080), twice that backward plus the recomputed forward. **Memory**: one chunk of
+//! ≈ [`CHUNK_ROWS`] pairs at a time (activations and inputs of every layer: ≈ 15 MB in f32
+//! at MPGAN's widths), instead of the B·N²·ΣH values of every layer the composed chain keeps
+//! on the tape (≈ 0.4 GB per MP layer at batch 256).
+//!
+//! CPU only (f32, f64): whole jets are grouped into chunks of ≥ [`CHUNK_ROWS`] pair rows; each
+//! layer is one GEMM over the chunk (matrixmultiply, threaded) and row-parallel elementwise
+//! work (rayon); chunks run in order and the weight gradients are summed chunk by chunk, so the
+//! result does not depend on the thread count. On CUDA the MP layer runs the composed chain
+//! (its fused `edge_input` / `aggregate` kernels and cuBLAS).
+
+use std::any::Any;
+
+use rayon::prelude::*;
+
+use crate::autograd::{CreateGraph, CustomForward, CustomOp, Var};
+use crate::error::{Error, Result};
+use crate::ops::matmul::gemm_strided;
+use crate::real::Real;
+use crate::rng::mix64;
+use crate::tensor::{Storage, Tensor};
+use crate::with_real;
+
+/// Pair rows per chunk (whole jets are added until a chunk holds at least this many).
+pub const CHUNK_ROWS: usize = 2048;
+
+/// Dropout inside the fused edge MLP: probability `p` ∈ [0, 1) after every layer, multipliers
+/// drawn from `seed` (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdgeDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl EdgeDropout {
+    fn threshold(&self) -> u32 {
+        (self.p as f64 * 4_294_967_296.0).min(u32::MAX as f64) as u32
+    }
+    /// 1/(1 − p), rounded to f32 so that both dtypes and [`dropout_scales`] use one value.
+    fn scale(&self) -> f64 {
+        (1.0 / (1.0 - self.p as f64)) as f32 as f64
+    }
+    /// The seed of pair row `pair = (b·N + i)·N + j` of layer `layer`.
+    fn row_seed(&self, layer: usize, pair: usize) -> u32 {
+        mix64(
+            self.seed ^ ((layer as u64) << 56) ^ (pair as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ) as u32
+    }
+}
+
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// `row[h] *= d_h` for one pair row: 0 where dropped, `scale` where kept.
+#[inline]
+fn apply_dropout<T: Real>(row: &mut [T], seed: u32, threshold: u32, scale: T) {
+    for (h, v) in row.iter_mut().enumerate() {
+        let bits = fmix32(seed ^ (h as u32).wrapping_mul(0x9E37_79B9));
+        *v = if bits >= threshold {
+            *v * scale
+        } else {
+            T::zero()
+        };
+    }
+}
+
+/// The dropout multipliers of layer `layer` for every pair: `[B, N, N, H]` values in
+/// {0, 1/(1−p)} (f32), as the fused op applies them.
+pub fn dropout_scales(drop: &EdgeDropout, layer: usize, b: usize, n: usize, h: usize) -> Vec<f32> {
+    let (threshold, scale) = (drop.threshold(), drop.scale() as f32);
+    let mut out = vec![1f32; b * n * n * h];
+    for (pair, row) in out.chunks_exact_mut(h.max(1)).enumerate() {
+        apply_dropout(row, drop.row_seed(layer, pair), threshold, scale);
+    }
+    out
+}
+
+#[inline(always)]
+fn phi<T: Real>(z: T, alpha: T) -> T {
+    if z > T::zero() {
+        z
+    } else {
+        alpha * z
+    }
+}
+
+#[inline(always)]
+fn phi_grad<T: Real>(activation: T, alpha: T) -> T {
+    if activation > T::zero() {
+        T::one()
+    } else {
+        alpha
+    }
+}
+
+/// Sizes of one application: `widths = [H₀, H₁, …, H_L]`.
+#[derive(Clone, Debug)]
+struct Dims {
+    b: usize,
+    n: usize,
+    widths: Vec<usize>,
+}
+
+impl Dims {
+    fn layers(&self) -> usize {
+        self.widths.len() - 1
+    }
+}
+
+/// One computed pair: receiver row `b·N + i`, sender row `b·N + j`, pair index `(b·N + i)·N + j`.
+#[derive(Clone, Copy, Debug)]
+struct Pair {
+    recv: usize,
+    send: usize,
+    pair: usize,
+}
+
+/// The jets of the chunks and their pairs, receiver-major (each receiver's pairs contiguous).
+fn chunks(d: &Dims, real: &[bool]) -> Vec<Vec<Pair>> {
+    let n = d.n;
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for b in 0..d.b {
+        let senders: Vec<usize> = (0..n).filter(|&j| real[b * n + j]).collect();
+        for i in 0..n {
+            for &j in &senders {
+                cur.push(Pair {
+                    recv: b * n + i,
+                    send: b * n + j,
+                    pair: (b * n + i) * n + j,
+                });
+            }
+        }
+        if cur.len() >= CHUNK_ROWS {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The operands of one application, as slices.
+struct Operands<'a, T> {
+    a: &'a [T],
+    c: &'a [T],
+    w: Vec<&'a [T]>,
+    bias: Vec<&'a [T]>,
+}
+
+/// A chunk's forward: `act[k]` = φ(z_k) and `inp[k]` = d_k ⊙ act[k], each `[R, H_k]`.
+struct ChunkActs<T> {
+    act: Vec<Vec<T>>,
+    inp: Vec<Vec<T>>,
+}
+
+/// Rows of `x` (`[R, h]`) in parallel when the chunk is large.
+fn par_rows<T: Send>(x: &mut [T], h: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if h == 0 {
+        return;
+    }
+    if x.len() <= crate::ops::PAR_MIN {
+        x.chunks_exact_mut(h)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    } else {
+        x.par_chunks_exact_mut(h)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    }
+}
+
+fn chunk_forward<T: Real>(
+    ops: &Operands<T>,
+    d: &Dims,
+    pairs: &[Pair],
+    alpha: T,
+    drop: Option<&EdgeDropout>,
+) -> ChunkActs<T> {
+    let r = pairs.len();
+    let h0 = d.widths[0];
+    let dropout = drop.map(|dr| (dr, dr.threshold(), T::from_f64(dr.scale())));
+    let mut act = Vec::with_capacity(d.widths.len());
+    let mut inp = Vec::with_capacity(d.widths.len());
+    let mut a0 = vec![T::zero(); r * h0];
+    par_rows(&mut a0, h0, |row, o| {
+        let p = pairs[row];
+        let (ar, cr) = (
+            &ops.a[p.recv * h0..(p.recv + 1) * h0],
+            &ops.c[p.send * h0..(p.send + 1) * h0],
+        );
+        for k in 0..h0 {
+            o[k] = phi(ar[k] + cr[k], alpha);
+        }
+    });
+    let dropped = |layer: usize, x: &[T], h: usize| -> Vec<T> {
+        let mut u = x.to_vec();
+        if let Some((dr, threshold, scale)) = dropout {
+            par_rows(&mut u, h, |row, o| {
+                apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale)
+            });
+        }
+        u
+    };
+    inp.push(dropped(0, &a0, h0));
+    act.push(a0);
+    for k in 1..=d.layers() {
+        let (hi, ho) = (d.widths[k - 1], d.widths[k]);
+        let mut z = vec![T::zero(); r * ho];
+        // z = u^{k−1} · W_kᵀ: W_k is [ho, hi] row-major, so Wᵀ has strides (1, hi)
+        gemm_strided(
+            r,
+            hi,
+            ho,
+            (&inp[k - 1], hi, 1),
+            (ops.w[k - 1], 1, hi),
+            &mut z,
+            ho,
+        );
+        let bias = ops.bias[k - 1];
+        par_rows(&mut z, ho, |_, o| {
+            for (v, &bv) in o.iter_mut().zip(bias) {
+                *v = phi(*v + bv, alpha);
+            }
+        });
+        inp.push(dropped(k, &z, ho));
+        act.push(z);
+    }
+    ChunkActs { act, inp }
+}
+
+/// out_bi += Σ over the chunk's pairs of receiver (b, i) of `u [R, H]`.
+fn sum_by_receiver<T: Real>(pairs: &[Pair], u: &[T], h: usize, out: &mut [T]) {
+    for (p, row) in pairs.iter().zip(u.chunks_exact(h.max(1))) {
+        out[p.recv * h..(p.recv + 1) * h]
+            .iter_mut()
+            .zip(row)
+            .for_each(|(o, &v)| *o += v);
+    }
+}
+
+fn cpu_forward<T: Real>(
+    ops: &Operands<T>,
+    d: &Dims,
+    real: &[bool],
+    alpha: f64,
+    drop: Option<&EdgeDropout>,
+) -> Vec<T> {
+    let hl = d.widths[d.layers()];
+    let mut out = vec![T::zero(); d.b * d.n * hl];
+    for pairs in chunks(d, real) {
+        let acts = chunk_forward(ops, d, &pairs, T::from_f64(alpha), drop);
+        sum_by_receiver(&pairs, &acts.inp[d.layers()], hl, &mut out);
+    }
+    out
+}
+
+/// ∂a, ∂c and (∂W_k, ∂b_k) for k = 1..L.
+type Grads<T> = (Vec<T>, Vec<T>, Vec<(Vec<T>, Vec<T>)>);
+
+fn cpu_backward<T: Real>(
+    ops: &Operands<T>,
+    d: &Dims,
+    real: &[bool],
+    alpha: f64,
+    drop: Option<&EdgeDropout>,
+    g: &[T],
+) -> Grads<T> {
+    let (l, h0) = (d.layers(), d.widths[0]);
+    let al = T::from_f64(alpha);
+    let dropout = drop.map(|dr| (dr, dr.threshold(), T::from_f64(dr.scale())));
+    let mut ga = vec![T::zero(); d.b * d.n * h0];
+    let mut gc = vec![T::zero(); d.b * d.n * h0];
+    let mut gw: Vec<(Vec<T>, Vec<T>)> = (1..=l)
+        .map(|k| {
+            (
+                vec![T::zero(); d.widths[k] * d.widths[k - 1]],
+                vec![T::zero(); d.widths[k]],
+            )
+        })
+        .collect();
+    for pairs in chunks(d, real) {
+        let r = pairs.len();
+        let acts = chunk_forward(ops, d, &pairs, al, drop);
+        // G = d ⊙ φ′(act) ⊙ upstream, row by row
+        let local = |layer: usize, upstream: &mut [T], h: usize| {
+            let act = &acts.act[layer];
+            par_rows(upstream, h, |row, o| {
+                if let Some((dr, threshold, scale)) = dropout {
+                    apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale);
+                }
+                for (v, &s) in o.iter_mut().zip(&act[row * h..(row + 1) * h]) {
+                    *v = *v * phi_grad(s, al);
+                }
+            });
+        };
+        let hl = d.widths[l];
+        let mut grad = vec![T::zero(); r * hl];
+        par_rows(&mut grad, hl, |row, o| {
+            let recv = pairs[row].recv;
+            o.copy_from_slice(&g[recv * hl..(recv + 1) * hl]);
+        });
+        local(l, &mut grad, hl);
+        for k in (1..=l).rev() {
+            let (hi, ho) = (d.widths[k - 1], d.widths[k]);
+            // ∂W_k += Gᵀ u^{k−1}: Gᵀ [ho, R] has strides (1, ho)
+            let mut part = vec![T::zero(); ho * hi];
+            gemm_strided(
+                ho,
+                r,
+                hi,
+                (&grad, 1, ho),
+                (&acts.inp[k - 1], hi, 1),
+                &mut part,
+                hi,
+            );
+            let (w_acc, b_acc) = &mut gw[k - 1];
+            w_acc.iter_mut().zip(&part).for_each(|(s, &v)| *s += v);
+            for row in grad.chunks_exact(ho) {
+                b_acc.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+            // upstream of layer k − 1: G · W_k ([R, ho] · [ho, hi])
+            let mut up = vec![T::zero(); r * hi];
+            gemm_strided(
+                r,
+                ho,
+                hi,
+                (&grad, ho, 1),
+                (ops.w[k - 1], hi, 1),
+                &mut up,
+                hi,
+            );
+            local(k - 1, &mut up, hi);
+            grad = up;
+        }
+        for (p, row) in pairs.iter().zip(grad.chunks_exact(h0.max(1))) {
+            let ar = &mut ga[p.recv * h0..(p.recv + 1) * h0];
+            ar.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            let cr = &mut gc[p.send * h0..(p.send + 1) * h0];
+            cr.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        }
+    }
+    (ga, gc, gw)
+}
+
+/// The tape op: inputs `[a, c, W₁, b₁, …, W_L, b_L]`, the mask a constant.
+struct EdgeMlpOp {
+    alpha: f64,
+    dropout: Option<EdgeDropout>,
+    /// Which senders are real, `[B·N]`.
+    real: Vec<bool>,
+    mask: Tensor,
+    dims: Dims,
+}
+
+impl EdgeMlpOp {
+    fn operands<'a, T: Real>(&self, inputs: &[&'a Tensor]) -> Result<Operands<'a, T>> {
+        let l = self.dims.layers();
+        Ok(Operands {
+            a: inputs[0].cpu::<T>()?,
+            c: inputs[1].cpu::<T>()?,
+            w: (0..l)
+                .map(|k| inputs[2 + 2 * k].cpu::<T>())
+                .collect::<Result<_>>()?,
+            bias: (0..l)
+                .map(|k| inputs[3 + 2 * k].cpu::<T>())
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The composed chain on the tape (the reference, and the second-order path).
+    fn composed(&self, inputs: &[Var]) -> Result<Var> {
+        let d = &self.dims;
+        let scales = |layer: usize, h: usize| -> Result<Option<Var>> {
+            let Some(drop) = &self.dropout else {
+                return Ok(None);
+            };
+            let s = dropout_scales(drop, layer, d.b, d.n, h);
+            let t = Tensor::from_slice(&s, &[d.b, d.n, d.n, h], inputs[0].value().device())?
+                .to_dtype(inputs[0].value().dtype())?;
+            Ok(Some(inputs[0].constant(t)))
+        };
+        let with_dropout = |x: Var, layer: usize, h: usize| -> Result<Var> {
+            match scales(layer, h)? {
+                Some(s) => x.mul(&s),
+                None => Ok(x),
+            }
+        };
+        let mut e = with_dropout(
+            inputs[0].edge_input(&inputs[1], self.alpha)?,
+            0,
+            d.widths[0],
+        )?;
+        for k in 1..=d.layers() {
+            let z = e
+                .matmul_t(&inputs[2 * k], false, true)?
+                .add(&inputs[2 * k + 1])?
+                .leaky_relu(self.alpha)?;
+            e = with_dropout(z, k, d.widths[k])?;
+        }
+        e.aggregate(&self.mask)
+    }
+}
+
+impl CustomOp for EdgeMlpOp {
+    fn name(&self) -> &'static str {
+        "edge_mlp"
+    }
+    fn cpu_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let d = &self.dims;
+        let shape = [d.b, d.n, d.widths[d.layers()]];
+        with_real!(inputs[0], T => {
+            let ops = self.operands::<T>(inputs)?;
+            let out = cpu_forward(&ops, d, &self.real, self.alpha, self.dropout.as_ref());
+            Ok(CustomForward::new(Tensor::from_cpu_vec(out, &shape)?))
+        })
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _saved: &dyn Any,
+        _output: &Tensor,
+        g: &Tensor,
+        _needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let d = &self.dims;
+        let rows = [d.b, d.n, d.widths[0]];
+        with_real!(inputs[0], T => {
+            let ops = self.operands::<T>(inputs)?;
+            let g = g.cpu::<T>()?;
+            let (ga, gc, gw) =
+                cpu_backward(&ops, d, &self.real, self.alpha, self.dropout.as_ref(), g);
+            let mut out = vec![
+                Some(Tensor::from_cpu_vec(ga, &rows)?),
+                Some(Tensor::from_cpu_vec(gc, &rows)?),
+            ];
+            for (k, (w, b)) in gw.into_iter().enumerate() {
+                let (hi, ho) = (d.widths[k], d.widths[k + 1]);
+                out.push(Some(Tensor::from_cpu_vec(w, &[ho, hi])?));
+                out.push(Some(Tensor::from_cpu_vec(b, &[ho])?));
+            }
+            Ok(out)
+        })
+    }
+    fn backward_graph(
+        &self,
+        inputs: &[Var],
+        _saved: &dyn Any,
+        _output: &Var,
+        g: &Var,
+        _needs: &[bool],
+    ) -> Option<Result<Vec<Option<Var>>>> {
+        Some((|| {
+            let out = self.composed(inputs)?;
+            let refs: Vec<&Var> = inputs.iter().collect();
+            let grads = out.tape().vjp(&out, g, &refs, CreateGraph::Yes)?;
+            Ok(grads.into_iter().map(Some).collect())
+        })())
+    }
+}
+
+impl Var {
+    /// The fused edge network (see the module doc): `self = a [B, N, H₀]` (receiver part of
+    /// the first layer, bias included), `c [B, N, H₀]` (sender part), `layers` = (W_k
+    /// `[H_k, H_{k−1}]`, b_k `[H_k]`), `mask [B, N]` → `Σ_{j real} uᴸ_bij` `[B, N, H_L]`.
+    /// CPU only; differentiable to any order.
+    pub fn edge_mlp(
+        &self,
+        c: &Var,
+        layers: &[(Var, Var)],
+        mask: &Tensor,
+        alpha: f64,
+        dropout: Option<EdgeDropout>,
+    ) -> Result<Var> {
+        let bad = |m: String| Error::shape("edge_mlp", m);
+        let &[b, n, h0] = self.shape() else {
+            return Err(bad(format!("a must be [B, N, H], got {:?}", self.shape())));
+        };
+        if c.shape() != self.shape() || mask.shape() != [b, n] {
+            return Err(bad(format!(
+                "c {:?} and mask {:?} must be [B, N, H] = {:?} and [B, N]",
+                c.shape(),
+                mask.shape(),
+                self.shape()
+            )));
+        }
+        let mut widths = vec![h0];
+        for (k, (w, bias)) in layers.iter().enumerate() {
+            let prev = widths[k];
+            match w.shape() {
+                &[ho, hi] if hi == prev && bias.shape() == [ho] => widths.push(ho),
+                s => {
+                    return Err(bad(format!(
+                        "layer {}: weight {s:?} and bias {:?} must be [H, {prev}] and [H]",
+                        k + 1,
+                        bias.shape()
+                    )))
+                }
+            }
+        }
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(Error::invalid(format!(
+                "edge_mlp: the LeakyReLU slope must be finite and ≥ 0, got {alpha}"
+            )));
+        }
+        if let Some(dr) = &dropout {
+            if !(0.0..1.0).contains(&dr.p) {
+                return Err(Error::invalid(format!(
+                    "edge_mlp: dropout probability must be in [0, 1), got {}",
+                    dr.p
+                )));
+            }
+        }
+        if matches!(self.value().storage(), Storage::Cuda(_)) {
+            return Err(Error::CudaUnavailable(
+                "edge_mlp is CPU-only: on CUDA the MP layer runs the composed chain".into(),
+            ));
+        }
+        let real = mask.to_vec_f64()?.iter().map(|&v| v != 0.0).collect();
+        let mut inputs: Vec<&Var> = vec![self, c];
+        for (w, bias) in layers {
+            inputs.extend([w, bias]);
+        }
+        let op = EdgeMlpOp {
+            alpha,
+            dropout: dropout.filter(|dr| dr.p > 0.0),
+            real,
+            mask: mask.clone(),
+            dims: Dims { b, n, widths },
+        };
+        Var::custom(op, &inputs)
+    }
+}
