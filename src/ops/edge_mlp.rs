@@ -44,7 +44,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{CreateGraph, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
-use crate::ops::matmul::gemm_strided;
+use crate::ops::matmul::{gemm_strided, gemm_strided_add};
 use crate::real::Real;
 use crate::rng::mix64;
 use crate::tensor::{Storage, Tensor};
@@ -184,10 +184,42 @@ struct Operands<'a, T> {
     bias: Vec<&'a [T]>,
 }
 
-/// A chunk's forward: `act[k]` = φ(z_k) and `inp[k]` = d_k ⊙ act[k], each `[R, H_k]`.
-struct ChunkActs<T> {
+/// Buffers reused by every chunk of one call: `act[k]` = φ(z_k) and, with dropout,
+/// `dropped[k]` = d_k ⊙ act[k] (each `[R, H_k]` for the chunk's R rows); `grad`, `up` for the
+/// backward.
+struct Workspace<T> {
     act: Vec<Vec<T>>,
-    inp: Vec<Vec<T>>,
+    dropped: Vec<Vec<T>>,
+    grad: Vec<T>,
+    up: Vec<T>,
+}
+
+impl<T: Real> Workspace<T> {
+    fn new(d: &Dims, max_rows: usize, dropout: bool, backward: bool) -> Self {
+        let per_layer = |on: bool| -> Vec<Vec<T>> {
+            d.widths
+                .iter()
+                .map(|&h| vec![T::zero(); if on { max_rows * h } else { 0 }])
+                .collect()
+        };
+        let widest = d.widths.iter().copied().max().unwrap_or(0);
+        let scratch = if backward { max_rows * widest } else { 0 };
+        Workspace {
+            act: per_layer(true),
+            dropped: per_layer(dropout),
+            grad: vec![T::zero(); scratch],
+            up: vec![T::zero(); scratch],
+        }
+    }
+
+    /// u^k of the chunk's `len` values: the dropped-out activations, or the activations.
+    fn input(&self, k: usize, len: usize) -> &[T] {
+        if self.dropped[k].is_empty() {
+            &self.act[k][..len]
+        } else {
+            &self.dropped[k][..len]
+        }
+    }
 }
 
 /// Rows of `x` (`[R, h]`) in parallel when the chunk is large.
@@ -206,20 +238,35 @@ fn par_rows<T: Send>(x: &mut [T], h: usize, f: impl Fn(usize, &mut [T]) + Sync +
     }
 }
 
+/// Dropout (multipliers, seed, threshold, scale) in the dtype of the op.
+type DropoutIn<'a, T> = Option<(&'a EdgeDropout, u32, T)>;
+
+fn dropout_in<T: Real>(drop: Option<&EdgeDropout>) -> DropoutIn<'_, T> {
+    drop.map(|dr| (dr, dr.threshold(), T::from_f64(dr.scale())))
+}
+
+/// The chunk's forward into `ws`.
 fn chunk_forward<T: Real>(
     ops: &Operands<T>,
     d: &Dims,
     pairs: &[Pair],
     alpha: T,
     drop: Option<&EdgeDropout>,
-) -> ChunkActs<T> {
+    ws: &mut Workspace<T>,
+) {
     let r = pairs.len();
     let h0 = d.widths[0];
-    let dropout = drop.map(|dr| (dr, dr.threshold(), T::from_f64(dr.scale())));
-    let mut act = Vec::with_capacity(d.widths.len());
-    let mut inp = Vec::with_capacity(d.widths.len());
-    let mut a0 = vec![T::zero(); r * h0];
-    par_rows(&mut a0, h0, |row, o| {
+    let dropout = dropout_in::<T>(drop);
+    let Workspace { act, dropped, .. } = ws;
+    let drop_layer = |layer: usize, from: &[T], to: &mut [T], h: usize| {
+        if let Some((dr, threshold, scale)) = dropout {
+            to.copy_from_slice(from);
+            par_rows(to, h, |row, o| {
+                apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale)
+            });
+        }
+    };
+    par_rows(&mut act[0][..r * h0], h0, |row, o| {
         let p = pairs[row];
         let (ar, cr) = (
             &ops.a[p.recv * h0..(p.recv + 1) * h0],
@@ -229,40 +276,30 @@ fn chunk_forward<T: Real>(
             o[k] = phi(ar[k] + cr[k], alpha);
         }
     });
-    let dropped = |layer: usize, x: &[T], h: usize| -> Vec<T> {
-        let mut u = x.to_vec();
-        if let Some((dr, threshold, scale)) = dropout {
-            par_rows(&mut u, h, |row, o| {
-                apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale)
-            });
-        }
-        u
-    };
-    inp.push(dropped(0, &a0, h0));
-    act.push(a0);
+    if dropout.is_some() {
+        drop_layer(0, &act[0][..r * h0], &mut dropped[0][..r * h0], h0);
+    }
     for k in 1..=d.layers() {
         let (hi, ho) = (d.widths[k - 1], d.widths[k]);
-        let mut z = vec![T::zero(); r * ho];
+        let (done, rest) = act.split_at_mut(k);
+        let z = &mut rest[0][..r * ho];
+        let u = if dropout.is_some() {
+            &dropped[k - 1][..r * hi]
+        } else {
+            &done[k - 1][..r * hi]
+        };
         // z = u^{k−1} · W_kᵀ: W_k is [ho, hi] row-major, so Wᵀ has strides (1, hi)
-        gemm_strided(
-            r,
-            hi,
-            ho,
-            (&inp[k - 1], hi, 1),
-            (ops.w[k - 1], 1, hi),
-            &mut z,
-            ho,
-        );
+        gemm_strided(r, hi, ho, (u, hi, 1), (ops.w[k - 1], 1, hi), z, ho);
         let bias = ops.bias[k - 1];
-        par_rows(&mut z, ho, |_, o| {
+        par_rows(z, ho, |_, o| {
             for (v, &bv) in o.iter_mut().zip(bias) {
                 *v = phi(*v + bv, alpha);
             }
         });
-        inp.push(dropped(k, &z, ho));
-        act.push(z);
+        if dropout.is_some() {
+            drop_layer(k, &rest[0][..r * ho], &mut dropped[k][..r * ho], ho);
+        }
     }
-    ChunkActs { act, inp }
 }
 
 /// out_bi += Σ over the chunk's pairs of receiver (b, i) of `u [R, H]`.
@@ -275,6 +312,10 @@ fn sum_by_receiver<T: Real>(pairs: &[Pair], u: &[T], h: usize, out: &mut [T]) {
     }
 }
 
+fn max_rows(chunks: &[Vec<Pair>]) -> usize {
+    chunks.iter().map(Vec::len).max().unwrap_or(0)
+}
+
 fn cpu_forward<T: Real>(
     ops: &Operands<T>,
     d: &Dims,
@@ -282,11 +323,13 @@ fn cpu_forward<T: Real>(
     alpha: f64,
     drop: Option<&EdgeDropout>,
 ) -> Vec<T> {
-    let hl = d.widths[d.layers()];
+    let (l, hl) = (d.layers(), d.widths[d.layers()]);
     let mut out = vec![T::zero(); d.b * d.n * hl];
-    for pairs in chunks(d, real) {
-        let acts = chunk_forward(ops, d, &pairs, T::from_f64(alpha), drop);
-        sum_by_receiver(&pairs, &acts.inp[d.layers()], hl, &mut out);
+    let chunks = chunks(d, real);
+    let mut ws = Workspace::new(d, max_rows(&chunks), drop.is_some(), false);
+    for pairs in &chunks {
+        chunk_forward(ops, d, pairs, T::from_f64(alpha), drop, &mut ws);
+        sum_by_receiver(pairs, ws.input(l, pairs.len() * hl), hl, &mut out);
     }
     out
 }
@@ -304,7 +347,7 @@ fn cpu_backward<T: Real>(
 ) -> Grads<T> {
     let (l, h0) = (d.layers(), d.widths[0]);
     let al = T::from_f64(alpha);
-    let dropout = drop.map(|dr| (dr, dr.threshold(), T::from_f64(dr.scale())));
+    let dropout = dropout_in::<T>(drop);
     let mut ga = vec![T::zero(); d.b * d.n * h0];
     let mut gc = vec![T::zero(); d.b * d.n * h0];
     let mut gw: Vec<(Vec<T>, Vec<T>)> = (1..=l)
@@ -315,12 +358,15 @@ fn cpu_backward<T: Real>(
             )
         })
         .collect();
-    for pairs in chunks(d, real) {
+    let chunks = chunks(d, real);
+    let mut ws = Workspace::new(d, max_rows(&chunks), drop.is_some(), true);
+    for pairs in &chunks {
         let r = pairs.len();
-        let acts = chunk_forward(ops, d, &pairs, al, drop);
+        chunk_forward(ops, d, pairs, al, drop, &mut ws);
+        let (mut grad, mut up) = (std::mem::take(&mut ws.grad), std::mem::take(&mut ws.up));
         // G = d ⊙ φ′(act) ⊙ upstream, row by row
         let local = |layer: usize, upstream: &mut [T], h: usize| {
-            let act = &acts.act[layer];
+            let act = &ws.act[layer];
             par_rows(upstream, h, |row, o| {
                 if let Some((dr, threshold, scale)) = dropout {
                     apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale);
@@ -331,50 +377,48 @@ fn cpu_backward<T: Real>(
             });
         };
         let hl = d.widths[l];
-        let mut grad = vec![T::zero(); r * hl];
-        par_rows(&mut grad, hl, |row, o| {
+        par_rows(&mut grad[..r * hl], hl, |row, o| {
             let recv = pairs[row].recv;
             o.copy_from_slice(&g[recv * hl..(recv + 1) * hl]);
         });
-        local(l, &mut grad, hl);
+        local(l, &mut grad[..r * hl], hl);
         for k in (1..=l).rev() {
             let (hi, ho) = (d.widths[k - 1], d.widths[k]);
-            // ∂W_k += Gᵀ u^{k−1}: Gᵀ [ho, R] has strides (1, ho)
-            let mut part = vec![T::zero(); ho * hi];
-            gemm_strided(
+            let gk = &grad[..r * ho];
+            let (w_acc, b_acc) = &mut gw[k - 1];
+            // ∂W_k += Gᵀ u^{k−1}: Gᵀ [ho, R] has strides (1, ho); chunks in order
+            gemm_strided_add(
                 ho,
                 r,
                 hi,
-                (&grad, 1, ho),
-                (&acts.inp[k - 1], hi, 1),
-                &mut part,
+                (gk, 1, ho),
+                (ws.input(k - 1, r * hi), hi, 1),
+                w_acc,
                 hi,
             );
-            let (w_acc, b_acc) = &mut gw[k - 1];
-            w_acc.iter_mut().zip(&part).for_each(|(s, &v)| *s += v);
-            for row in grad.chunks_exact(ho) {
+            for row in gk.chunks_exact(ho) {
                 b_acc.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
             }
             // upstream of layer k − 1: G · W_k ([R, ho] · [ho, hi])
-            let mut up = vec![T::zero(); r * hi];
             gemm_strided(
                 r,
                 ho,
                 hi,
-                (&grad, ho, 1),
+                (gk, ho, 1),
                 (ops.w[k - 1], hi, 1),
-                &mut up,
+                &mut up[..r * hi],
                 hi,
             );
-            local(k - 1, &mut up, hi);
-            grad = up;
+            local(k - 1, &mut up[..r * hi], hi);
+            std::mem::swap(&mut grad, &mut up);
         }
-        for (p, row) in pairs.iter().zip(grad.chunks_exact(h0.max(1))) {
+        for (p, row) in pairs.iter().zip(grad[..r * h0].chunks_exact(h0.max(1))) {
             let ar = &mut ga[p.recv * h0..(p.recv + 1) * h0];
             ar.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
             let cr = &mut gc[p.send * h0..(p.send + 1) * h0];
             cr.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
         }
+        (ws.grad, ws.up) = (grad, up);
     }
     (ga, gc, gw)
 }

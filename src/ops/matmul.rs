@@ -100,7 +100,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
     }
 }
 
-/// `c = op(a) · op(b)` for raw row-major operands with explicit strides.
+/// `c = op(a) · op(b)` (or `c += …` with `accumulate`) for raw row-major operands with
+/// explicit strides.
 ///
 /// # Safety
 /// The pointers and strides must address valid m×k, k×n and m×n matrices.
@@ -117,7 +118,9 @@ pub(crate) unsafe fn gemm_raw<T: Real>(
     csb: isize,
     c: *mut T,
     rsc: isize,
+    accumulate: bool,
 ) {
+    let beta = if accumulate { 1.0 } else { 0.0 };
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         matrixmultiply::sgemm(
             m,
@@ -130,7 +133,7 @@ pub(crate) unsafe fn gemm_raw<T: Real>(
             b as *const f32,
             rsb,
             csb,
-            0.0,
+            beta as f32,
             c as *mut f32,
             rsc,
             1,
@@ -147,7 +150,7 @@ pub(crate) unsafe fn gemm_raw<T: Real>(
             b as *const f64,
             rsb,
             csb,
-            0.0,
+            beta,
             c as *mut f64,
             rsc,
             1,
@@ -170,6 +173,33 @@ pub(crate) fn gemm_strided<T: Real>(
     c: &mut [T],
     rsc: usize,
 ) {
+    gemm_strided_into(m, k, n, a, b, c, rsc, false)
+}
+
+/// [`gemm_strided`] adding into `c`: `c[m, n] += a[m, k] · b[k, n]`.
+pub(crate) fn gemm_strided_add<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<T>,
+    b: Strided<T>,
+    c: &mut [T],
+    rsc: usize,
+) {
+    gemm_strided_into(m, k, n, a, b, c, rsc, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_strided_into<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<T>,
+    b: Strided<T>,
+    c: &mut [T],
+    rsc: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -179,10 +209,12 @@ pub(crate) fn gemm_strided<T: Real>(
         "gemm_strided: output too short"
     );
     if k == 0 {
-        for r in 0..m {
-            c[r * rsc..r * rsc + n]
-                .iter_mut()
-                .for_each(|v| *v = T::zero());
+        if !accumulate {
+            for r in 0..m {
+                c[r * rsc..r * rsc + n]
+                    .iter_mut()
+                    .for_each(|v| *v = T::zero());
+            }
         }
         return;
     }
@@ -208,6 +240,7 @@ pub(crate) fn gemm_strided<T: Real>(
             b.2 as isize,
             c.as_mut_ptr(),
             rsc as isize,
+            accumulate,
         )
     }
 }
@@ -240,6 +273,7 @@ fn gemm<T: Real>(a: &[T], b: &[T], c: &mut [T], m: usize, k: usize, n: usize, ta
             csb,
             c.as_mut_ptr(),
             n as isize,
+            false,
         )
     };
 }
