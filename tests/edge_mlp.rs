@@ -312,3 +312,31 @@ fn bad_edge_network_inputs_are_refused() {
     let p1 = Some(EdgeDropout { p: 1.0, seed: 0 });
     assert!(err(v[0].edge_mlp(&v[1], &layers, &k.mask, ALPHA, p1)).contains("dropout"));
 }
+
+/// The tensor-level forward and backward (what `jetgen bench kernels --only edge_mlp` times)
+/// equal the tape op's value and gradients.
+#[test]
+fn tensor_level_functions_equal_the_tape_op() {
+    use jetgen::ops::edge_mlp::{edge_mlp_backward, edge_mlp_forward};
+    let k = case(3, 7, &[4, 6, 3], DType::F64, 12);
+    let drop = Some(EdgeDropout { p: 0.2, seed: 2 });
+    let layers: Vec<(&Tensor, &Tensor)> = k.layers.iter().map(|(w, b)| (w, b)).collect();
+    let value = edge_mlp_forward(&k.a, &k.c, &layers, &k.mask, ALPHA, drop).unwrap();
+    let tape = Tape::new();
+    let v = vars(&tape, &k);
+    let out = fused(&k, &v, drop);
+    assert_eq!(vals(&value), vals(out.value()));
+    let g = Rng::new(99)
+        .normal(out.shape(), 0.0, 1.0, Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let grads = edge_mlp_backward(&k.a, &k.c, &layers, &k.mask, ALPHA, drop, &g).unwrap();
+    let expected = values_and_grads(&k, drop, true);
+    assert_eq!(grads.len(), 6);
+    for (i, t) in grads.iter().enumerate() {
+        assert_eq!(vals(t), expected[i + 1], "gradient {i}");
+    }
+    let wrong_g = Tensor::zeros(&[3, 7, 4], Device::Cpu).unwrap();
+    assert!(edge_mlp_backward(&k.a, &k.c, &layers, &k.mask, ALPHA, drop, &wrong_g).is_err());
+}

@@ -44,6 +44,7 @@ use rayon::prelude::*;
 
 use crate::autograd::{CreateGraph, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
+use crate::ops::expect_shape;
 use crate::ops::matmul::{gemm_strided, gemm_strided_add};
 use crate::real::Real;
 use crate::rng::mix64;
@@ -539,41 +540,42 @@ impl CustomOp for EdgeMlpOp {
     }
 }
 
-impl Var {
-    /// The fused edge network (see the module doc): `self = a [B, N, H₀]` (receiver part of
-    /// the first layer, bias included), `c [B, N, H₀]` (sender part), `layers` = (W_k
-    /// `[H_k, H_{k−1}]`, b_k `[H_k]`), `mask [B, N]` → `Σ_{j real} uᴸ_bij` `[B, N, H_L]`.
-    /// CPU only; differentiable to any order.
-    pub fn edge_mlp(
-        &self,
-        c: &Var,
-        layers: &[(Var, Var)],
+impl EdgeMlpOp {
+    /// The op for `a`, `c [B, N, H₀]`, `inputs = [W₁, b₁, …]`, `mask [B, N]`: every shape,
+    /// the slope, the dropout probability and the device checked.
+    fn new(
+        a: &Tensor,
+        c: &Tensor,
+        layers: &[&Tensor],
         mask: &Tensor,
         alpha: f64,
         dropout: Option<EdgeDropout>,
-    ) -> Result<Var> {
+    ) -> Result<EdgeMlpOp> {
         let bad = |m: String| Error::shape("edge_mlp", m);
-        let &[b, n, h0] = self.shape() else {
-            return Err(bad(format!("a must be [B, N, H], got {:?}", self.shape())));
+        let &[b, n, h0] = a.shape() else {
+            return Err(bad(format!("a must be [B, N, H], got {:?}", a.shape())));
         };
-        if c.shape() != self.shape() || mask.shape() != [b, n] {
+        if c.shape() != a.shape() || mask.shape() != [b, n] {
             return Err(bad(format!(
                 "c {:?} and mask {:?} must be [B, N, H] = {:?} and [B, N]",
                 c.shape(),
                 mask.shape(),
-                self.shape()
+                a.shape()
             )));
         }
+        if !layers.len().is_multiple_of(2) {
+            return Err(bad("every layer needs a weight and a bias".into()));
+        }
         let mut widths = vec![h0];
-        for (k, (w, bias)) in layers.iter().enumerate() {
+        for (k, wb) in layers.chunks(2).enumerate() {
             let prev = widths[k];
-            match w.shape() {
-                &[ho, hi] if hi == prev && bias.shape() == [ho] => widths.push(ho),
+            match wb[0].shape() {
+                &[ho, hi] if hi == prev && wb[1].shape() == [ho] => widths.push(ho),
                 s => {
                     return Err(bad(format!(
                         "layer {}: weight {s:?} and bias {:?} must be [H, {prev}] and [H]",
                         k + 1,
-                        bias.shape()
+                        wb[1].shape()
                     )))
                 }
             }
@@ -591,23 +593,97 @@ impl Var {
                 )));
             }
         }
-        if matches!(self.value().storage(), Storage::Cuda(_)) {
-            return Err(Error::CudaUnavailable(
-                "edge_mlp is CPU-only: on CUDA the MP layer runs the composed chain".into(),
-            ));
+        for t in [a, c].into_iter().chain(layers.iter().copied()) {
+            if matches!(t.storage(), Storage::Cuda(_)) {
+                return Err(Error::CudaUnavailable(
+                    "edge_mlp is CPU-only: on CUDA the MP layer runs the composed chain".into(),
+                ));
+            }
+            a.same_place("edge_mlp", t)?;
         }
         let real = mask.to_vec_f64()?.iter().map(|&v| v != 0.0).collect();
-        let mut inputs: Vec<&Var> = vec![self, c];
-        for (w, bias) in layers {
-            inputs.extend([w, bias]);
-        }
-        let op = EdgeMlpOp {
+        Ok(EdgeMlpOp {
             alpha,
             dropout: dropout.filter(|dr| dr.p > 0.0),
             real,
             mask: mask.clone(),
             dims: Dims { b, n, widths },
-        };
+        })
+    }
+}
+
+/// `[a, c, W₁, b₁, …]` as one list.
+fn op_inputs<'a>(
+    a: &'a Tensor,
+    c: &'a Tensor,
+    layers: &[(&'a Tensor, &'a Tensor)],
+) -> Vec<&'a Tensor> {
+    let mut v = vec![a, c];
+    for (w, b) in layers {
+        v.extend([*w, *b]);
+    }
+    v
+}
+
+/// The fused edge network's value on tensors (CPU): `a`, `c [B, N, H₀]`, `layers` = (W_k,
+/// b_k), `mask [B, N]` → `[B, N, H_L]` (see the module doc).
+pub fn edge_mlp_forward(
+    a: &Tensor,
+    c: &Tensor,
+    layers: &[(&Tensor, &Tensor)],
+    mask: &Tensor,
+    alpha: f64,
+    dropout: Option<EdgeDropout>,
+) -> Result<Tensor> {
+    let inputs = op_inputs(a, c, layers);
+    let op = EdgeMlpOp::new(a, c, &inputs[2..], mask, alpha, dropout)?;
+    Ok(op.cpu_forward(&inputs)?.value)
+}
+
+/// Its backward on tensors: from `g = ∂L/∂out [B, N, H_L]`, the gradients
+/// `[∂a, ∂c, ∂W₁, ∂b₁, …]` (the forward recomputed).
+pub fn edge_mlp_backward(
+    a: &Tensor,
+    c: &Tensor,
+    layers: &[(&Tensor, &Tensor)],
+    mask: &Tensor,
+    alpha: f64,
+    dropout: Option<EdgeDropout>,
+    g: &Tensor,
+) -> Result<Vec<Tensor>> {
+    let inputs = op_inputs(a, c, layers);
+    let op = EdgeMlpOp::new(a, c, &inputs[2..], mask, alpha, dropout)?;
+    let d = &op.dims;
+    expect_shape(
+        "edge_mlp_backward",
+        "g",
+        g.shape(),
+        &[d.b, d.n, d.widths[d.layers()]],
+    )?;
+    a.same_place("edge_mlp_backward", g)?;
+    let grads = op.backward(&inputs, &(), g, g, &vec![true; inputs.len()])?;
+    Ok(grads.into_iter().flatten().collect())
+}
+
+impl Var {
+    /// The fused edge network (see the module doc): `self = a [B, N, H₀]` (receiver part of
+    /// the first layer, bias included), `c [B, N, H₀]` (sender part), `layers` = (W_k
+    /// `[H_k, H_{k−1}]`, b_k `[H_k]`), `mask [B, N]` → `Σ_{j real} uᴸ_bij` `[B, N, H_L]`.
+    /// CPU only; differentiable to any order.
+    pub fn edge_mlp(
+        &self,
+        c: &Var,
+        layers: &[(Var, Var)],
+        mask: &Tensor,
+        alpha: f64,
+        dropout: Option<EdgeDropout>,
+    ) -> Result<Var> {
+        let mut inputs: Vec<&Var> = vec![self, c];
+        for (w, bias) in layers {
+            inputs.extend([w, bias]);
+        }
+        let values: Vec<&Tensor> = inputs[2..].iter().map(|v| v.value()).collect();
+        let op = EdgeMlpOp::new(self.value(), c.value(), &values, mask, alpha, dropout)?;
         Var::custom(op, &inputs)
     }
 }

@@ -166,6 +166,45 @@ pub fn rqs(elements: usize, bins: usize, backward: bool, bytes_per_value: usize)
         }
 }
 
+/// MPGAN's fused edge network (`ops::edge_mlp`) over `pairs` computed (receiver, real
+/// sender) pairs of `receivers` = B·N nodes, with widths `[H₀, H₁, …, H_L]`.
+///
+/// Forward, per pair: the first layer's add and φ (2·H₀), each further layer's
+/// multiply-adds, bias and φ (Σ_k 2·H_{k−1}·H_k + 2·H_k), and the sum over senders (H_L).
+/// Bytes: a and c in (2·receivers·H₀), the weights, the messages out (receivers·H_L).
+/// Backward, per pair (the minimum: no recomputed forward): per layer the weight-gradient
+/// and the upstream products (Σ_k 4·H_{k−1}·H_k), φ′ and the bias sums (Σ_k 2·H_k), the
+/// first layer's φ′ and its sums into ∂a and ∂c (3·H₀). Bytes: g in, ∂a, ∂c and the weight
+/// gradients out. Dropout multiplies are not counted (they are optional).
+pub fn edge_mlp(
+    pairs: usize,
+    receivers: usize,
+    widths: &[usize],
+    backward: bool,
+    bytes_per_value: usize,
+) -> Work {
+    let (p, r, s) = (pairs as f64, receivers as f64, bytes_per_value as f64);
+    let h: Vec<f64> = widths.iter().map(|&w| w as f64).collect();
+    let (h0, hl) = (h[0], h[h.len() - 1]);
+    let macs: f64 = h.windows(2).map(|w| w[0] * w[1]).sum();
+    let widths_after: f64 = h[1..].iter().sum();
+    let weights: f64 = h.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    let forward = Work {
+        flops: p * (2.0 * h0 + 2.0 * macs + 2.0 * widths_after + hl),
+        transcendentals: 0.0,
+        bytes: (2.0 * r * h0 + weights + r * hl) * s,
+    };
+    if !backward {
+        return forward;
+    }
+    forward
+        + Work {
+            flops: p * (4.0 * macs + 2.0 * widths_after + 3.0 * h0),
+            transcendentals: 0.0,
+            bytes: (r * hl + 2.0 * r * h0 + weights) * s,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +225,11 @@ mod tests {
         // debias adds two problems of the same size here
         let sd = sinkhorn(256, 30, 30, 3, 100, true, false, 4);
         assert!(sd.flops > 1.9 * s.flops && sd.flops < 2.1 * s.flops);
+        // MPGAN's edge network on full jets of 30: 46,080 multiply-adds per pair
+        let e = edge_mlp(256 * 900, 256 * 30, &[96, 160, 192], false, 4);
+        let per_pair = 2.0 * 96.0 + 2.0 * 46_080.0 + 2.0 * 352.0 + 192.0;
+        assert_eq!(e.flops, 256.0 * 900.0 * per_pair); // 21.4 GFLOP
+        let eb = edge_mlp(256 * 900, 256 * 30, &[96, 160, 192], true, 4);
+        assert!(eb.flops > 2.9 * e.flops && eb.flops < 3.1 * e.flops);
     }
 }

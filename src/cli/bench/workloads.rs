@@ -353,10 +353,11 @@ pub fn kernel_suite(
     only: &[String],
     mut progress: impl FnMut(&KernelRow),
 ) -> Result<Vec<KernelRow>> {
-    const OPS: [&str; 3] = ["chamfer", "sinkhorn", "rqs"];
+    const OPS: [&str; 4] = ["chamfer", "sinkhorn", "rqs", "edge_mlp"];
     if let Some(bad) = only.iter().find(|o| !OPS.contains(&o.as_str())) {
         return Err(Error::invalid(format!(
-            "unknown kernel '{bad}' (chamfer, sinkhorn, rqs)"
+            "unknown kernel '{bad}' ({})",
+            OPS.join(", ")
         )));
     }
     let wanted = |op: &str| only.is_empty() || only.iter().any(|o| o == op);
@@ -481,6 +482,57 @@ pub fn kernel_suite(
                     pass,
                     work: Some(work::rqs(rows_ * cols, k, backward, 4)),
                     variant: Some(if inverse { "inverse" } else { "forward" }.into()),
+                    median_s,
+                    min_s,
+                    max_s,
+                    runs,
+                    timer,
+                    ..Default::default()
+                };
+                push(row, &mut rows);
+            }
+        }
+    }
+    // MPGAN's edge network (CPU only: on CUDA the MP layer runs the composed chain), full jets
+    // of 30 (every pair computed, as for gluon jets), MPGAN's widths 96-160-192, no dropout
+    if wanted("edge_mlp") && device == Device::Cpu {
+        use jetgen::ops::edge_mlp::{edge_mlp_backward, edge_mlp_forward};
+        let widths = [96usize, 160, 192];
+        for b in [32usize, 256] {
+            let n = 30;
+            let a = rng.normal(&[b, n, widths[0]], 0.0, 1.0, device)?;
+            let c = rng.normal(&[b, n, widths[0]], 0.0, 1.0, device)?;
+            let layers: Vec<(Tensor, Tensor)> = widths
+                .windows(2)
+                .map(|w| {
+                    let sd = 1.0 / (w[0] as f32).sqrt();
+                    Ok((
+                        rng.normal(&[w[1], w[0]], 0.0, sd, device)?,
+                        rng.normal(&[w[1]], 0.0, 0.1, device)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let refs: Vec<(&Tensor, &Tensor)> = layers.iter().map(|(w, b)| (w, b)).collect();
+            let mask = Tensor::full(&[b, n], 1.0, device)?;
+            let g = Tensor::full(&[b, n, widths[2]], 1.0, device)?;
+            for backward in [false, true] {
+                let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
+                    if backward {
+                        let grads = edge_mlp_backward(&a, &c, &refs, &mask, 0.2, None, &g)?;
+                        Ok(grads.into_iter().next().unwrap_or(g.clone()))
+                    } else {
+                        edge_mlp_forward(&a, &c, &refs, &mask, 0.2, None)
+                    }
+                })?;
+                let row = KernelRow {
+                    op: "edge_mlp",
+                    device: dev.clone(),
+                    batch: Some(b),
+                    n: Some(n),
+                    m: Some(n),
+                    pass: if backward { "fwd+bwd" } else { "fwd" },
+                    work: Some(work::edge_mlp(b * n * n, b * n, &widths, backward, 4)),
+                    variant: Some("96-160-192".into()),
                     median_s,
                     min_s,
                     max_s,
