@@ -117,6 +117,10 @@ impl Lanes for F32x8 {
         F32x8(avx!(_mm256_blendv_ps(b.0, a.0, mask.0)))
     }
     #[inline(always)]
+    fn select_by_sign(sign: Self, a: Self, b: Self) -> Self {
+        F32x8(avx!(_mm256_blendv_ps(b.0, a.0, sign.0)))
+    }
+    #[inline(always)]
     fn pow2_of_shifted(self) -> Self {
         avx!({
             let bits = _mm256_castps_si256(self.0);

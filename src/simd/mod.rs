@@ -76,6 +76,9 @@ pub trait Lanes: Arith + std::fmt::Debug + Send + Sync + 'static {
     fn ne(self, o: Self) -> Self::Mask;
     /// Per lane: `a` where `mask`, else `b`.
     fn select(mask: Self::Mask, a: Self, b: Self) -> Self;
+    /// Per lane: `a` where the sign bit of `sign` is set (negative numbers, −0, and NaNs
+    /// with the sign bit), else `b` — `blendvps` with `sign` as its mask, no compare.
+    fn select_by_sign(sign: Self, a: Self, b: Self) -> Self;
     /// 2^k from `shifted` = k + 1.5·2²³ (k in the low mantissa bits), by integer ops.
     fn pow2_of_shifted(self) -> Self;
     /// x = m·2ᵉ with m ∈ [√½, √2): (e, m), by integer ops on the bits.
@@ -336,6 +339,8 @@ mod tests {
         vals.extend(x.sqrt().to_array());
         vals.extend(x.sigmoid().to_array());
         vals.extend(x.softplus().to_array());
+        vals.extend(V::select_by_sign(x - b, x, b).to_array()); // NaN − 4.5 keeps a + sign
+        vals.extend(V::select_by_sign(V::splat(-0.0), b, x).to_array());
         (masks, vals)
     }
 
@@ -351,6 +356,8 @@ mod tests {
         assert_eq!(vals[8 + 2], 13.5);
         assert!(vals[24..32].iter().all(|v| v.is_nan()));
         assert_eq!(vals[32], 1.0);
+        assert_eq!(&vals[64..72], &[1.0, 2.0, 3.0, 4.0, 4.5, 4.5, 4.5, -8.0]);
+        assert_eq!(&vals[72..80], &[4.5; 8]);
         for isa in Isa::available() {
             let (m, v) = api(isa, &a);
             assert_eq!(m, masks, "{isa}");

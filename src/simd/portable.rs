@@ -132,6 +132,18 @@ impl Lanes for F32x8 {
         F32x8(out)
     }
     #[inline(always)]
+    fn select_by_sign(sign: Self, a: Self, b: Self) -> Self {
+        let mut out = [0f32; 8];
+        for l in 0..8 {
+            out[l] = if sign.0[l].is_sign_negative() {
+                a.0[l]
+            } else {
+                b.0[l]
+            };
+        }
+        F32x8(out)
+    }
+    #[inline(always)]
     fn pow2_of_shifted(self) -> Self {
         map(self, |s| {
             f32::from_bits((s.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127)) << 23)
