@@ -17,6 +17,8 @@
 //! The copy of each cloud into lanes also tests every coordinate for NaN and ∞, so the inputs
 //! are read once; the caller turns a failed test into the error that names the input.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -97,8 +99,10 @@ pub(super) fn forward<T: Real>(
     // at least one neighbour slot per pair, so that every pair is visited even when a cloud
     // has no points (the spare slots are cut off below)
     let (n1, m1) = (n.max(1), m.max(1));
-    let mut nn_xy = vec![NO_NEIGHBOUR; b * n1];
-    let mut nn_yx = vec![NO_NEIGHBOUR; b * m1];
+    // (the neighbour buffers are filled chunk by chunk inside the parallel loop, by the
+    // thread that then writes them, instead of by a serial fill first)
+    let (len_xy, len_yx) = (b * n1, b * m1);
+    let (mut nn_xy, mut nn_yx) = (Vec::with_capacity(len_xy), Vec::with_capacity(len_yx));
     let mut counts = vec![T::zero(); 2 * b];
     // about eight tasks per thread (load balance), each of at least ~16k distances (so that
     // the task and its scratch cost nothing against the sweeps)
@@ -108,11 +112,12 @@ pub(super) fn forward<T: Real>(
         .clamp(1, b.max(1));
     let finite = distance
         .par_chunks_mut(per_task)
-        .zip(nn_xy.par_chunks_mut(per_task * n1))
-        .zip(nn_yx.par_chunks_mut(per_task * m1))
+        .zip(nn_xy.spare_capacity_mut()[..len_xy].par_chunks_mut(per_task * n1))
+        .zip(nn_yx.spare_capacity_mut()[..len_yx].par_chunks_mut(per_task * m1))
         .zip(counts.par_chunks_mut(2 * per_task))
         .enumerate()
         .map(|(task, (((dist, nxy), nyx), cnt))| {
+            let (nxy, nyx) = (filled(nxy, NO_NEIGHBOUR), filled(nyx, NO_NEIGHBOUR));
             let mut s = PairScratch::<T>::new(n, m, d);
             let mut finite = true;
             for (k, dist) in dist.iter_mut().enumerate() {
@@ -140,6 +145,12 @@ pub(super) fn forward<T: Real>(
             finite
         })
         .reduce(|| true, |a, b| a & b);
+    // SAFETY: the chunks above cover the first len_xy (len_yx) slots exactly, each filled by
+    // `filled` before use (a panic would unwind past this line, leaving the lengths at 0).
+    unsafe {
+        nn_xy.set_len(len_xy);
+        nn_yx.set_len(len_yx);
+    }
     nn_xy.truncate(b * n);
     nn_yx.truncate(b * m);
     Forward {
@@ -276,12 +287,15 @@ fn to_lanes_d<T: Real, const DC: usize>(points: &[T], d: usize, lanes: &mut [T])
     let d = if DC > 0 { DC } else { d };
     let pad = lanes.len() / d;
     let count = points.len() / d;
-    for (k, column) in lanes.chunks_exact_mut(pad).enumerate() {
-        let (values, padding) = column.split_at_mut(count);
-        for (dst, p) in values.iter_mut().zip(points.chunks_exact(d)) {
-            *dst = p[k];
+    // point by point (D stores per point): the compiler's vectorised column-by-column
+    // gather of the strided coordinates measured slower
+    for (i, p) in points.chunks_exact(d).enumerate() {
+        for (k, &v) in p.iter().enumerate() {
+            lanes[k * pad + i] = v;
         }
-        padding.fill(T::zero());
+    }
+    for column in lanes.chunks_exact_mut(pad) {
+        column[count..].fill(T::zero());
     }
     all_finite(points)
 }
@@ -562,15 +576,21 @@ pub(super) fn backward<T: Real>(
     (b, n, m, d): (usize, usize, usize, usize),
     mean: bool,
 ) -> (Vec<T>, Vec<T>) {
-    let mut gx = vec![T::zero(); b * n * d];
-    let mut gy = vec![T::zero(); b * m * d];
-    // (chunks of at least 1: with an empty cloud there is no gradient to write, and the
-    // other cloud's rows stay zero because the pair's counts say it is empty)
-    gx.par_chunks_mut((n * d).max(1))
-        .zip(gy.par_chunks_mut((m * d).max(1)))
+    let (len_x, len_y) = (b * n * d, b * m * d);
+    if len_x == 0 || len_y == 0 {
+        // a cloud with no points: every pair is empty, so every gradient is 0
+        return (vec![T::zero(); len_x], vec![T::zero(); len_y]);
+    }
+    // The outputs are zeroed chunk by chunk inside the parallel loop, by the thread that then
+    // writes the chunk, instead of by one serial memset of the whole buffers first.
+    let (mut gx, mut gy) = (Vec::with_capacity(len_x), Vec::with_capacity(len_y));
+    gx.spare_capacity_mut()[..len_x]
+        .par_chunks_mut(n * d)
+        .zip(gy.spare_capacity_mut()[..len_y].par_chunks_mut(m * d))
         .enumerate()
-        .with_min_len((4096 / ((n + m) * d).max(1)).max(1))
-        .for_each(|(p, (gxp, gyp))| {
+        .with_min_len((4096 / ((n + m) * d)).max(1))
+        .for_each(|(p, (gxu, gyu))| {
+            let (gxp, gyp) = (filled(gxu, T::zero()), filled(gyu, T::zero()));
             let (cx, cy) = (counts[2 * p], counts[2 * p + 1]);
             if cx == 0.0 || cy == 0.0 {
                 return; // an empty pair: its gradient rows stay zero
@@ -587,12 +607,27 @@ pub(super) fn backward<T: Real>(
                 _ => pair_grad::<T, 0>(xp, yp, nx, ny, wx, wy, d, gxp, gyp),
             }
         });
+    // SAFETY: the chunks above cover the first len_x (len_y) slots exactly, and `filled`
+    // initialised every one of them before anything else ran (a panic would unwind past
+    // this line, leaving the lengths at 0).
+    unsafe {
+        gx.set_len(len_x);
+        gy.set_len(len_y);
+    }
     (gx, gy)
 }
 
-/// One pair's gradients (`DC` = D fixed at compile time, or 0 for `d` at run time), written
-/// into `gxp [N·D]`, `gyp [M·D]`: first each point's own term, w·(p − nn(p)) (0 where masked),
-/// then the cross terms −w·(p − nn(p)) scattered onto the neighbours, x's then y's.
+/// Writes `value` into every slot of `slots` and returns them as initialised values.
+fn filled<T: Copy>(slots: &mut [MaybeUninit<T>], value: T) -> &mut [T] {
+    slots.fill(MaybeUninit::new(value));
+    // SAFETY: every element was just initialised, and MaybeUninit<T> has T's layout.
+    unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// One pair's gradients (`DC` = D fixed at compile time, or 0 for `d` at run time), added
+/// into the zeroed `gxp [N·D]`, `gyp [M·D]`: for each valid x_i with neighbour y_j, the term
+/// o = wx·(x_i − y_j) goes to x_i and −o to y_j; then the same for each valid y_j with
+/// neighbour x_i. (Points marked [`NO_NEIGHBOUR`] get nothing of their own.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn pair_grad<T: Real, const DC: usize>(
@@ -607,39 +642,23 @@ fn pair_grad<T: Real, const DC: usize>(
     gyp: &mut [T],
 ) {
     let d = if DC > 0 { DC } else { d };
-    let own = |g: &mut [T], p: &[T], q: &[T], nn: &[u32], w: T| {
-        for ((gi, pi), &j) in g.chunks_exact_mut(d).zip(p.chunks_exact(d)).zip(nn) {
-            if j == NO_NEIGHBOUR {
-                gi.fill(T::zero());
-            } else {
-                let qj = &q[j as usize * d..][..d];
-                for k in 0..d {
-                    gi[k] = w * (pi[k] - qj[k]);
-                }
+    // one direction: the points `p` with their neighbours in `q`
+    let scatter = |p: &[T], q: &[T], nn: &[u32], w: T, gp: &mut [T], gq: &mut [T]| {
+        for ((pi, gi), &j) in p.chunks_exact(d).zip(gp.chunks_exact_mut(d)).zip(nn) {
+            let at = j as usize * d;
+            // (a masked point's NO_NEIGHBOUR index is out of range: no term)
+            let (Some(qj), Some(gj)) = (q.get(at..at + d), gq.get_mut(at..at + d)) else {
+                continue;
+            };
+            for k in 0..d {
+                let o = w * (pi[k] - qj[k]);
+                gi[k] += o;
+                gj[k] += -o;
             }
         }
     };
-    own(gxp, xp, yp, nn_x, wx);
-    own(gyp, yp, xp, nn_y, wy);
-    // x_i's term pulls its neighbour y_j the other way: gxp still holds only own terms
-    for (gi, &j) in gxp.chunks_exact(d).zip(nn_x) {
-        if j != NO_NEIGHBOUR {
-            let gj = &mut gyp[j as usize * d..][..d];
-            for k in 0..d {
-                gj[k] += -gi[k];
-            }
-        }
-    }
-    // y_j's term on x_i, recomputed (gyp now holds the x terms as well)
-    for (yj, &i) in yp.chunks_exact(d).zip(nn_y) {
-        if i != NO_NEIGHBOUR {
-            let xi = &xp[i as usize * d..][..d];
-            let gi = &mut gxp[i as usize * d..][..d];
-            for k in 0..d {
-                gi[k] += -(wy * (yj[k] - xi[k]));
-            }
-        }
-    }
+    scatter(xp, yp, nn_x, wx, gxp, gyp);
+    scatter(yp, xp, nn_y, wy, gyp, gxp);
 }
 
 #[cfg(test)]
