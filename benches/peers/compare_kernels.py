@@ -9,7 +9,8 @@ ap.add_argument("jetgen")
 ap.add_argument("peer")
 ap.add_argument("--threads", type=int, default=2)
 args = ap.parse_args()
-ours = json.load(open(args.jetgen))
+# (the first entry of a `--json` file is the machine model, not a kernel row)
+ours = [r for r in json.load(open(args.jetgen)) if "op" in r]
 peers = [r for r in json.load(open(args.peer))["results"] if r["threads"] == args.threads]
 
 

@@ -46,6 +46,7 @@ use crate::autograd::{CreateGraph, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
 use crate::ops::expect_shape;
 use crate::ops::matmul::{gemm_strided, gemm_strided_add};
+use crate::ops::{leaky_relu, leaky_relu_grad};
 use crate::real::Real;
 use crate::rng::mix64;
 use crate::tensor::{Storage, Tensor};
@@ -109,24 +110,6 @@ pub fn dropout_scales(drop: &EdgeDropout, layer: usize, b: usize, n: usize, h: u
         apply_dropout(row, drop.row_seed(layer, pair), threshold, scale);
     }
     out
-}
-
-#[inline(always)]
-fn phi<T: Real>(z: T, alpha: T) -> T {
-    if z > T::zero() {
-        z
-    } else {
-        alpha * z
-    }
-}
-
-#[inline(always)]
-fn phi_grad<T: Real>(activation: T, alpha: T) -> T {
-    if activation > T::zero() {
-        T::one()
-    } else {
-        alpha
-    }
 }
 
 /// Sizes of one application: `widths = [H₀, H₁, …, H_L]`.
@@ -274,7 +257,7 @@ fn chunk_forward<T: Real>(
             &ops.c[p.send * h0..(p.send + 1) * h0],
         );
         for k in 0..h0 {
-            o[k] = phi(ar[k] + cr[k], alpha);
+            o[k] = leaky_relu(ar[k] + cr[k], alpha);
         }
     });
     if dropout.is_some() {
@@ -294,7 +277,7 @@ fn chunk_forward<T: Real>(
         let bias = ops.bias[k - 1];
         par_rows(z, ho, |_, o| {
             for (v, &bv) in o.iter_mut().zip(bias) {
-                *v = phi(*v + bv, alpha);
+                *v = leaky_relu(*v + bv, alpha);
             }
         });
         if dropout.is_some() {
@@ -373,7 +356,7 @@ fn cpu_backward<T: Real>(
                     apply_dropout(o, dr.row_seed(layer, pairs[row].pair), threshold, scale);
                 }
                 for (v, &s) in o.iter_mut().zip(&act[row * h..(row + 1) * h]) {
-                    *v = *v * phi_grad(s, al);
+                    *v = *v * leaky_relu_grad(s, al);
                 }
             });
         };

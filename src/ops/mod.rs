@@ -120,3 +120,25 @@ pub(crate) fn map_range<R: Send>(
         (0..n).into_par_iter().map(f).collect()
     }
 }
+
+/// Leaky ReLU of a scalar: u for u > 0, else slope·u (the fused CPU ops' activation: the
+/// EPiC layers and MPGAN's edge network).
+#[inline(always)]
+pub(crate) fn leaky_relu<T: crate::real::Real>(u: T, slope: T) -> T {
+    if u > T::zero() {
+        u
+    } else {
+        slope * u
+    }
+}
+
+/// d leaky_relu / du: 1 for u > 0, else slope. With slope > 0 the activation has the sign of
+/// its input, so either may be passed.
+#[inline(always)]
+pub(crate) fn leaky_relu_grad<T: crate::real::Real>(u: T, slope: T) -> T {
+    if u > T::zero() {
+        T::one()
+    } else {
+        slope
+    }
+}

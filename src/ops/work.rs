@@ -39,8 +39,9 @@ impl std::ops::Add for Work {
 ///
 /// Forward: the N·M squared distances of a pair, each D subtractions and D multiply-adds
 /// (3D operations), and for each a compare-and-keep in both directions (row minimum and
-/// column minimum: 2 × 2). The sweeps compute the distance matrix twice (once per direction),
-/// so their own count is B·N·M·2·(3D + 2); the bound counts it once, B·N·M·(3D + 4). Bytes:
+/// column minimum: 2 × 2). The CPU sweeps compute the distance matrix twice (once per
+/// direction) and keep with a subtract, a minimum and a blend, so their own count is
+/// B·N·M·2·(3D + 3); the bound counts the matrix once, B·N·M·(3D + 4). Bytes:
 /// the clouds, the neighbour indices and the per-pair distance and counts.
 /// Backward: per point and coordinate, its own term w·(p − q) (2), the cross term scattered
 /// onto its neighbour (1), both directions: B·(N + M)·D·3; bytes: the clouds, the neighbour

@@ -8,26 +8,9 @@ use super::{GlobalDims, GlobalSaved, ParticleDims, ParticleSaved};
 use crate::autograd::CustomForward;
 use crate::error::Result;
 use crate::ops::matmul::gemm_strided as mm;
+use crate::ops::{leaky_relu, leaky_relu_grad};
 use crate::real::Real;
 use crate::tensor::Tensor;
-
-#[inline(always)]
-fn act<T: Real>(u: T, slope: T) -> T {
-    if u > T::zero() {
-        u
-    } else {
-        slope * u
-    }
-}
-
-#[inline(always)]
-fn act_grad<T: Real>(u: T, slope: T) -> T {
-    if u > T::zero() {
-        T::one()
-    } else {
-        slope
-    }
-}
 
 /// Σ over the rows of `x [rows, n]`.
 fn column_sums<T: Real>(x: &[T], n: usize) -> Vec<T> {
@@ -91,13 +74,13 @@ pub(super) fn global_forward<T: Real>(
     for row in a.chunks_exact_mut(d.h1.max(1)) {
         row.iter_mut().zip(b1).for_each(|(v, &bv)| *v += bv);
     }
-    let z: Vec<T> = a.iter().map(|&v| act(v, slope)).collect();
+    let z: Vec<T> = a.iter().map(|&v| leaky_relu(v, slope)).collect();
     let mut c = vec![T::zero(); d.b * d.g];
     mm(d.b, d.h1, d.g, (&z, d.h1, 1), (w2, 1, d.h1), &mut c, d.g);
     for (k, v) in c.iter_mut().enumerate() {
         *v += b2[k % d.g] + g[k];
     }
-    let y: Vec<T> = c.iter().map(|&v| act(v, slope)).collect();
+    let y: Vec<T> = c.iter().map(|&v| leaky_relu(v, slope)).collect();
     Ok(CustomForward {
         value: Tensor::from_cpu_vec(y, &[d.b, d.g])?,
         saved: Box::new(GlobalSaved {
@@ -131,9 +114,9 @@ pub(super) fn global_backward<T: Real>(
     let gc: Vec<T> = gy
         .iter()
         .zip(c)
-        .map(|(&gv, &cv)| gv * act_grad(cv, slope))
+        .map(|(&gv, &cv)| gv * leaky_relu_grad(cv, slope))
         .collect();
-    let z: Vec<T> = a.iter().map(|&v| act(v, slope)).collect();
+    let z: Vec<T> = a.iter().map(|&v| leaky_relu(v, slope)).collect();
     let mut gw2 = vec![T::zero(); d.g * d.h1];
     mm(d.g, d.b, d.h1, (&gc, 1, d.g), (&z, d.h1, 1), &mut gw2, d.h1);
     let gb2 = column_sums(&gc, d.g);
@@ -141,7 +124,7 @@ pub(super) fn global_backward<T: Real>(
     mm(d.b, d.g, d.h1, (&gc, d.g, 1), (w2, d.h1, 1), &mut ga, d.h1);
     ga.iter_mut()
         .zip(a)
-        .for_each(|(v, &av)| *v = *v * act_grad(av, slope));
+        .for_each(|(v, &av)| *v = *v * leaky_relu_grad(av, slope));
     let mut gw1 = vec![T::zero(); d.h1 * nq];
     mm(d.h1, d.b, nq, (&ga, 1, d.h1), (q, nq, 1), &mut gw1, nq);
     let gb1 = column_sums(&ga, d.h1);
@@ -260,7 +243,7 @@ pub(super) fn particle_forward<T: Real>(
             .zip(bj)
             .for_each(|(v, &bv)| *v += bv);
     }
-    let zr: Vec<T> = ar.iter().map(|&v| act(v, slope)).collect();
+    let zr: Vec<T> = ar.iter().map(|&v| leaky_relu(v, slope)).collect();
     let mut cr = vec![T::zero(); n * d.h];
     mm(n, d.h2, d.h, (&zr, d.h2, 1), (w4, 1, d.h2), &mut cr, d.h);
     let mut y = vec![T::zero(); d.b * d.p * d.h];
@@ -272,7 +255,7 @@ pub(super) fn particle_forward<T: Real>(
         for k in 0..d.h {
             let v = cr[r * d.h + k] + b4[k] + hr[r * d.h + k];
             c[full * d.h + k] = v;
-            y[full * d.h + k] = mv * act(v, slope);
+            y[full * d.h + k] = mv * leaky_relu(v, slope);
         }
         a[full * d.h2..(full + 1) * d.h2].copy_from_slice(&ar[r * d.h2..(r + 1) * d.h2]);
     }
@@ -318,10 +301,10 @@ pub(super) fn particle_backward<T: Real>(
         hr.extend_from_slice(&h[full * d.h..(full + 1) * d.h]);
         ar.extend_from_slice(&a[full * d.h2..(full + 1) * d.h2]);
         for k in 0..d.h {
-            gcr.push(gy[full * d.h + k] * mv * act_grad(c[full * d.h + k], slope));
+            gcr.push(gy[full * d.h + k] * mv * leaky_relu_grad(c[full * d.h + k], slope));
         }
     }
-    let zr: Vec<T> = ar.iter().map(|&v| act(v, slope)).collect();
+    let zr: Vec<T> = ar.iter().map(|&v| leaky_relu(v, slope)).collect();
     let mut gw4 = vec![T::zero(); d.h * d.h2];
     mm(d.h, n, d.h2, (&gcr, 1, d.h), (&zr, d.h2, 1), &mut gw4, d.h2);
     let gb4 = column_sums(&gcr, d.h);
@@ -329,7 +312,7 @@ pub(super) fn particle_backward<T: Real>(
     mm(n, d.h, d.h2, (&gcr, d.h, 1), (w4, d.h2, 1), &mut gar, d.h2);
     gar.iter_mut()
         .zip(&ar)
-        .for_each(|(v, &av)| *v = *v * act_grad(av, slope));
+        .for_each(|(v, &av)| *v = *v * leaky_relu_grad(av, slope));
     let gb3 = column_sums(&gar, d.h2);
     let mut gw3 = vec![T::zero(); d.h2 * nx];
     mm(d.h2, n, d.h, (&gar, 1, d.h2), (&hr, d.h, 1), &mut gw3, nx);
