@@ -115,13 +115,16 @@ pub enum Command {
     /// the model with it, compare generation from it and from the Gaussian prior.
     Latent(crate::models::vae::LatentArgs),
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
-    /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `roofline` (the
+    /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `scaling` (the
+    /// same kernels over a grid of sizes: how cost grows; run it at --threads 1 and 2 for the
+    /// parallel efficiency), `roofline` (the
     /// machine model alone: FMA peak, STREAM bandwidth, lane exp/ln), `generate` (every
     /// family's generation through the Rust and the C API), `vae` (Chamfer- and Sinkhorn-EMD-VAE
     /// training steps), `fm` (EPiC-FM training step and generation), `mpgan` (MPGAN D+G training steps) or `all`; `--json` writes the rows
     /// for machines.
     Bench {
-        /// engine, kernels, roofline, generate, vae (Chamfer- and Sinkhorn-VAE training steps),
+        /// engine, kernels, scaling (the kernels over N, B and K grids), roofline, generate,
+        /// vae (Chamfer- and Sinkhorn-VAE training steps),
         /// fm (EPiC flow-matching training step and generation at NFE 20/100),
         /// mpgan (MPGAN D+G training steps) or all
         #[arg(default_value = "engine")]

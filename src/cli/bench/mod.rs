@@ -51,10 +51,10 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
     let (suite, iters) = (args.suite.as_str(), args.iters);
     if !matches!(
         suite,
-        "engine" | "kernels" | "generate" | "roofline" | "vae" | "fm" | "mpgan" | "all"
+        "engine" | "kernels" | "scaling" | "generate" | "roofline" | "vae" | "fm" | "mpgan" | "all"
     ) {
         return Err(Error::invalid(format!(
-            "unknown bench suite '{suite}' (engine, kernels, generate, roofline, vae, fm, mpgan, all)"
+            "unknown bench suite '{suite}' (engine, kernels, scaling, generate, roofline, vae, fm, mpgan, all)"
         )));
     }
     let device = Device::parse(&args.device)?;
@@ -88,7 +88,7 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
         }
     }
     // the machine model, measured in the same run as the kernels it bounds
-    let machine = matches!(suite, "kernels" | "roofline" | "all").then(|| {
+    let machine = matches!(suite, "kernels" | "scaling" | "roofline" | "all").then(|| {
         let m = roofline::Machine::measure();
         println!("{}", m.describe());
         items.push(serde_json::json!({ "machine": m.to_json() }));
@@ -117,7 +117,12 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             Device::Cuda(_) => gpu.as_ref().map(|g| g.bound_s(work)),
         }
     };
-    if suite == "kernels" || suite == "all" {
+    if matches!(suite, "kernels" | "scaling" | "all") {
+        let sizes = if suite == "scaling" {
+            workloads::KernelSizes::Scaling
+        } else {
+            workloads::KernelSizes::Peers
+        };
         println!(
             "{:<9} {:>5} {:>4} {:>4} {:>2} {:>3} {:>5} {:<8} {:<14} {:>11} {:>11} {:>5} {:>9} {:>6}",
             "op",
@@ -135,7 +140,7 @@ fn run_in_pool(args: &BenchArgs) -> Result<()> {
             "bound ms",
             "% roof"
         );
-        let rows = kernel_suite(device, args.min_time, &args.only, |r| {
+        let rows = kernel_suite(device, args.min_time, &args.only, sizes, |r| {
             let o = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             let bound = bound_of(r);
             let (b, f) = match bound {

@@ -42,11 +42,13 @@ impl Machine {
         let isa = crate::simd::isa();
         let threads = rayon::current_num_threads();
         let flops_one = best_rate(|| fma_chains(isa, FMA_ITERS), FMA_FLOPS);
+        // (`broadcast` runs the chains once on every thread of the pool, at the same time;
+        // a parallel iterator may run two items on one thread while another sleeps, which
+        // measured half the peak)
         let flops_all = best_rate(
             || {
-                (0..threads)
-                    .into_par_iter()
-                    .map(|_| fma_chains(isa, FMA_ITERS))
+                rayon::broadcast(|_| fma_chains(isa, FMA_ITERS))
+                    .iter()
                     .sum::<f32>()
             },
             FMA_FLOPS * threads as f64,
@@ -57,9 +59,8 @@ impl Machine {
         let ln_one = best_rate(|| lane_exp(isa, &mut buf, true), TRANSCENDENTAL_COUNT);
         let exp_all = best_rate(
             || {
-                (0..threads)
-                    .into_par_iter()
-                    .map(|_| lane_exp(isa, &mut vec![0f32; TRANSCENDENTAL_BUFFER], false))
+                rayon::broadcast(|_| lane_exp(isa, &mut vec![0f32; TRANSCENDENTAL_BUFFER], false))
+                    .iter()
                     .sum::<f32>()
             },
             TRANSCENDENTAL_COUNT * threads as f64,

@@ -328,29 +328,83 @@ pub fn time_op(
 }
 
 /// Run `run` (returning one run's seconds) twice to warm up, then for at least `min_time_s`
-/// of wall time and 5 runs, at most 200; (median, min, max, runs).
+/// of wall time and 5 runs, at most 200; (median, min, max, runs). A call that takes a second
+/// or more gets one warm-up and 3 runs (so that the large cases of a scaling sweep take
+/// minutes, not hours).
 fn sample_runs(
     min_time_s: f64,
     mut run: impl FnMut() -> Result<f64>,
 ) -> Result<(f64, f64, f64, usize)> {
-    run()?;
-    run()?;
+    let slow = run()? >= 1.0;
+    if !slow {
+        run()?;
+    }
+    let min_runs = if slow { 3 } else { 5 };
     let start = Instant::now();
     let mut ts = Vec::new();
-    while ts.len() < 200 && (ts.len() < 5 || start.elapsed().as_secs_f64() < min_time_s) {
+    while ts.len() < 200 && (ts.len() < min_runs || start.elapsed().as_secs_f64() < min_time_s) {
         ts.push(run()?);
     }
     ts.sort_by(|a, b| a.total_cmp(b));
     Ok((ts[ts.len() / 2], ts[0], ts[ts.len() - 1], ts.len()))
 }
 
+/// Which cases the kernel suite runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSizes {
+    /// The sizes of ../shared/peers/bench_kernels.py (`jetgen bench kernels`).
+    Peers,
+    /// How cost grows (`jetgen bench scaling`, issue 18): Chamfer and Sinkhorn over
+    /// N = M ∈ {30, 60, 150} × B ∈ {256, 4096, 16384} (Sinkhorn forward, 100 iterations, no
+    /// debiasing), RQS over 1024 and 16384 rows of 90 and K ∈ {4, 8, 16} (forward map).
+    Scaling,
+}
+
+impl KernelSizes {
+    /// Chamfer's (B, N = M) cases.
+    fn chamfer(self) -> Vec<(usize, usize)> {
+        match self {
+            KernelSizes::Peers => vec![(256, 30), (4096, 30), (256, 150), (4096, 150)],
+            KernelSizes::Scaling => Self::grid(),
+        }
+    }
+    /// Sinkhorn's (B, N = M) cases, its debias settings and whether to time the backward.
+    fn sinkhorn(self) -> (Vec<(usize, usize)>, &'static [bool], &'static [bool]) {
+        match self {
+            KernelSizes::Peers => (vec![(256, 30)], &[false, true], &[false, true]),
+            KernelSizes::Scaling => (Self::grid(), &[false], &[false]),
+        }
+    }
+    /// RQS's (rows, K) cases and its directions (`inverse`).
+    fn rqs(self) -> (Vec<(usize, usize)>, &'static [bool]) {
+        match self {
+            KernelSizes::Peers => (vec![(1024, 8)], &[false, true]),
+            KernelSizes::Scaling => {
+                let cases = [1024, 16384]
+                    .into_iter()
+                    .flat_map(|r| [4, 8, 16].map(|k| (r, k)))
+                    .collect();
+                (cases, &[false])
+            }
+        }
+    }
+    /// N = M ∈ {30, 60, 150} × B ∈ {256, 4096, 16384}, N outermost.
+    fn grid() -> Vec<(usize, usize)> {
+        [30, 60, 150]
+            .into_iter()
+            .flat_map(|n| [256, 4096, 16384].map(|b| (b, n)))
+            .collect()
+    }
+}
+
 /// The custom-kernel suite on `device`: Chamfer, Sinkhorn and RQS, forward and
-/// forward+backward, at the sizes of ../shared/peers/bench_kernels.py. `only` names the ops
-/// to run (`chamfer`, `sinkhorn`, `rqs`; empty = all).
+/// forward+backward, at the sizes `sizes` names. `only` names the ops to run (`chamfer`,
+/// `sinkhorn`, `rqs`, `edge_mlp`; empty = all; the edge network only at the peers' sizes).
 pub fn kernel_suite(
     device: Device,
     min_time_s: f64,
     only: &[String],
+    sizes: KernelSizes,
     mut progress: impl FnMut(&KernelRow),
 ) -> Result<Vec<KernelRow>> {
     const OPS: [&str; 4] = ["chamfer", "sinkhorn", "rqs", "edge_mlp"];
@@ -372,10 +426,7 @@ pub fn kernel_suite(
         progress(&row);
         rows.push(row);
     };
-    for (b, n) in [(256, 30), (4096, 30), (256, 150), (4096, 150)]
-        .into_iter()
-        .filter(|_| wanted("chamfer"))
-    {
+    for (b, n) in sizes.chamfer().into_iter().filter(|_| wanted("chamfer")) {
         let x = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
         let y = rng.normal(&[b, n, 3], 0.0, 1.0, device)?;
         let g = Tensor::full(&[b], 1.0, device)?;
@@ -408,18 +459,18 @@ pub fn kernel_suite(
             push(row, &mut rows);
         }
     }
-    if wanted("sinkhorn") {
-        let (b, n) = (256, 30);
+    let (sinkhorn_cases, debiases, backwards) = sizes.sinkhorn();
+    for (b, n) in sinkhorn_cases.into_iter().filter(|_| wanted("sinkhorn")) {
         let x = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
         let y = rng.uniform(&[b, n, 3], 0.0, 1.0, device)?;
         let w = Tensor::full(&[b, n], 1.0 / n as f32, device)?;
         let g = Tensor::full(&[b], 1.0, device)?;
-        for debias in [false, true] {
+        for &debias in debiases {
             let cfg = SinkhornConfig {
                 debias,
                 ..SinkhornConfig::new(0.01, 100)
             };
-            for backward in [false, true] {
+            for &backward in backwards {
                 let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
                     let out = sinkhorn(&x, &y, &w, &w, &cfg)?;
                     if backward {
@@ -453,15 +504,16 @@ pub fn kernel_suite(
             }
         }
     }
-    if wanted("rqs") {
-        let (rows_, cols, k) = (1024, 90, 8);
+    let (rqs_cases, directions) = sizes.rqs();
+    for (rows_, k) in rqs_cases.into_iter().filter(|_| wanted("rqs")) {
+        let cols = 90;
         let cfg = RqsConfig::new(k, 3.0);
         let x = rng.normal(&[rows_, cols], 0.0, 1.5, device)?;
         let uw = rng.normal(&[rows_, cols, k], 0.0, 1.0, device)?;
         let uh = rng.normal(&[rows_, cols, k], 0.0, 1.0, device)?;
         let ud = rng.normal(&[rows_, cols, k - 1], 0.0, 1.0, device)?;
         let g = Tensor::full(&[2, rows_, cols], 1.0, device)?;
-        for inverse in [false, true] {
+        for &inverse in directions {
             for backward in [false, true] {
                 let (median_s, min_s, max_s, runs, timer) = time_op(device, min_time_s, || {
                     let (y, _) = rqs(&x, &uw, &uh, &ud, &cfg, inverse)?;
@@ -495,7 +547,7 @@ pub fn kernel_suite(
     }
     // MPGAN's edge network (CPU only: on CUDA the MP layer runs the composed chain), full jets
     // of 30 (every pair computed, as for gluon jets), MPGAN's widths 96-160-192, no dropout
-    if wanted("edge_mlp") && device == Device::Cpu {
+    if wanted("edge_mlp") && device == Device::Cpu && sizes == KernelSizes::Peers {
         use jetgen::ops::edge_mlp::{edge_mlp_backward, edge_mlp_forward};
         let widths = [96usize, 160, 192];
         for b in [32usize, 256] {
