@@ -645,9 +645,16 @@ fn pair_grad<T: Real, const DC: usize>(
     // one direction: the points `p` with their neighbours in `q`
     let scatter = |p: &[T], q: &[T], nn: &[u32], w: T, gp: &mut [T], gq: &mut [T]| {
         for ((pi, gi), &j) in p.chunks_exact(d).zip(gp.chunks_exact_mut(d)).zip(nn) {
-            let at = j as usize * d;
-            // (a masked point's NO_NEIGHBOUR index is out of range: no term)
-            let (Some(qj), Some(gj)) = (q.get(at..at + d), gq.get_mut(at..at + d)) else {
+            // a masked point (NO_NEIGHBOUR) has no term; any other index out of range (only a
+            // hand-made ChamferOutput can hold one) is skipped too, with no overflow on the way
+            let Some(end) = (j != NO_NEIGHBOUR)
+                .then(|| (j as usize + 1).checked_mul(d))
+                .flatten()
+            else {
+                continue;
+            };
+            let at = end - d;
+            let (Some(qj), Some(gj)) = (q.get(at..end), gq.get_mut(at..end)) else {
                 continue;
             };
             for k in 0..d {

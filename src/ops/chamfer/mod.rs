@@ -15,7 +15,7 @@
 //! ∂C/∂x_i = c_x·2(x_i − y_nn(i)) + Σ_{j: nn'(j)=i} c_y·2(x_i − y_j), with c = 1 or 1/count;
 //! symmetric for y. Deterministic on both devices (no float atomics).
 //!
-//! CPU (`cpu.rs`): pairs in parallel; per pair and direction, groups of up to four 8-point
+//! CPU (`cpu.rs`): pairs in parallel; per pair and direction, groups of up to two 8-point
 //! SIMD blocks keep their nearest distances in registers while the other cloud's valid
 //! points stream past, branch-free. CUDA (`cuda.rs`, `kernels/chamfer.cu`): point
 //! coordinates in registers and the other cloud streamed through shared memory in tiles, so
