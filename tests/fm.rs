@@ -11,6 +11,7 @@ use jetgen::data::JetNetData;
 use jetgen::models::conditions::Conditions;
 use jetgen::models::flow_data::Standardizer;
 use jetgen::models::fm::coupling::{cost_matrix, pair};
+use jetgen::models::fm::inference::{EpicInference, JETS_PER_TASK};
 use jetgen::models::fm::likelihood::{divergence, log_density, rademacher, Divergence};
 use jetgen::models::fm::path::interpolate;
 use jetgen::models::fm::training::{batch_loss, FmBatch};
@@ -241,6 +242,83 @@ fn the_fused_epic_layers_match_the_composed_network() {
         assert!(
             nodes1 < nodes0,
             "fused records fewer nodes ({nodes1} vs {nodes0})"
+        );
+    }
+}
+
+#[test]
+fn the_tape_free_inference_path_matches_the_tape_forward() {
+    // generation's CPU path (compact rows, packed-panel GEMMs, chunks of jets per task)
+    // against the tape forward: per-jet times, a context, empty and full jets, more jets
+    // than one task holds, and both a tiny and the reference width (odd GEMM edges: H = 8,
+    // G + T = 42, out 3)
+    for (config, seed) in [
+        (tiny_config(7, 1), 3u64),
+        (EpicConfig::reference(30, 2), 4),
+        (EpicConfig::reference(30, 0), 5),
+    ] {
+        let p = config.particles;
+        let k = config.context;
+        let net = EpicNet::new(config, &mut Rng::new(seed), Device::Cpu).unwrap();
+        let b = 2 * JETS_PER_TASK + 3;
+        let mut rng = Rng::new(seed + 10);
+        let counts: Vec<usize> = (0..b)
+            .map(|j| match j {
+                0 => 0,
+                1 => p,
+                _ => 1 + rng.below(p),
+            })
+            .collect();
+        let mask: Vec<f32> = counts
+            .iter()
+            .flat_map(|&n| (0..p).map(move |q| f32::from(q < n)))
+            .collect();
+        let mut x = rng
+            .normal(&[b, p, 3], 0.0, 1.0, Device::Cpu)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        for (i, v) in x.iter_mut().enumerate() {
+            *v *= mask[i / 3];
+        }
+        let t: Vec<f32> = (0..b).map(|j| j as f32 / b as f32).collect();
+        let context: Vec<f32> = (0..b * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        // the tape forward with per-jet times
+        let ctx = Ctx::new(false, 0);
+        let m = Tensor::from_slice(&mask, &[b, p], Device::Cpu).unwrap();
+        let frame = net.frame(&ctx, &t, &m).unwrap();
+        let xv = ctx
+            .tape
+            .constant(Tensor::from_slice(&x, &[b, p, 3], Device::Cpu).unwrap());
+        let c = (k > 0).then(|| {
+            ctx.tape
+                .constant(Tensor::from_slice(&context, &[b, k], Device::Cpu).unwrap())
+        });
+        let want = net
+            .forward(&ctx, &xv, &frame, c.as_ref())
+            .unwrap()
+            .value()
+            .to_vec()
+            .unwrap();
+        let fast = EpicInference::new(&net).unwrap();
+        let got = fast.velocity(&x, &t, &mask, &context).unwrap();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(scale > 0.0);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * scale + 1e-4 * w.abs(),
+                "p{p} k{k} v[{i}]: {g} vs {w}"
+            );
+            if mask[i / 3] == 0.0 {
+                assert_eq!(*g, 0.0, "a padded particle's velocity is zero");
+            }
+        }
+        // shapes that do not fit are refused, not read out of bounds
+        assert!(fast.velocity(&x[1..], &t, &mask, &context).is_err());
+        assert!(
+            fast.velocity(&x, &t, &mask, &context[..k.saturating_sub(1)])
+                .is_err()
+                || k == 0
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod index;
 pub mod matmul;
 pub mod message;
 pub mod movement;
+pub mod panel_gemm;
 pub mod random;
 pub mod reduce;
 pub mod rqs;

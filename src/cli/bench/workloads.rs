@@ -231,6 +231,9 @@ pub fn engine_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
             Some(case.flops()),
         ));
     }
+    if device == Device::Cpu {
+        rows.extend(panel_gemm_rows(iters)?);
+    }
     let mut step = MlpStep::new(&[90, 256, 256, 90], 256, device)?;
     let t = time_ms(3, iters, || step.step().map(|_| ()))?;
     rows.push(row(
@@ -247,6 +250,39 @@ pub fn engine_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
         let t = time_ms(3, iters, || step.step().map(|_| ()))?;
         rows.push(row(name, device, &t, None));
     }
+    Ok(rows)
+}
+
+/// The network-layer shape of generation (5120 particle rows × 128 → 128, as in one EPiC
+/// product at batch 256): matrixmultiply (its own threads) against the packed-panel GEMM
+/// in row blocks of 320 over rayon (`jetgen::ops::panel_gemm`, the inference paths').
+fn panel_gemm_rows(iters: usize) -> Result<Vec<BenchRow>> {
+    use jetgen::ops::panel_gemm::{gemm_packed, PackedW};
+    use rayon::prelude::*;
+    let (m, k, n, block) = (5120, 128, 128, 320);
+    let case = GemmCase::new(m, k, n, Device::Cpu)?;
+    let flops = Some(case.flops());
+    let t = time_ms(3, iters, || case.run().map(|_| ()))?;
+    let mut rows = vec![row(&format!("sgemm {m}x{k}x{n}"), Device::Cpu, &t, flops)];
+    let a = case.a.to_vec()?;
+    let w = Rng::new(2)
+        .normal(&[n, k], 0.0, 1.0, Device::Cpu)?
+        .to_vec()?;
+    let mut c = vec![0.0f32; m * n];
+    let isa = jetgen::simd::isa();
+    let t = time_ms(3, iters, || {
+        let packed = PackedW::pack(&w, k, 0, n, k);
+        c.par_chunks_mut(block * n)
+            .zip(a.par_chunks(block * k))
+            .for_each(|(c, a)| gemm_packed(isa, a, k, a.len() / k, &packed, c, n, false));
+        Ok(())
+    })?;
+    rows.push(row(
+        &format!("panel sgemm {m}x{k}x{n} (A·Wᵀ, blocks of {block} rows)"),
+        Device::Cpu,
+        &t,
+        flops,
+    ));
     Ok(rows)
 }
 

@@ -5,6 +5,7 @@
 //! * [`coupling`] — mini-batch OT pairing of noise and jets (OT-CFM; exact or Sinkhorn);
 //! * [`settings`] — `jetgen train fm`'s options;
 //! * [`checkpoint`] — the saved model (EMA weights, standardisation, multiplicities);
+//! * [`inference`] — the tape-free CPU forward that generation runs on;
 //! * [`sampling`] — generation by integrating the ODE ([`crate::ode`]), the [`Generator`];
 //! * [`likelihood`] — exact log-densities (exact or Hutchinson divergence along the ODE);
 //! * [`training`] — the run-layer task: steps, EMA, validation FPD.
@@ -13,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod coupling;
+pub mod inference;
 pub mod likelihood;
 pub mod network;
 pub mod path;

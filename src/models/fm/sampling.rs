@@ -13,6 +13,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::conditions::{ConditionSampler, Conditions};
 use crate::models::fm::checkpoint::{load_checkpoint, TrainedFm, FAMILY};
+use crate::models::fm::inference::EpicInference;
 use crate::models::fm::settings::FmCondition;
 use crate::nn::Ctx;
 use crate::ode::{solve, SolverSettings};
@@ -207,6 +208,10 @@ pub fn generate_with(
     let s = &m.standardizer;
     let mut rows = Vec::with_capacity(n * p * 3);
     let mut nfe = 0;
+    // The tape-free path where it applies: f32 weights on the CPU, the fused network.
+    let fast = (device == Device::Cpu && m.net.fused)
+        .then(|| EpicInference::new(&m.net).ok())
+        .flatten();
     for (c, start) in (0..n).step_by(CHUNK).enumerate() {
         let b = CHUNK.min(n - start);
         let mask_rows = masks_of(&counts[start..start + b], p);
@@ -225,6 +230,10 @@ pub fn generate_with(
         }
         let x0 = Tensor::from_slice(&noise, &[b, p, 3], device)?;
         let mut rhs = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>> {
+            if let Some(fast) = &fast {
+                let v = fast.velocity(&y[0].to_vec()?, &vec![t as f32; b], &mask_rows, &context)?;
+                return Ok(vec![Tensor::from_cpu_vec(v, &[b, p, 3])?]);
+            }
             Ok(vec![velocity(m, &y[0], t, &mask, &context)?])
         };
         let sol = solve(&mut rhs, vec![x0], 0.0, 1.0, solver)?;
