@@ -18,7 +18,9 @@
 //! Results agree with any other summation order to f32 rounding (each dot product is one
 //! FMA chain in k order).
 
-use crate::simd::{dispatch, Isa, Lanes};
+use rayon::prelude::*;
+
+use crate::simd::{dispatch, isa, Isa, Lanes};
 
 /// Columns per packed panel (two AVX-512 registers, four lanes of eight).
 pub const NR: usize = 32;
@@ -46,17 +48,30 @@ impl PackedW {
             n == 0 || k == 0 || (off + k <= ld && w.len() >= (n - 1) * ld + off + k),
             "PackedW::pack: weight too short"
         );
+        if n == 0 || k == 0 {
+            return PackedW::pack_strided(&[], 1, 1, k, n);
+        }
+        PackedW::pack_strided(&w[off..], 1, ld, k, n)
+    }
+
+    /// Packs the right operand `B [k, n]` of `A·B` with element (kk, j) at
+    /// `b[kk·rsb + j·csb]` (so `W = Bᵀ`). Panics (a bug) if `b` is too short.
+    pub fn pack_strided(b: &[f32], rsb: usize, csb: usize, k: usize, n: usize) -> PackedW {
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * k * NR];
-        for (p, panel) in data
-            .chunks_exact_mut((k * NR).max(1))
-            .enumerate()
-            .take(panels)
-        {
-            for j in 0..NR.min(n - p * NR) {
-                let row = &w[(p * NR + j) * ld + off..][..k];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * NR + j] = v;
+        if n == 0 || k == 0 {
+            return PackedW { n, k, data };
+        }
+        assert!(
+            b.len() > (k - 1) * rsb + (n - 1) * csb,
+            "PackedW::pack_strided: operand too short"
+        );
+        for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                let row = &b[kk * rsb + p * NR * csb..];
+                for (j, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = row[j * csb];
                 }
             }
         }
@@ -110,6 +125,94 @@ pub fn gemm_packed(
         return;
     }
     gemm_dispatch(isa, a, &w.data, c, shape, accumulate);
+}
+
+/// Rows per parallel block of [`gemm_strided_f32`] for inner size k: about 128 KiB of A
+/// (a multiple of 8, 8..=512), so a block's rows stay in L2 while every panel passes.
+fn block_rows(k: usize) -> usize {
+    ((32768 / k.max(1)) / 8 * 8).clamp(8, 512)
+}
+
+/// Multiply-adds from which [`gemm_strided_f32`] splits its rows over rayon (~20 µs of one
+/// thread's work, several times a task hand-off).
+const PARALLEL_WORK: usize = 1 << 21;
+
+/// A `[m, k]` row-major copy of the strided A (element (i, kk) at `a[i·rsa + kk·csa]`),
+/// copied in 16 × 16 tiles so a transposed operand is read and written a cache line at a
+/// time.
+fn row_major_copy(a: &[f32], rsa: usize, csa: usize, m: usize, k: usize) -> Vec<f32> {
+    const T: usize = 16;
+    let mut out = vec![0.0f32; m * k];
+    for i0 in (0..m).step_by(T) {
+        for k0 in (0..k).step_by(T) {
+            for kk in k0..(k0 + T).min(k) {
+                for i in i0..(i0 + T).min(m) {
+                    out[i * k + kk] = a[i * rsa + kk * csa];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True where [`gemm_strided_f32`] runs on this process's lane path (AVX2 + FMA, and AVX-512
+/// where the CPU has it); on the portable path the caller keeps its own GEMM.
+pub fn fast_path_available() -> bool {
+    isa().is_avx2_fma()
+}
+
+/// `C[m, n] = A[m, k] · B[k, n]` (`accumulate`: `C +=`) for strided f32 operands — element
+/// (i, kk) of A at `a[i·rsa + kk·csa]`, (kk, j) of B at `b[kk·rsb + j·csb]`, (i, j) of C at
+/// `c[i·rsc + j]`: B is packed once, A is read in place when its rows are contiguous (else
+/// copied row-major), and products of ≥ 2²¹ multiply-adds run in row blocks over rayon
+/// (at least one per thread).
+/// Panics (a bug, never user input) if a slice is too short for its strides.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided_f32(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, rsa, csa): (&[f32], usize, usize),
+    (b, rsb, csb): (&[f32], usize, usize),
+    c: &mut [f32],
+    rsc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let packed = PackedW::pack_strided(b, rsb, csb, k, n);
+    let copy;
+    let (a, lda) = if k == 0 {
+        (&[][..], 0)
+    } else if csa == 1 && (m == 1 || rsa >= k) {
+        (a, if m == 1 { k } else { rsa })
+    } else {
+        assert!(
+            a.len() > (m - 1) * rsa + (k - 1) * csa,
+            "gemm_strided_f32: A too short"
+        );
+        copy = row_major_copy(a, rsa, csa, m, k);
+        (&copy[..], k)
+    };
+    let isa = isa();
+    let threads = rayon::current_num_threads().max(1);
+    let block = block_rows(k).min(m.div_ceil(threads).div_ceil(8) * 8);
+    let rsc = if m == 1 { n } else { rsc };
+    if m * n * k < PARALLEL_WORK || m <= block {
+        gemm_packed(isa, a, lda, m, &packed, c, rsc, accumulate);
+        return;
+    }
+    let c_len = ((m - 1) * rsc + n).min(c.len());
+    c[..c_len]
+        .par_chunks_mut(block * rsc)
+        .enumerate()
+        .for_each(|(bi, cb)| {
+            let r0 = bi * block;
+            let rows = block.min(m - r0);
+            let ab = if k == 0 { a } else { &a[r0 * lda..] };
+            gemm_packed(isa, ab, lda, rows, &packed, cb, rsc, accumulate);
+        });
 }
 
 dispatch! {
@@ -362,11 +465,77 @@ mod tests {
                 }
                 let mut c2 = vec![7.0f32; m * ldc];
                 gemm_packed(isa, &a, lda, m, &packed, &mut c2, ldc, false);
+                // and the eight-wide lane kernel itself (which the AVX-512 one replaces on
+                // CPUs that have it)
+                let mut c3 = vec![7.0f32; m * ldc];
+                let shape = Shape { lda, ldc, k, m, n };
+                gemm_dispatch(isa, &a, &packed.data, &mut c3, shape, false);
                 for i in 0..m {
                     for j in 0..n {
-                        let d = (f64::from(c2[i * ldc + j]) - want[i * n + j]).abs();
-                        assert!(d < 1e-5 * (k as f64).sqrt());
+                        for got in [c2[i * ldc + j], c3[i * ldc + j]] {
+                            let d = (f64::from(got) - want[i * n + j]).abs();
+                            assert!(d < 1e-5 * (k as f64).sqrt(), "{isa} m{m} n{n} k{k}");
+                        }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_operands_and_the_parallel_split_match_the_f64_product() {
+        // A transposed (and then copied row-major), B plain or transposed, C with padding,
+        // and a product large enough to split its rows over rayon (m·n·k ≥ 2²¹)
+        let cases = [
+            (3, 5, 7, false),
+            (700, 40, 96, true),
+            (1, 9, 33, false),
+            (260, 64, 130, true),
+        ];
+        for &(m, n, k, a_transposed) in &cases {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| crate::rng::uniform_at(5, i as u64) - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| crate::rng::uniform_at(6, i as u64) - 0.5)
+                .collect();
+            // logical A[i, kk] = a[i·k + kk]; stored transposed as at[kk·m + i] when asked
+            let at: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
+            let (a_op, rsa, csa) = if a_transposed {
+                (&at, 1, m)
+            } else {
+                (&a, k, 1)
+            };
+            for b_transposed in [false, true] {
+                // logical B[kk, j] = b[kk·n + j]
+                let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+                let (b_op, rsb, csb) = if b_transposed {
+                    (&bt, 1, k)
+                } else {
+                    (&b, n, 1)
+                };
+                let ldc = n + 1;
+                let mut c = vec![0.5f32; m * ldc];
+                gemm_strided_f32(
+                    m,
+                    k,
+                    n,
+                    (a_op, rsa, csa),
+                    (b_op, rsb, csb),
+                    &mut c,
+                    ldc,
+                    true,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|kk| f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]))
+                            .sum();
+                        let got = f64::from(c[i * ldc + j]) - 0.5;
+                        assert!((got - want).abs() < 2e-5 * (k as f64).sqrt(),
+                            "m{m} n{n} k{k} aT {a_transposed} bT {b_transposed} ({i},{j}): {got} vs {want}");
+                    }
+                    assert_eq!(c[i * ldc + n], 0.5, "the padding column is untouched");
                 }
             }
         }
