@@ -66,12 +66,29 @@ impl PackedW {
             b.len() > (k - 1) * rsb + (n - 1) * csb,
             "PackedW::pack_strided: operand too short"
         );
+        // Walk the operand along its unit stride: B's rows are copied 32 values at a time
+        // (csb = 1, the plain right operand); a weight's rows (rsb = 1, B = Wᵀ) are read
+        // whole and scattered into the panel, which stays in L1.
         for (p, panel) in data.chunks_exact_mut(k * NR).enumerate() {
             let cols = NR.min(n - p * NR);
-            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                let row = &b[kk * rsb + p * NR * csb..];
-                for (j, d) in dst[..cols].iter_mut().enumerate() {
-                    *d = row[j * csb];
+            if csb == 1 {
+                for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    let src = &b[kk * rsb + p * NR..][..cols];
+                    dst[..cols].copy_from_slice(src);
+                }
+            } else if rsb == 1 {
+                for j in 0..cols {
+                    let src = &b[(p * NR + j) * csb..][..k];
+                    for (kk, &v) in src.iter().enumerate() {
+                        panel[kk * NR + j] = v;
+                    }
+                }
+            } else {
+                for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    let row = &b[kk * rsb + p * NR * csb..];
+                    for (j, d) in dst[..cols].iter_mut().enumerate() {
+                        *d = row[j * csb];
+                    }
                 }
             }
         }
