@@ -34,6 +34,10 @@ pub struct Machine {
     pub exp_one: f64,
     pub ln_one: f64,
     pub exp_all: f64,
+    /// Where the CPU has AVX-512F: f32 operations/s of 16-lane FMA chains on one thread and
+    /// on all threads — the peak of the packed-panel GEMM's kernel (`ops::panel_gemm`),
+    /// which runs on 16 lanes there; the other kernels' bounds use the 8-lane figures.
+    pub wide_flops: Option<(f64, f64)>,
 }
 
 impl Machine {
@@ -65,6 +69,18 @@ impl Machine {
             },
             TRANSCENDENTAL_COUNT * threads as f64,
         );
+        let wide_flops = wide::available(isa).then(|| {
+            let one = best_rate(wide::fma_chains_512, FMA_FLOPS * 2.0);
+            let all = best_rate(
+                || {
+                    rayon::broadcast(|_| wide::fma_chains_512())
+                        .iter()
+                        .sum::<f32>()
+                },
+                FMA_FLOPS * 2.0 * threads as f64,
+            );
+            (one, all)
+        });
         Machine {
             lanes: crate::simd::WIDTH,
             isa,
@@ -75,6 +91,7 @@ impl Machine {
             exp_one,
             ln_one,
             exp_all,
+            wide_flops,
         }
     }
 
@@ -85,7 +102,16 @@ impl Machine {
 
     /// The model as text lines for the tables' header.
     pub fn describe(&self) -> String {
-        format!(
+        let wide = match self.wide_flops {
+            Some((one, all)) => format!(
+                "; AVX-512 FMA peak (the GEMM kernel's, 16 lanes) {:.1} GFLOP/s per thread, \
+                 {:.1} all threads",
+                one / 1e9,
+                all / 1e9
+            ),
+            None => String::new(),
+        };
+        let text = format!(
             "machine model ({}, {} f32 lanes, {} threads): FMA peak {:.1} GFLOP/s per thread, \
              {:.1} all threads; STREAM triad {:.1} GB/s; lane exp {:.2} G/s per thread ({:.2} \
              all), ln {:.2} G/s per thread",
@@ -98,7 +124,8 @@ impl Machine {
             self.exp_one / 1e9,
             self.exp_all / 1e9,
             self.ln_one / 1e9
-        )
+        );
+        text + &wide
     }
 
     /// The model as JSON.
@@ -108,6 +135,8 @@ impl Machine {
             "flops_one": self.flops_one, "flops_all": self.flops_all,
             "bandwidth_bytes_per_s": self.bandwidth, "exp_one": self.exp_one,
             "ln_one": self.ln_one, "exp_all": self.exp_all,
+            "wide_flops_one": self.wide_flops.map(|w| w.0),
+            "wide_flops_all": self.wide_flops.map(|w| w.1),
         })
     }
 }
@@ -177,6 +206,62 @@ fn best_rate<R>(mut f: impl FnMut() -> R, work: f64) -> f64 {
         best = best.min(t.elapsed().as_secs_f64());
     }
     work / best
+}
+
+/// The 16-lane FMA peak where the CPU has AVX-512F.
+mod wide {
+    use super::{black_box, Isa, CHAINS, FMA_ITERS};
+
+    /// True on the AVX2 + FMA path of a CPU that also has AVX-512F (where the packed-panel
+    /// GEMM takes its 16-lane kernel).
+    pub(super) fn available(isa: Isa) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            isa.is_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = isa;
+            false
+        }
+    }
+
+    /// [`CHAINS`] chains of 16-lane multiply-adds, [`FMA_ITERS`] steps each (call only where
+    /// [`available`]).
+    pub(super) fn fma_chains_512() -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            // SAFETY: the CPU has AVX-512F (asserted).
+            unsafe { chains() }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        0.0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn chains() -> f32 {
+        use std::arch::x86_64::*;
+        let (a, b) = (
+            _mm512_set1_ps(black_box(0.999_99)),
+            _mm512_set1_ps(black_box(1e-6)),
+        );
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for (k, c) in acc.iter_mut().enumerate() {
+            *c = _mm512_set1_ps(1.0 + k as f32 * 1e-3);
+        }
+        for _ in 0..FMA_ITERS {
+            for c in acc.iter_mut() {
+                *c = _mm512_fmadd_ps(*c, a, b);
+            }
+        }
+        let mut sum = _mm512_setzero_ps();
+        for c in acc {
+            sum = _mm512_add_ps(sum, c);
+        }
+        _mm512_reduce_add_ps(sum)
+    }
 }
 
 crate::simd::dispatch! {
@@ -293,5 +378,10 @@ mod tests {
         }
         // one lane FMA per op is the least a vector FMA path does per cycle: > 1 GFLOP/s
         assert!(m.flops_one > 1e9, "{m:?}");
+        // 16-lane chains exist exactly where the GEMM takes its AVX-512 kernel
+        assert_eq!(m.wide_flops.is_some(), wide::available(m.isa));
+        if let Some((one, all)) = m.wide_flops {
+            assert!(one > 1e9 && all > 1e9, "{m:?}");
+        }
     }
 }
