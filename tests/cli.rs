@@ -209,6 +209,63 @@ fn sample_and_eval_from_a_trained_run() {
 }
 
 #[test]
+fn eval_against_a_runs_own_validation_and_training_splits() {
+    // run:DIR rebuilds the seeded 70/30 split the run trained with: 600 of the sample's
+    // 2,000 jets for --real, the other 1,400 for --train (memorisation)
+    let run = trained();
+    let arg = format!("run:{}", run.display());
+    let out = jetgen(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--n",
+        "25",
+        "--real",
+        &arg,
+        "--train",
+        &arg,
+        "--quick",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(600 jets"), "{}", text(&out));
+    // the two parts are disjoint and together the whole file
+    let split = |part| jetgen::runs::split::run_split(run, part).unwrap();
+    let (val, train) = (
+        split(jetgen::runs::split::Part::Validation),
+        split(jetgen::runs::split::Part::Train),
+    );
+    assert_eq!((val.n_jets, train.n_jets), (600, 1400));
+    // a run whose data changed since, and a directory that holds no run, are refused
+    let dir = scratch("run-split");
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["data"]["checksum"] = "fnv1a64:0000000000000000".into();
+    std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+    let gen = run.join("generated.hdf5");
+    let moved = format!("run:{}", dir.display());
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        gen.to_str().unwrap(),
+        "--real",
+        &moved,
+        "--quick",
+    ]);
+    assert_clean_failure(&out, "changed since the run");
+    let empty = format!("run:{}", dir.join("nothing").display());
+    let out = jetgen(&[
+        "eval",
+        "--gen",
+        gen.to_str().unwrap(),
+        "--real",
+        &empty,
+        "--quick",
+    ]);
+    assert_clean_failure(&out, "cannot read the run's config");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn config_round_trip_repeats_a_run() {
     let first = trained();
     let dir = scratch("roundtrip");

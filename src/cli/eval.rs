@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::JetNetData;
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, EvalConfig, Protocol};
+use crate::runs::split::{run_split, Part};
 
 /// Command-line settings of `jetgen eval`.
 #[derive(Clone, Debug)]
@@ -43,6 +44,15 @@ pub fn stage_spinner() -> ProgressBar {
     bar
 }
 
+/// Jets from a file, or with `run:DIR` the `part` of the split the run in DIR trained with
+/// ([`run_split`]: its validation jets for `--real`, its training jets for `--train`).
+fn read_jets(path: &std::path::Path, part: Part) -> Result<JetNetData> {
+    match path.to_str().and_then(|s| s.strip_prefix("run:")) {
+        Some(dir) => run_split(std::path::Path::new(dir), part),
+        None => JetNetData::read(path),
+    }
+}
+
 /// Read both files, run the suite, print the table, write JSON and plots when asked.
 pub fn run(a: EvalArgs) -> Result<()> {
     let protocol = Protocol::parse(&a.protocol)?;
@@ -53,8 +63,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
         inputs.extend(a.train.as_deref());
         crate::io::refuse_input_as_output(json, &inputs)?;
     }
-    let real = JetNetData::read(&a.real)?;
-    let train = a.train.as_deref().map(JetNetData::read).transpose()?;
+    let real = read_jets(&a.real, Part::Validation)?;
+    let train = a
+        .train
+        .as_deref()
+        .map(|p| read_jets(p, Part::Train))
+        .transpose()?;
     let (gen, gen_name) = match (&a.generated, &a.model) {
         (Some(path), None) => (JetNetData::read(path)?, path.display().to_string()),
         (None, Some(model)) => {

@@ -62,7 +62,8 @@ pub enum Command {
     /// Compare generated jets with real ones (JetNet layout, .hdf5 or .npy): W1M, W1P,
     /// W1EFP, FPD, KPD, COV and MMD exactly as jetnet defines them.
     Eval {
-        /// Real jets (default: the built-in gluon sample, builtin:g; builtin:t is the top one)
+        /// Real jets (default: the built-in gluon sample, builtin:g; builtin:t is the top one);
+        /// run:DIR = the validation split of the run in DIR (rebuilt from its config.json)
         #[arg(long, default_value = crate::data::builtin::DEFAULT_DATA)]
         real: PathBuf,
         /// Generated jets (JetNet layout)
@@ -103,7 +104,7 @@ pub enum Command {
         fpnd: Option<String>,
         /// Also the memorisation diagnostic: the EMD from each generated jet to its nearest
         /// jet of this training set, against the same for the real jets (which must be
-        /// held apart from it)
+        /// held apart from it); run:DIR = the training split of the run in DIR
         #[arg(long)]
         train: Option<PathBuf>,
     },

@@ -58,6 +58,63 @@ impl Split {
     }
 }
 
+/// Which part of a run's split [`run_split`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Validation,
+}
+
+/// The jets of one part of the seeded 70/30 split a JetNet-layout run trained with (flow,
+/// fm, gan, library): read from the data file its `config.json` names, checked against the
+/// recorded checksum and size, and split exactly as training split it
+/// (`Split::new(n, 0.7, Rng::new(seed))`, the first draw of the run's seed). How
+/// `jetgen eval --real run:DIR` evaluates against a run's own validation jets.
+pub fn run_split(dir: &std::path::Path, part: Part) -> Result<crate::data::JetNetData> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| Error::file(&config_path, format!("cannot read the run's config: {e}")))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&config_path, format!("not JSON: {e}")))?;
+    let data = &config["data"];
+    let field = |v: &serde_json::Value, what: &str| -> Result<String> {
+        v.as_str().map(str::to_string).ok_or_else(|| {
+            Error::file(
+                &config_path,
+                format!("no {what} recorded (not a JetNet-layout run?)"),
+            )
+        })
+    };
+    let split = field(&data["split"], "data.split")?;
+    if split != "70/30 seeded" {
+        return Err(Error::file(
+            &config_path,
+            format!("split \"{split}\" is not the seeded 70/30 split this can rebuild"),
+        ));
+    }
+    let path = std::path::PathBuf::from(field(&data["path"], "data.path")?);
+    let checksum = field(&data["checksum"], "data.checksum")?;
+    let seed = config["settings"]["seed"]
+        .as_u64()
+        .ok_or_else(|| Error::file(&config_path, "no settings.seed recorded"))?;
+    let jets = crate::data::JetNetData::read(&path)?;
+    if jets.checksum() != checksum {
+        return Err(Error::file(
+            &path,
+            format!(
+                "its jets changed since the run in {} trained on them (checksum {} ≠ {checksum})",
+                dir.display(),
+                jets.checksum()
+            ),
+        ));
+    }
+    let s = Split::new(jets.n_jets, 0.7, &mut Rng::new(seed))?;
+    jets.select(match part {
+        Part::Train => &s.train,
+        Part::Validation => &s.validation,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
