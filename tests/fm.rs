@@ -313,6 +313,21 @@ fn the_tape_free_inference_path_matches_the_tape_forward() {
                 assert_eq!(*g, 0.0, "a padded particle's velocity is zero");
             }
         }
+        // a composed network and one whose weights disagree with its config are refused
+        let mut composed =
+            EpicNet::new(net.config.clone(), &mut Rng::new(seed), Device::Cpu).unwrap();
+        composed.fused = false;
+        assert!(!EpicInference::applies_to(&composed));
+        assert!(EpicInference::new(&composed).is_err());
+        let broken = EpicNet::new(net.config.clone(), &mut Rng::new(seed), Device::Cpu).unwrap();
+        broken
+            .out
+            .weight
+            .set_value(Tensor::zeros(&[4, net.config.hidden], Device::Cpu).unwrap());
+        let err = EpicInference::new(&broken)
+            .err()
+            .expect("a [4, H] output weight is refused");
+        assert!(err.to_string().contains("weight"), "{err}");
         // shapes that do not fit are refused, not read out of bounds
         assert!(fast.velocity(&x[1..], &t, &mask, &context).is_err());
         assert!(

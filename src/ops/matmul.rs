@@ -2,8 +2,9 @@
 //!
 //! Shapes: `A [..., m, k]` (or `[..., k, m]` with `trans_a`), `B [..., k, n]` (or `[..., n, k]`
 //! with `trans_b`) → `C [..., m, n]`. Batch dims must be equal, or one operand is 2-D and is
-//! shared by the whole batch (a Linear layer on `[B, N, F]`). CPU: `matrixmultiply`'s sgemm /
-//! dgemm (strides make transposes free), rows split across rayon. CUDA: cuBLAS strided
+//! shared by the whole batch (a Linear layer on `[B, N, F]`). CPU: f32 on the AVX2 + FMA path
+//! through [`panel_gemm::gemm_strided_f32`] (B packed, row blocks over rayon), f64 and the
+//! portable path through `matrixmultiply`'s dgemm / sgemm (strides make transposes free). CUDA: cuBLAS strided
 //! batched sgemm, row-major via the transposed column-major product.
 
 use cudarc::cublas::sys::cublasOperation_t;
@@ -105,7 +106,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
 /// explicit strides.
 ///
 /// # Safety
-/// The pointers and strides must address valid m×k, k×n and m×n matrices.
+/// The pointers and strides must address valid m×k, k×n and m×n matrices (non-null and
+/// aligned), and C must not overlap A or B.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_raw<T: Real>(
     m: usize,
@@ -124,7 +126,8 @@ pub(crate) unsafe fn gemm_raw<T: Real>(
     let beta = if accumulate { 1.0 } else { 0.0 };
     let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     let strides = [rsa, csa, rsb, csb, rsc];
-    if is_f32 && panel_gemm::fast_path_available() && strides.iter().all(|&s| s >= 0) {
+    let nonempty = m > 0 && n > 0 && k > 0;
+    if nonempty && is_f32 && panel_gemm::fast_path_available() && strides.iter().all(|&s| s >= 0) {
         // the packed-panel GEMM (module doc of `panel_gemm`): slices spanning exactly the
         // elements the strides address
         let span = |rows: usize, cols: usize, rs: isize, cs: isize| {
@@ -342,7 +345,7 @@ fn cpu_matmul<T: Real>(a: &[T], b: &[T], ta: bool, tb: bool, d: Dims) -> Vec<T> 
         };
         gemm(a_item, b_item, c, m, k, n, ta, tb);
     };
-    // Many small products: one per rayon task. Few large ones: matrixmultiply's threads.
+    // Many small products: one per rayon task. Few large ones: each GEMM splits its own rows.
     if batch >= rayon::current_num_threads() && m * k * n <= 64 * 64 * 64 {
         out.par_chunks_mut(m * n)
             .enumerate()

@@ -1,22 +1,26 @@
 //! An f32 GEMM against a pre-packed weight matrix, on lanes: `C[m, n] = A[m, k] · Wᵀ`
 //! (or `C += …`), where `W [n, k]` is a linear layer's weight (`[out, in]`, row-major) and
-//! A's rows are its inputs. It is the inner product of every fused inference path: one call
-//! per chunk of rows on one thread, with W packed once and shared by all chunks.
+//! A's rows are its inputs. Two entry points: [`gemm_packed`] (one call on the calling thread
+//! against weights packed once — the tape-free inference paths call it per task) and
+//! [`gemm_strided_f32`] (any strided `A·B`: B packed per call, rows split over rayon), which
+//! every f32 `matmul` on the AVX2 + FMA path goes through.
 //!
 //! Why not `matrixmultiply`: at the network shapes (k, n ≈ 128, m a few hundred rows per
 //! thread) its packing of A costs about as much as its micro-kernel (measured: 22 % packing
 //! against 30 % kernel in the EPiC generation profile), and its thread hand-off spins. Here
-//! A is read in place: each k step broadcasts one value of each of [`MR`] rows and multiplies
-//! it into two lanes of a packed column panel of W, so a tile keeps 2·MR accumulators in
-//! registers and B's panel (k × 16 values) stays in L1 while all row tiles pass over it.
+//! A is read in place: each k step broadcasts one value of each row of a tile and multiplies
+//! it into a packed 32-column panel of W, so a tile's accumulators stay in registers and the
+//! panel (k × 32 values) stays in L1 while all row tiles pass over it.
 //!
 //! ```text
-//! packed W: panel p (columns 16p..16p+16, zero-padded) = [k][16], W[16p + j, k]
-//! tile:     acc[r][j] = Σ_k A[r0 + r, k] · Wp[k][j]        (r < MR, j < 16)
+//! packed W: panel p (columns 32p..32p+32, zero-padded) = [k][32], W[32p + j, k]
+//! AVX-512:  tiles of 8 rows × 32 columns (2 registers per row, 16 accumulators)
+//! 8 lanes:  tiles of 6 rows × 16 columns (half a panel; 12 accumulators)
+//! tile:     acc[r][j] = Σ_k A[r0 + r, k] · Wp[k][j]
 //! ```
-//! Work: 2·m·n·k FLOPs; A is read n/16 times from L2, W once per chunk.
+//! Work: 2·m·n·k FLOPs; A is read ⌈n/32⌉ (AVX-512) or ⌈n/16⌉ times from L2, W once per call.
 //! Results agree with any other summation order to f32 rounding (each dot product is one
-//! FMA chain in k order).
+//! FMA chain in k order). `JETGEN_SIMD=avx2` keeps the 8-lane kernel on AVX-512 CPUs.
 
 use rayon::prelude::*;
 
@@ -133,6 +137,15 @@ pub fn gemm_packed(
         ldc >= n && c.len() >= (m - 1) * ldc + n,
         "gemm_packed: C too short"
     );
+    if k == 0 {
+        // an empty sum: C = 0 (or unchanged)
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        return;
+    }
     let shape = Shape { lda, ldc, k, m, n };
     #[cfg(target_arch = "x86_64")]
     if isa.is_avx2_fma() && avx512::available() {
@@ -181,8 +194,8 @@ pub fn fast_path_available() -> bool {
 /// `C[m, n] = A[m, k] · B[k, n]` (`accumulate`: `C +=`) for strided f32 operands — element
 /// (i, kk) of A at `a[i·rsa + kk·csa]`, (kk, j) of B at `b[kk·rsb + j·csb]`, (i, j) of C at
 /// `c[i·rsc + j]`: B is packed once, A is read in place when its rows are contiguous (else
-/// copied row-major), and products of ≥ 2²¹ multiply-adds run in row blocks over rayon
-/// (at least one per thread).
+/// copied row-major), and products of ≥ 2²¹ multiply-adds with more rows than one block
+/// run in row blocks over rayon (about one block per thread, at most 512 rows each).
 /// Panics (a bug, never user input) if a slice is too short for its strides.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_strided_f32(
@@ -198,6 +211,7 @@ pub fn gemm_strided_f32(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(m == 1 || rsc >= n, "gemm_strided_f32: C's rows overlap");
     let packed = PackedW::pack_strided(b, rsb, csb, k, n);
     let copy;
     let (a, lda) = if k == 0 {
@@ -347,16 +361,20 @@ fn tile<V: Lanes, const R: usize>(
 /// The AVX-512 kernel: tiles of [`MR512`] rows × one whole 32-column panel (two registers
 /// per row, 16 accumulators), columns past n masked on store.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
     use super::{Shape, MR512, NR};
 
-    /// True where the CPU has AVX-512F (detected once).
-    pub(super) fn available() -> bool {
+    /// True where the CPU has AVX-512F (detected once), unless `JETGEN_SIMD=avx2` asks for
+    /// exactly the 8-lane path.
+    pub(crate) fn available() -> bool {
         static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        *HAS.get_or_init(|| {
+            let forced = std::env::var(crate::simd::ENV_VAR).ok();
+            forced.as_deref() != Some("avx2") && std::arch::is_x86_feature_detected!("avx512f")
+        })
     }
 
     /// # Safety
@@ -418,13 +436,17 @@ mod avx512 {
         let (m0, m1) = (mask(nc, 0), mask(nc, 16));
         for r in 0..R {
             let row = c.add((r0 + r) * s.ldc + c0);
+            // the high half may lie past the end of C when nc ≤ 16 (its mask is then empty
+            // and nothing is accessed), so its address is formed without `add`'s in-bounds
+            // promise
+            let high = row.wrapping_add(16);
             let (mut x0, mut x1) = (lo[r], hi[r]);
             if acc {
                 x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, row));
-                x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, row.add(16)));
+                x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, high));
             }
             _mm512_mask_storeu_ps(row, m0, x0);
-            _mm512_mask_storeu_ps(row.add(16), m1, x1);
+            _mm512_mask_storeu_ps(high, m1, x1);
         }
     }
 }
@@ -575,9 +597,15 @@ mod tests {
         let packed = PackedW::pack(&[], 0, 0, 0, 0);
         let mut c: Vec<f32> = vec![];
         gemm_packed(crate::simd::isa(), &[], 0, 0, &packed, &mut c, 0, false);
-        let packed = PackedW::pack(&[], 0, 0, 4, 0);
-        let mut c = vec![5.0f32; 8];
-        gemm_packed(crate::simd::isa(), &[], 0, 2, &packed, &mut c, 4, false);
-        assert_eq!(c, vec![0.0; 8], "k = 0 gives a zero product");
+        for isa in Isa::available() {
+            for n in [4, 40] {
+                let packed = PackedW::pack(&[], 0, 0, n, 0);
+                let mut c = vec![5.0f32; 2 * n];
+                gemm_packed(isa, &[], 0, 2, &packed, &mut c, n, false);
+                assert_eq!(c, vec![0.0; 2 * n], "k = 0 gives a zero product");
+                gemm_packed(isa, &[], 0, 2, &packed, &mut c, n, true);
+                assert_eq!(c, vec![0.0; 2 * n], "and adds nothing");
+            }
+        }
     }
 }

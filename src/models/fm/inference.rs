@@ -15,7 +15,10 @@
 //!        h ← m ⊙ σ(W₄ σ(h W₃ₕᵀ + [W₃_gτ [g, τ] + b₃]_jet) + b₄ + h)
 //! v    = m ⊙ (h W_outᵀ + b_out)                                        [R, 3] → [J, P, 3]
 //! ```
-//! It agrees with the tape forward to f32 rounding (tested); sums run in another order.
+//! It agrees with the fused tape forward to f32 rounding for 0/1 masks and finite inputs
+//! (tested; sums run in another order). Two differences by design: padded particles are never
+//! read (a NaN there stays out of every output, where the tape's first pooling would spread
+//! it), and the layers pool `Σ m·h` as the fused ops do (the same as `Σ h` for 0/1 masks).
 
 use rayon::prelude::*;
 
@@ -25,6 +28,7 @@ use crate::nn::Linear;
 use crate::ops::leaky_relu;
 use crate::ops::panel_gemm::{gemm_packed, PackedW};
 use crate::simd::{isa, Isa};
+use crate::tensor::DType;
 
 /// Jets per parallel task (about 250 particle rows at 30 particles: a chunk's buffers fit
 /// in L2).
@@ -37,15 +41,27 @@ struct Layer {
 }
 
 impl Layer {
-    /// Packs `lin`'s weight `[out, in]` as the column blocks `widths` (summing to `in`).
-    fn new(lin: &Linear, widths: &[usize]) -> Result<Layer> {
-        let (out, inp) = (lin.out_features, lin.in_features);
-        if widths.iter().sum::<usize>() != inp {
-            return Err(Error::invalid(format!(
-                "EPiC inference: layer of {inp} inputs split as {widths:?}"
-            )));
+    /// Packs `lin`'s weight `[out, in]` as the column blocks `widths` (summing to `in`);
+    /// `out` must be the width the network's next step reads.
+    fn new(lin: &Linear, widths: &[usize], out: usize) -> Result<Layer> {
+        let inp = lin.in_features;
+        let bad = |what: String| Err(Error::invalid(format!("EPiC inference: {what}")));
+        if widths.iter().sum::<usize>() != inp || lin.out_features != out {
+            return bad(format!(
+                "a layer of {inp} → {} where the network needs {} → {out}",
+                lin.out_features,
+                widths.iter().sum::<usize>()
+            ));
         }
         let w = lin.weight.value();
+        if w.shape() != [out, inp] {
+            return bad(format!("weight {:?}, want [{out}, {inp}]", w.shape()));
+        }
+        if let Some(b) = &lin.bias {
+            if b.value().shape() != [out] {
+                return bad(format!("bias {:?}, want [{out}]", b.value().shape()));
+            }
+        }
         let w = w.cpu::<f32>()?;
         let mut off = 0;
         let mut blocks = Vec::with_capacity(widths.len());
@@ -100,23 +116,40 @@ struct Scratch {
 }
 
 impl EpicInference {
-    /// Packs `net` (f32, on the CPU); an error for any other place or type.
+    /// True where [`EpicInference::new`] applies: the fused network (whose pooling this
+    /// path reproduces) with f32 weights on the CPU.
+    pub fn applies_to(net: &EpicNet) -> bool {
+        let w = net.out.weight.value();
+        net.fused && w.device() == crate::device::Device::Cpu && w.dtype() == DType::F32
+    }
+
+    /// Packs `net` (the fused network, f32, on the CPU, every layer of the sizes its config
+    /// names); an error naming the problem otherwise.
     pub fn new(net: &EpicNet) -> Result<EpicInference> {
         let c = &net.config;
+        c.validate()?;
+        if !net.fused {
+            return Err(Error::invalid(
+                "EPiC inference reproduces the fused network (its masked pooling); this one \
+                 is composed",
+            ));
+        }
         let (h, g, t, k) = (c.hidden, c.global, c.time_embed, c.context);
+        if net.layers.len() != c.layers {
+            return Err(Error::invalid(format!(
+                "EPiC inference: {} layers where the config names {}",
+                net.layers.len(),
+                c.layers
+            )));
+        }
         let mut layers = Vec::with_capacity(net.layers.len());
         for l in &net.layers {
-            let h2 = l.fc_local1.out_features;
-            if l.fc_local2.in_features != h2
-                || l.fc_global2.in_features != l.fc_global1.out_features
-            {
-                return Err(Error::invalid("EPiC inference: inconsistent layer widths"));
-            }
+            let (h1, h2) = (l.fc_global1.out_features, l.fc_local1.out_features);
             layers.push(EpicBlock {
-                global1: Layer::new(&l.fc_global1, &[2 * h + g + t + k])?,
-                global2: Layer::new(&l.fc_global2, &[l.fc_global1.out_features])?,
-                local1: Layer::new(&l.fc_local1, &[h, g + t])?,
-                local2: Layer::new(&l.fc_local2, &[h2])?,
+                global1: Layer::new(&l.fc_global1, &[2 * h + g + t + k], h1)?,
+                global2: Layer::new(&l.fc_global2, &[h1], g)?,
+                local1: Layer::new(&l.fc_local1, &[h, g + t], h2)?,
+                local2: Layer::new(&l.fc_local2, &[h2], h)?,
             });
         }
         Ok(EpicInference {
@@ -127,10 +160,10 @@ impl EpicInference {
             time_embed: t,
             context: k,
             sum_scale: c.sum_scale as f32,
-            local_0: Layer::new(&net.local_0, &[3, t])?,
-            global_0: Layer::new(&net.global_0, &[2 * h + t + k])?,
+            local_0: Layer::new(&net.local_0, &[3, t], h)?,
+            global_0: Layer::new(&net.global_0, &[2 * h + t + k], g)?,
             layers,
-            out: Layer::new(&net.out, &[h])?,
+            out: Layer::new(&net.out, &[h], 3)?,
         })
     }
 

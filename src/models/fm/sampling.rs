@@ -208,10 +208,11 @@ pub fn generate_with(
     let s = &m.standardizer;
     let mut rows = Vec::with_capacity(n * p * 3);
     let mut nfe = 0;
-    // The tape-free path where it applies: f32 weights on the CPU, the fused network.
-    let fast = (device == Device::Cpu && m.net.fused)
-        .then(|| EpicInference::new(&m.net).ok())
-        .flatten();
+    // The tape-free path where it applies: the fused network, f32 weights on the CPU (an
+    // inconsistent network is an error, not a silent fallback)
+    let fast = (device == Device::Cpu && EpicInference::applies_to(&m.net))
+        .then(|| EpicInference::new(&m.net))
+        .transpose()?;
     for (c, start) in (0..n).step_by(CHUNK).enumerate() {
         let b = CHUNK.min(n - start);
         let mask_rows = masks_of(&counts[start..start + b], p);

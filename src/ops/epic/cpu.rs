@@ -1,6 +1,6 @@
 //! The CPU twin of the fused EPiC updates (f32 and f64). The real particles of the whole
 //! batch are gathered into one matrix, so the particle MLP is a few large GEMMs
-//! (matrixmultiply, threaded) on the real rows only; the global and time columns of W₃ are
+//! (`ops::matmul`'s f32 GEMM, threaded) on the real rows only; the global and time columns of W₃ are
 //! applied once per jet; the global MLP is a GEMM over the jets. Saved pre-activations keep
 //! the `[B, P, ·]` layout (zeros on padded particles), as the CUDA kernels write them.
 
