@@ -5,7 +5,8 @@
 //! for AVX2 + FMA (see [`crate::simd::dispatch`]) and take that path when the CPU has both
 //! features. `JETGEN_SIMD` overrides the choice: `portable` forces the baseline path (to
 //! test it, or to compare), `avx2` asks for the fast one (granted only where the CPU has
-//! it), `auto` or unset picks the best available.
+//! it) and also keeps the f32 GEMM on its 8-lane kernel where the CPU has AVX-512
+//! (`ops::panel_gemm`), `auto` or unset picks the best available (AVX-512 for the GEMM).
 
 use std::sync::OnceLock;
 
