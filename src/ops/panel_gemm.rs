@@ -125,12 +125,28 @@ pub fn gemm_packed(
     ldc: usize,
     accumulate: bool,
 ) {
+    assert!(lda >= w.k || m <= 1, "gemm_packed: A's rows overlap");
+    gemm_packed_strided(isa, (a, lda, 1), m, w, c, ldc, accumulate)
+}
+
+/// [`gemm_packed`] with A's element (i, kk) at `a[i·rsa + kk·csa]` (a transposed A, rsa = 1,
+/// is read in place: a tile's rows are then adjacent values).
+#[allow(clippy::too_many_arguments)]
+fn gemm_packed_strided(
+    isa: Isa,
+    (a, lda, csa): (&[f32], usize, usize),
+    m: usize,
+    w: &PackedW,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     let (n, k) = (w.n, w.k);
     if m == 0 || n == 0 {
         return;
     }
     assert!(
-        lda >= k && a.len() >= (m - 1) * lda + k,
+        k == 0 || a.len() > (m - 1) * lda + (k - 1) * csa,
         "gemm_packed: A too short"
     );
     assert!(
@@ -146,7 +162,14 @@ pub fn gemm_packed(
         }
         return;
     }
-    let shape = Shape { lda, ldc, k, m, n };
+    let shape = Shape {
+        lda,
+        csa,
+        ldc,
+        k,
+        m,
+        n,
+    };
     #[cfg(target_arch = "x86_64")]
     if isa.is_avx2_fma() && avx512::available() {
         // SAFETY: the CPU has AVX-512F (checked); the asserts above bound A and C, and the
@@ -193,8 +216,8 @@ pub fn fast_path_available() -> bool {
 
 /// `C[m, n] = A[m, k] · B[k, n]` (`accumulate`: `C +=`) for strided f32 operands — element
 /// (i, kk) of A at `a[i·rsa + kk·csa]`, (kk, j) of B at `b[kk·rsb + j·csb]`, (i, j) of C at
-/// `c[i·rsc + j]`: B is packed once, A is read in place when its rows are contiguous (else
-/// copied row-major), and products of ≥ 2²¹ multiply-adds with more rows than one block
+/// `c[i·rsc + j]`: B is packed once, A is read in place when its rows or its columns are
+/// contiguous (else copied row-major), and products of ≥ 2²¹ multiply-adds with more rows than one block
 /// run in row blocks over rayon (about one block per thread, at most 512 rows each).
 /// Panics (a bug, never user input) if a slice is too short for its strides.
 #[allow(clippy::too_many_arguments)]
@@ -214,24 +237,27 @@ pub fn gemm_strided_f32(
     assert!(m == 1 || rsc >= n, "gemm_strided_f32: C's rows overlap");
     let packed = PackedW::pack_strided(b, rsb, csb, k, n);
     let copy;
-    let (a, lda) = if k == 0 {
-        (&[][..], 0)
+    let (a, lda, csa) = if k == 0 {
+        (&[][..], 0, 1)
     } else if csa == 1 && (m == 1 || rsa >= k) {
-        (a, if m == 1 { k } else { rsa })
+        (a, if m == 1 { k } else { rsa }, 1)
+    } else if rsa == 1 && (k == 1 || csa >= m) {
+        // transposed: read in place
+        (a, 1, if k == 1 { m } else { csa })
     } else {
         assert!(
             a.len() > (m - 1) * rsa + (k - 1) * csa,
             "gemm_strided_f32: A too short"
         );
         copy = row_major_copy(a, rsa, csa, m, k);
-        (&copy[..], k)
+        (&copy[..], k, 1)
     };
     let isa = isa();
     let threads = rayon::current_num_threads().max(1);
     let block = block_rows(k).min(m.div_ceil(threads).div_ceil(8) * 8);
     let rsc = if m == 1 { n } else { rsc };
     if m * n * k < PARALLEL_WORK || m <= block {
-        gemm_packed(isa, a, lda, m, &packed, c, rsc, accumulate);
+        gemm_packed_strided(isa, (a, lda, csa), m, &packed, c, rsc, accumulate);
         return;
     }
     let c_len = ((m - 1) * rsc + n).min(c.len());
@@ -242,7 +268,7 @@ pub fn gemm_strided_f32(
             let r0 = bi * block;
             let rows = block.min(m - r0);
             let ab = if k == 0 { a } else { &a[r0 * lda..] };
-            gemm_packed(isa, ab, lda, rows, &packed, cb, rsc, accumulate);
+            gemm_packed_strided(isa, (ab, lda, csa), rows, &packed, cb, rsc, accumulate);
         });
 }
 
@@ -261,7 +287,9 @@ dispatch! {
 /// Shape and strides of one call.
 #[derive(Clone, Copy)]
 struct Shape {
+    /// Row and column strides of A (`csa` = 1: rows contiguous; `lda` = 1: A transposed).
     lda: usize,
+    csa: usize,
     ldc: usize,
     k: usize,
     m: usize,
@@ -272,6 +300,22 @@ struct Shape {
 /// (two 16-column halves per panel).
 #[inline(always)]
 fn gemm_lanes<V: Lanes>(a: &[f32], wp: &[f32], c: &mut [f32], s: Shape, accumulate: bool) {
+    if s.csa == 1 {
+        gemm_lanes_on::<V, true>(a, wp, c, s, accumulate)
+    } else {
+        gemm_lanes_on::<V, false>(a, wp, c, s, accumulate)
+    }
+}
+
+/// [`gemm_lanes`] for A's column stride 1 (`UNIT`) or `s.csa`.
+#[inline(always)]
+fn gemm_lanes_on<V: Lanes, const UNIT: bool>(
+    a: &[f32],
+    wp: &[f32],
+    c: &mut [f32],
+    s: Shape,
+    accumulate: bool,
+) {
     let (m, n, k) = (s.m, s.n, s.k);
     for p in 0..n.div_ceil(NR) {
         let panel = &wp[p * k * NR..(p + 1) * k * NR];
@@ -284,25 +328,35 @@ fn gemm_lanes<V: Lanes>(a: &[f32], wp: &[f32], c: &mut [f32], s: Shape, accumula
             let panel = &panel[half * HALF..];
             let mut r = 0;
             while r + MR <= m {
-                tile::<V, MR>(a, panel, c, r, cols, s, accumulate);
+                tile::<V, MR, UNIT>(a, panel, c, r, cols, s, accumulate);
                 r += MR;
             }
             match m - r {
-                1 => tile::<V, 1>(a, panel, c, r, cols, s, accumulate),
-                2 => tile::<V, 2>(a, panel, c, r, cols, s, accumulate),
-                3 => tile::<V, 3>(a, panel, c, r, cols, s, accumulate),
-                4 => tile::<V, 4>(a, panel, c, r, cols, s, accumulate),
-                5 => tile::<V, 5>(a, panel, c, r, cols, s, accumulate),
+                1 => tile::<V, 1, UNIT>(a, panel, c, r, cols, s, accumulate),
+                2 => tile::<V, 2, UNIT>(a, panel, c, r, cols, s, accumulate),
+                3 => tile::<V, 3, UNIT>(a, panel, c, r, cols, s, accumulate),
+                4 => tile::<V, 4, UNIT>(a, panel, c, r, cols, s, accumulate),
+                5 => tile::<V, 5, UNIT>(a, panel, c, r, cols, s, accumulate),
                 _ => {}
             }
         }
     }
 }
 
+/// Offset of A's element (row `r0 + r` counted from the tile's first row pointer, column kk).
+#[inline(always)]
+fn a_at<const UNIT: bool>(s: Shape, r: usize, kk: usize) -> usize {
+    if UNIT {
+        r * s.lda + kk
+    } else {
+        r * s.lda + kk * s.csa
+    }
+}
+
 /// One R × 16 tile: rows `r0..r0 + R` of C, columns `cols.0..cols.0 + cols.1` (≤ 16);
 /// `panel` starts at the tile's first column inside a packed panel (row stride [`NR`]).
 #[inline(always)]
-fn tile<V: Lanes, const R: usize>(
+fn tile<V: Lanes, const R: usize, const UNIT: bool>(
     a: &[f32],
     panel: &[f32],
     c: &mut [f32],
@@ -313,7 +367,7 @@ fn tile<V: Lanes, const R: usize>(
 ) {
     let k = s.k;
     assert!(k == 0 || panel.len() >= (k - 1) * NR + HALF);
-    debug_assert!(a.len() >= (r0 + R - 1) * s.lda + k);
+    debug_assert!(a.len() > a_at::<false>(s, r0 + R - 1, k - 1));
     let mut lo = [V::zero(); R];
     let mut hi = [V::zero(); R];
     let a0 = a[r0 * s.lda..].as_ptr();
@@ -328,7 +382,7 @@ fn tile<V: Lanes, const R: usize>(
             )
         };
         for r in 0..R {
-            let av = V::splat(unsafe { *a0.add(r * s.lda + kk) });
+            let av = V::splat(unsafe { *a0.add(a_at::<UNIT>(s, r, kk)) });
             lo[r] = av.mul_add(b0, lo[r]);
             hi[r] = av.mul_add(b1, hi[r]);
         }
@@ -381,24 +435,34 @@ pub(crate) mod avx512 {
     /// The CPU must have AVX-512F; A, C and the panels must hold the shape `s` describes.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gemm(a: &[f32], wp: &[f32], c: &mut [f32], s: Shape, acc: bool) {
+        if s.csa == 1 {
+            gemm_on::<true>(a, wp, c, s, acc)
+        } else {
+            gemm_on::<false>(a, wp, c, s, acc)
+        }
+    }
+
+    /// [`gemm`] for A's column stride 1 (`UNIT`) or `s.csa`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gemm_on<const UNIT: bool>(a: &[f32], wp: &[f32], c: &mut [f32], s: Shape, acc: bool) {
         for p in 0..s.n.div_ceil(NR) {
             let panel = wp.as_ptr().add(p * s.k * NR);
             let c0 = p * NR;
             let nc = NR.min(s.n - c0);
             let mut r = 0;
             while r + MR512 <= s.m {
-                tile::<MR512>(a.as_ptr(), panel, c.as_mut_ptr(), r, (c0, nc), s, acc);
+                tile::<MR512, UNIT>(a.as_ptr(), panel, c.as_mut_ptr(), r, (c0, nc), s, acc);
                 r += MR512;
             }
             let (a, c) = (a.as_ptr(), c.as_mut_ptr());
             match s.m - r {
-                1 => tile::<1>(a, panel, c, r, (c0, nc), s, acc),
-                2 => tile::<2>(a, panel, c, r, (c0, nc), s, acc),
-                3 => tile::<3>(a, panel, c, r, (c0, nc), s, acc),
-                4 => tile::<4>(a, panel, c, r, (c0, nc), s, acc),
-                5 => tile::<5>(a, panel, c, r, (c0, nc), s, acc),
-                6 => tile::<6>(a, panel, c, r, (c0, nc), s, acc),
-                7 => tile::<7>(a, panel, c, r, (c0, nc), s, acc),
+                1 => tile::<1, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                2 => tile::<2, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                3 => tile::<3, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                4 => tile::<4, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                5 => tile::<5, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                6 => tile::<6, UNIT>(a, panel, c, r, (c0, nc), s, acc),
+                7 => tile::<7, UNIT>(a, panel, c, r, (c0, nc), s, acc),
                 _ => {}
             }
         }
@@ -412,7 +476,7 @@ pub(crate) mod avx512 {
     }
 
     #[inline(always)]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, const UNIT: bool>(
         a: *const f32,
         panel: *const f32,
         c: *mut f32,
@@ -428,7 +492,7 @@ pub(crate) mod avx512 {
             let b0 = _mm512_loadu_ps(panel.add(kk * NR));
             let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
             for r in 0..R {
-                let av = _mm512_set1_ps(*a0.add(r * s.lda + kk));
+                let av = _mm512_set1_ps(*a0.add(super::a_at::<UNIT>(s, r, kk)));
                 lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
                 hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
             }
@@ -507,7 +571,14 @@ mod tests {
                 // and the eight-wide lane kernel itself (which the AVX-512 one replaces on
                 // CPUs that have it)
                 let mut c3 = vec![7.0f32; m * ldc];
-                let shape = Shape { lda, ldc, k, m, n };
+                let shape = Shape {
+                    lda,
+                    csa: 1,
+                    ldc,
+                    k,
+                    m,
+                    n,
+                };
                 gemm_dispatch(isa, &a, &packed.data, &mut c3, shape, false);
                 for i in 0..m {
                     for j in 0..n {
