@@ -242,26 +242,22 @@ fn eval_against_a_runs_own_validation_and_training_splits() {
     v["data"]["checksum"] = "fnv1a64:0000000000000000".into();
     std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
     let gen = run.join("generated.hdf5");
-    let moved = format!("run:{}", dir.display());
-    let out = jetgen(&[
-        "eval",
-        "--gen",
-        gen.to_str().unwrap(),
-        "--real",
-        &moved,
-        "--quick",
-    ]);
-    assert_clean_failure(&out, "changed since the run");
-    let empty = format!("run:{}", dir.join("nothing").display());
-    let out = jetgen(&[
-        "eval",
-        "--gen",
-        gen.to_str().unwrap(),
-        "--real",
-        &empty,
-        "--quick",
-    ]);
-    assert_clean_failure(&out, "cannot read the run's config");
+    let eval_against = |real_run: &Path| {
+        let real = format!("run:{}", real_run.display());
+        jetgen(&[
+            "eval",
+            "--gen",
+            gen.to_str().unwrap(),
+            "--real",
+            &real,
+            "--quick",
+        ])
+    };
+    assert_clean_failure(&eval_against(&dir), "changed since the run");
+    assert_clean_failure(
+        &eval_against(&dir.join("nothing")),
+        "cannot read the run's config",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

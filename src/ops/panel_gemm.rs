@@ -519,6 +519,13 @@ pub(crate) mod avx512 {
 mod tests {
     use super::*;
 
+    /// `len` values uniform in [−½, ½) from stream `seed`.
+    fn noise(seed: u64, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| crate::rng::uniform_at(seed, i as u64) - 0.5)
+            .collect()
+    }
+
     fn reference(a: &[f32], lda: usize, m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
         let mut out = vec![0.0; m * n];
         for i in 0..m {
@@ -542,12 +549,8 @@ mod tests {
             (20, 40, 170),
         ] {
             let lda = k + 3;
-            let a: Vec<f32> = (0..m * lda)
-                .map(|i| crate::rng::uniform_at(1, i as u64) - 0.5)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| crate::rng::uniform_at(2, i as u64) - 0.5)
-                .collect();
+            let a = noise(1, m * lda);
+            let w = noise(2, n * k);
             let want = reference(&a, lda, m, &w, n, k);
             let packed = PackedW::pack(&w, k, 0, n, k);
             for &isa in &isas {
@@ -594,7 +597,7 @@ mod tests {
 
     #[test]
     fn strided_operands_and_the_parallel_split_match_the_f64_product() {
-        // A transposed (and then copied row-major), B plain or transposed, C with padding,
+        // A transposed (read in place), B plain or transposed, C with padding,
         // and a product large enough to split its rows over rayon (m·n·k ≥ 2²¹)
         let cases = [
             (3, 5, 7, false),
@@ -603,12 +606,8 @@ mod tests {
             (260, 64, 130, true),
         ];
         for &(m, n, k, a_transposed) in &cases {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| crate::rng::uniform_at(5, i as u64) - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| crate::rng::uniform_at(6, i as u64) - 0.5)
-                .collect();
+            let a = noise(5, m * k);
+            let b = noise(6, k * n);
             // logical A[i, kk] = a[i·k + kk]; stored transposed as at[kk·m + i] when asked
             let at: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
             let (a_op, rsa, csa) = if a_transposed {

@@ -259,7 +259,7 @@ impl EpicInference {
                 .for_each(|v| *v = mv * leaky_relu(*v, SLOPE as f32));
         }
         // g⁰ = σ(W [Σh/n, s·Σh, τ, c] + b)   (h is masked: the plain sum)
-        self.pool(&s.h, &s.rows, None, nj, &mut s.q, 2 * hd + te + kd);
+        self.pool(&s.h, &s.rows, false, nj, &mut s.q, 2 * hd + te + kd);
         for j in 0..nj {
             let q = &mut s.q[j * (2 * hd + te + kd) + 2 * hd..(j + 1) * (2 * hd + te + kd)];
             q[..te].copy_from_slice(&tau[j * te..(j + 1) * te]);
@@ -291,7 +291,7 @@ impl EpicInference {
         let slope = SLOPE as f32;
         let nq = 2 * hd + gd + te + kd;
         // global: q = [Σmh/n, s·Σmh, g, τ, c]
-        self.pool(&s.h, &s.rows, Some(()), nj, &mut s.q, nq);
+        self.pool(&s.h, &s.rows, true, nj, &mut s.q, nq);
         for j in 0..nj {
             let q = &mut s.q[j * nq + 2 * hd..(j + 1) * nq];
             q[..gd].copy_from_slice(&s.g[j * gd..(j + 1) * gd]);
@@ -343,7 +343,7 @@ impl EpicInference {
         &self,
         h: &[f32],
         rows: &[(usize, usize, f32)],
-        weighted: Option<()>,
+        weighted: bool,
         nj: usize,
         q: &mut Vec<f32>,
         width: usize,
@@ -354,7 +354,7 @@ impl EpicInference {
         let mut cnt = vec![0.0f32; nj];
         for (row, &(j, _, mv)) in h.chunks_exact(hd.max(1)).zip(rows) {
             cnt[j] += mv;
-            let w = if weighted.is_some() { mv } else { 1.0 };
+            let w = if weighted { mv } else { 1.0 };
             q[j * width..j * width + hd]
                 .iter_mut()
                 .zip(row)
