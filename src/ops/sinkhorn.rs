@@ -43,6 +43,7 @@ use crate::autograd::{saved_as, CustomForward, CustomOp, Var};
 use crate::error::{Error, Result};
 use crate::ops::{expect_shape, n_u32};
 use crate::real::Real;
+use crate::simd::Lanes;
 use crate::tensor::{DType, Tensor};
 use crate::with_real;
 
@@ -84,6 +85,21 @@ impl Cost {
             Cost::Euclidean => {
                 if c > T::zero() {
                     diff / c
+                } else {
+                    T::zero()
+                }
+            }
+        }
+    }
+    /// ∂c/∂x_k ÷ (x_k − y_k) given the cost `c` = c(x, y): 2, 1, or 1/c for p = 1 (0 at
+    /// x = y, the kink).
+    pub fn grad_factor<T: Real>(self, c: T) -> T {
+        match self {
+            Cost::SquaredEuclidean => T::from_f64(2.0),
+            Cost::HalfSquaredEuclidean => T::one(),
+            Cost::Euclidean => {
+                if c > T::zero() {
+                    T::one() / c
                 } else {
                     T::zero()
                 }
@@ -297,7 +313,14 @@ impl<T: Real> Problem<T> {
     /// none that matters in f32 underflows. Rows are short (30–150 points), so the loops sweep
     /// all rows at once for one column at a time (vector operations across rows, padded to
     /// 8, no horizontal reductions). Padded columns are skipped; `transposed` swaps rows and
-    /// columns; `scratch` holds at least 2·padded(rows) elements.
+    /// columns; `scratch` holds at least 2·padded(rows) elements, and on return the shifts
+    /// and the sums.
+    ///
+    /// With `terms` (`[cols, padded(rows)]`, column-major like the cost it reads) every term
+    /// e_ij = e^{v_ij − s_i} is kept there (0 in the columns of padded points), and for a row
+    /// that took the exact form its terms are e^{v_ij − max}/Σ, its shift −out_i/ε and its
+    /// sum 1; so for every valid row, e_ij/sum_i = e^{v_ij + out_i/ε} (what absorbing the
+    /// result needs, see `scaled.rs`).
     #[allow(clippy::too_many_arguments)]
     fn soft_min(
         &self,
@@ -307,6 +330,7 @@ impl<T: Real> Problem<T> {
         prev: &[T],
         out: &mut [T],
         scratch: &mut [T],
+        mut terms: Option<&mut [T]>,
     ) {
         // column-major cost for the row update: column j of C is row j of Cᵀ
         let (rows, cols, by_col, row_w, col_w) = if transposed {
@@ -335,6 +359,7 @@ impl<T: Real> Problem<T> {
             inv_eps,
             shift,
             sum,
+            terms.as_deref_mut(),
         );
         let (lo, hi) = (T::from_f64(1e-17), T::from_f64(1e17));
         for i in 0..rows {
@@ -350,7 +375,15 @@ impl<T: Real> Problem<T> {
                 let total = valid()
                     .map(|j| (v(j) - mx).exp_fast())
                     .fold(T::zero(), |acc, x| acc + x);
-                -eps * (mx + total.ln_fast())
+                let value = -eps * (mx + total.ln_fast());
+                if let Some(t) = terms.as_deref_mut() {
+                    let inv_total = T::one() / total;
+                    for j in valid() {
+                        t[j * stride + i] = (v(j) - mx).exp_fast() * inv_total;
+                    }
+                    (shift[i], sum[i]) = (-value * inv_eps, T::one());
+                }
+                value
             };
         }
     }
@@ -418,6 +451,7 @@ crate::simd::dispatch! {
         inv_eps: T,
         shift: &[T],
         sum: &mut [T],
+        terms: Option<&mut [T]>,
     ) = column_exp_sums_body;
 }
 
@@ -431,15 +465,36 @@ fn column_exp_sums_body<T: Real>(
     inv_eps: T,
     shift: &[T],
     sum: &mut [T],
+    mut terms: Option<&mut [T]>,
 ) {
     let ninf = T::from_f64(f64::NEG_INFINITY);
     let (shift, sum) = (&shift[..stride], &mut sum[..stride]);
     sum.fill(T::zero());
-    for (j, &w) in col_w.iter().enumerate().filter(|&(_, &w)| w != ninf) {
+    for (j, &w) in col_w.iter().enumerate() {
+        let column = terms
+            .as_deref_mut()
+            .map(|t| &mut t[j * stride..(j + 1) * stride]);
+        if w == ninf {
+            if let Some(t) = column {
+                t.fill(T::zero());
+            }
+            continue;
+        }
         let base = w + g[j] * inv_eps;
         let c = &by_col[j * stride..(j + 1) * stride];
-        for i in 0..stride {
-            sum[i] += (base - c[i] * inv_eps - shift[i]).exp_fast();
+        match column {
+            Some(t) => {
+                for i in 0..stride {
+                    let e = (base - c[i] * inv_eps - shift[i]).exp_fast();
+                    t[i] = e;
+                    sum[i] += e;
+                }
+            }
+            None => {
+                for i in 0..stride {
+                    sum[i] += (base - c[i] * inv_eps - shift[i]).exp_fast();
+                }
+            }
         }
     }
 }
@@ -497,14 +552,14 @@ fn solve<T: Real>(
     let half = T::from_f64(0.5);
     let mut step = |f: &mut Vec<T>, g: &mut Vec<T>, scratch: &mut Vec<T>, eps: T| {
         if symmetric {
-            p.soft_min(f, eps, false, f, &mut scratch[..n], &mut v);
+            p.soft_min(f, eps, false, f, &mut scratch[..n], &mut v, None);
             for i in 0..n {
                 f[i] = half * (f[i] + scratch[i]);
             }
         } else {
-            p.soft_min(g, eps, false, f, &mut scratch[..n], &mut v);
+            p.soft_min(g, eps, false, f, &mut scratch[..n], &mut v, None);
             f.copy_from_slice(&scratch[..n]);
-            p.soft_min(f, eps, true, g, &mut scratch[..m], &mut v);
+            p.soft_min(f, eps, true, g, &mut scratch[..m], &mut v, None);
             g.copy_from_slice(&scratch[..m]);
         }
     };
@@ -701,7 +756,7 @@ crate::simd::dispatch! {
         t: PlanTerms<'_, T>,
         out_q: &mut [T],
         out_r: Option<&mut [T]>,
-    ) = plan_gradient_body;
+    ) = plan_gradient_body::<lanes>;
 }
 
 /// The body of [`plan_gradient`]: r copied coordinate-major and padded to whole vectors once;
@@ -710,7 +765,11 @@ crate::simd::dispatch! {
 /// own gradient is summed in eight interleaved partial sums (one lane vector), the column
 /// gradients are updated as vectors.
 #[inline(always)]
-fn plan_gradient_body<T: Real>(t: PlanTerms<'_, T>, out_q: &mut [T], out_r: Option<&mut [T]>) {
+fn plan_gradient_body<T: Real, V: Lanes>(
+    t: PlanTerms<'_, T>,
+    out_q: &mut [T],
+    out_r: Option<&mut [T]>,
+) {
     const L: usize = 8;
     let d = t.d;
     let (n, m) = (t.lwq.len(), t.lwr.len());
@@ -729,7 +788,7 @@ fn plan_gradient_body<T: Real>(t: PlanTerms<'_, T>, out_q: &mut [T], out_r: Opti
     let (mut cost, mut coef) = (vec![T::zero(); mp], vec![T::zero(); mp]);
     let mut col_grad = out_r.as_ref().map(|_| vec![T::zero(); d * mp]);
     let inv_eps = T::one() / t.eps;
-    let (two, zero) = (T::from_f64(2.0), T::zero());
+    let zero = T::zero();
     for i in (0..n).filter(|&i| t.lwq[i] != ninf) {
         let qi = &t.q[i * d..(i + 1) * d];
         cost.fill(zero);
@@ -749,22 +808,23 @@ fn plan_gradient_body<T: Real>(t: PlanTerms<'_, T>, out_q: &mut [T], out_r: Opti
             cost.iter_mut().for_each(|c| *c = T::from_f64(0.5) * *c);
         }
         let base = t.lwq[i] + t.fq[i] * inv_eps;
-        for j in 0..mp {
-            let arg = base + lwr[j] + (gr[j] - cost[j]) * inv_eps;
-            let p = t.scale * arg.exp_fast();
-            // ∂c/∂q_k = factor·(q_k − r_k)
-            let factor = match t.cost {
-                Cost::SquaredEuclidean => two,
-                Cost::HalfSquaredEuclidean => T::one(),
-                Cost::Euclidean => {
-                    if cost[j] > zero {
-                        T::one() / cost[j]
-                    } else {
-                        zero
-                    }
-                }
+        let lane_slices = (
+            T::as_f32_slice(&lwr),
+            T::as_f32_slice(&gr),
+            T::as_f32_slice(&cost),
+            T::as_f32_slice_mut(&mut coef),
+        );
+        if let (Some(lwr), Some(gr), Some(cost), Some(coef)) = lane_slices {
+            let f = |v: T| v.to_f64() as f32;
+            let coefs = PlanCoefficients {
+                base: f(base),
+                inv_eps: f(inv_eps),
+                scale: f(t.scale),
+                cost: t.cost,
             };
-            coef[j] = if lwr[j] == ninf { zero } else { p * factor };
+            coefs.row::<V>(lwr, gr, cost, coef);
+        } else {
+            plan_coefficients_scalar(&t, base, &lwr, &gr, &cost, &mut coef);
         }
         let oi = &mut out_q[i * d..(i + 1) * d];
         for (k, o) in oi.iter_mut().enumerate() {
@@ -788,6 +848,63 @@ fn plan_gradient_body<T: Real>(t: PlanTerms<'_, T>, out_q: &mut [T], out_r: Opti
             for (k, v) in o.iter_mut().enumerate() {
                 *v += -cg[k * mp + j];
             }
+        }
+    }
+}
+
+/// One row of plan coefficients w_j = scale·P_ij·∂c/∂(q−r)/(q−r) with
+/// P_ij = exp(base + lwr_j + (gr_j − c_ij)/ε), `base` = lwq_i + fq_i/ε; 0 at padded columns.
+fn plan_coefficients_scalar<T: Real>(
+    t: &PlanTerms<'_, T>,
+    base: T,
+    lwr: &[T],
+    gr: &[T],
+    cost: &[T],
+    coef: &mut [T],
+) {
+    let (inv_eps, zero) = (T::one() / t.eps, T::zero());
+    let ninf = T::from_f64(f64::NEG_INFINITY);
+    for j in 0..coef.len() {
+        let arg = base + lwr[j] + (gr[j] - cost[j]) * inv_eps;
+        let p = t.scale * arg.exp_fast();
+        coef[j] = if lwr[j] == ninf {
+            zero
+        } else {
+            p * t.cost.grad_factor(cost[j])
+        };
+    }
+}
+
+/// The f32 scalars of one row of [`plan_coefficients_scalar`], for its lane twin.
+struct PlanCoefficients {
+    base: f32,
+    inv_eps: f32,
+    scale: f32,
+    cost: Cost,
+}
+
+impl PlanCoefficients {
+    /// [`plan_coefficients_scalar`] on lanes (the compiler leaves that loop's exponential
+    /// scalar): the same operations in the same order, so the same bits. Slices are padded
+    /// to whole vectors.
+    #[inline(always)]
+    fn row<V: Lanes>(&self, lwr: &[f32], gr: &[f32], cost: &[f32], coef: &mut [f32]) {
+        let (base, inv_eps, scale) = (
+            V::splat(self.base),
+            V::splat(self.inv_eps),
+            V::splat(self.scale),
+        );
+        let (zero, ninf) = (V::zero(), V::splat(f32::NEG_INFINITY));
+        for j in (0..coef.len()).step_by(8) {
+            let (lw, c) = (V::load(&lwr[j..]), V::load(&cost[j..]));
+            let arg = base + lw + (V::load(&gr[j..]) - c) * inv_eps;
+            let p = scale * arg.exp();
+            let factor = match self.cost {
+                Cost::SquaredEuclidean => V::splat(2.0),
+                Cost::HalfSquaredEuclidean => V::splat(1.0),
+                Cost::Euclidean => V::select(c.gt(zero), V::splat(1.0) / c, zero),
+            };
+            V::select(lw.eq(ninf), zero, p * factor).store(&mut coef[j..]);
         }
     }
 }
@@ -1126,7 +1243,9 @@ mod simd_tests {
             let run = |isa: Isa| {
                 let mut sum = vec![T::from_f64(7.0); stride];
                 let inv_eps = T::from_f64(1.0 / 0.7);
-                column_exp_sums(isa, &by_col, stride, &col_w, &g, inv_eps, &shift, &mut sum);
+                column_exp_sums(
+                    isa, &by_col, stride, &col_w, &g, inv_eps, &shift, &mut sum, None,
+                );
                 sum.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>()
             };
             let reference = run(Isa::PORTABLE);
@@ -1136,5 +1255,92 @@ mod simd_tests {
         }
         check::<f32>();
         check::<f64>();
+    }
+
+    /// The plan gradient gives the same bits on every instruction set (f32 and f64, every
+    /// cost, padded points on both sides), and its f32 lane coefficients equal the scalar
+    /// loop's bit for bit.
+    #[test]
+    fn plan_gradient_is_the_same_on_every_isa_and_as_the_scalar_loop() {
+        fn check<T: Real>(cost: Cost) {
+            let (n, m, d) = (11usize, 13usize, 3usize);
+            let val = |k: usize, s: f64| T::from_f64((k as f64 * 0.731 + s).sin());
+            let q: Vec<T> = (0..n * d).map(|k| val(k, 0.1)).collect();
+            let mut r: Vec<T> = (0..m * d).map(|k| val(k, 0.2)).collect();
+            r[..d].copy_from_slice(&q[..d]); // a zero distance: the p = 1 kink
+            let ninf = T::from_f64(f64::NEG_INFINITY);
+            let mut lwq: Vec<T> = (0..n).map(|k| val(k, 0.3) - T::from_f64(2.5)).collect();
+            let mut lwr: Vec<T> = (0..m).map(|k| val(k, 0.4) - T::from_f64(2.5)).collect();
+            (lwq[2], lwr[5]) = (ninf, ninf);
+            let fq: Vec<T> = (0..n).map(|k| val(k, 0.5) * T::from_f64(0.1)).collect();
+            let gr: Vec<T> = (0..m).map(|k| val(k, 0.6) * T::from_f64(0.1)).collect();
+            let terms = PlanTerms {
+                q: &q,
+                r: &r,
+                lwq: &lwq,
+                lwr: &lwr,
+                fq: &fq,
+                gr: &gr,
+                eps: T::from_f64(0.05),
+                cost,
+                d,
+                scale: T::from_f64(0.75),
+            };
+            let run = |isa: Isa| {
+                let (mut gq, mut gr) = (vec![T::zero(); n * d], vec![T::zero(); m * d]);
+                plan_gradient(isa, terms, &mut gq, Some(&mut gr));
+                gq.iter()
+                    .chain(&gr)
+                    .map(|x| x.to_f64().to_bits())
+                    .collect::<Vec<_>>()
+            };
+            let reference = run(Isa::PORTABLE);
+            assert!(
+                reference.iter().any(|&b| b != 0),
+                "{cost:?}: all-zero gradient"
+            );
+            for isa in Isa::available() {
+                assert_eq!(run(isa), reference, "{isa}, {cost:?}");
+            }
+            // one row's coefficients, lanes against the scalar loop
+            let mp = padded(m);
+            let pad = |x: &[T], fill: T| {
+                let mut out = vec![fill; mp];
+                out[..m].copy_from_slice(x);
+                out
+            };
+            let (lw, g) = (pad(&lwr, ninf), pad(&gr, T::zero()));
+            let c: Vec<T> = (0..mp)
+                .map(|j| if j == 3 { T::zero() } else { val(j, 0.7).abs() })
+                .collect();
+            let base = T::from_f64(1.5);
+            let mut scalar = vec![T::zero(); mp];
+            plan_coefficients_scalar(&terms, base, &lw, &g, &c, &mut scalar);
+            if let (Some(lw), Some(g), Some(c)) = (
+                T::as_f32_slice(&lw),
+                T::as_f32_slice(&g),
+                T::as_f32_slice(&c),
+            ) {
+                let mut lanes = vec![0f32; mp];
+                let row = PlanCoefficients {
+                    base: 1.5,
+                    inv_eps: (T::one() / terms.eps).to_f64() as f32,
+                    scale: 0.75,
+                    cost,
+                };
+                row.row::<crate::simd::portable::F32x8>(lw, g, c, &mut lanes);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let scalar: Vec<f32> = scalar.iter().map(|x| x.to_f64() as f32).collect();
+                assert_eq!(bits(&lanes), bits(&scalar), "{cost:?}: lanes vs scalar");
+            }
+        }
+        for cost in [
+            Cost::Euclidean,
+            Cost::SquaredEuclidean,
+            Cost::HalfSquaredEuclidean,
+        ] {
+            check::<f32>(cost);
+            check::<f64>(cost);
+        }
     }
 }

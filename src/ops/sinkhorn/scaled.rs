@@ -25,7 +25,7 @@
 
 use crate::ops::sinkhorn::{padded, Problem};
 use crate::real::Real;
-use crate::simd::Lanes;
+use crate::simd::{Lanes, Mask};
 
 /// |ln S| beyond which a half-step falls back to the log domain and re-absorbs.
 const LOG_RANGE: f64 = 20.0;
@@ -195,9 +195,7 @@ impl<T: Real> Absorbed<T> {
             &mut self.u,
             &mut self.sums,
         ) {
-            let (f, g) = self.potentials();
-            let f_new = self.exact(p, &g, &f, false);
-            self.absorb(p, f_new, g);
+            self.exact_absorbed(p, Side::F);
         }
         if !Self::scaling_half_step(
             self.kernel_ready,
@@ -208,9 +206,7 @@ impl<T: Real> Absorbed<T> {
             &mut self.v,
             &mut self.sums,
         ) {
-            let (f, g) = self.potentials();
-            let g_new = self.exact(p, &f, &g, true);
-            self.absorb(p, f, g_new);
+            self.exact_absorbed(p, Side::G);
         }
     }
 
@@ -232,22 +228,114 @@ impl<T: Real> Absorbed<T> {
         if scaled {
             self.v.copy_from_slice(&self.u);
         } else {
-            let (f, _) = self.potentials();
-            let t = self.exact(p, &f, &f, false);
-            let half = T::from_f64(0.5);
-            let f_new: Vec<T> = f.iter().zip(&t).map(|(&a, &b)| half * (a + b)).collect();
-            self.absorb(p, f_new.clone(), f_new);
+            self.exact_absorbed(p, Side::Symmetric);
         }
     }
 
-    /// The exact log-domain half-step: the soft-min of `other` (rows when `transposed` is
-    /// false: the f update), shifted by the current values `prev`.
-    fn exact(&self, p: &Problem<T>, other: &[T], prev: &[T], transposed: bool) -> Vec<T> {
-        let rows = if transposed { p.m() } else { p.n() };
-        let mut out = vec![T::zero(); rows];
-        let mut scratch = vec![T::zero(); 2 * padded(p.n().max(p.m()))];
-        p.soft_min(other, self.eps, transposed, prev, &mut out, &mut scratch);
-        out
+    /// The exact log-domain half-step of `side` and the absorption of its result, with one
+    /// exponential per entry for both (absorbing separately would take a second pass).
+    ///
+    /// The soft-min keeps its terms e_rc = exp(lw_c + (h_c − C_rc)/ε − s_r) (r the updated
+    /// side's points, c the other side's, h the other potential, s_r the row's shift) in the
+    /// kernel of the same layout, with e_rc/S_r = exp(lw_c + (h_c + h'_r − C_rc)/ε) for the
+    /// new potential h'_r = −ε(s_r + ln S_r). So the new stabilised kernel is
+    /// K̄_rc = e_rc·R_r·X_c/w_c with R_r = 1/S_r (for the averaged update of a self problem,
+    /// R_r = exp(h'_r/ε + s_r)) and X_c = 1 (a self problem: X_c = exp((h'_c − h_c)/ε), the
+    /// other side moves too). The kernel of the same layout stores K̄·w_c = e·R·X, the other
+    /// one K̄·w_r; both with the kept-entry rule of [`stabilised_kernel`] (an entry below
+    /// e^[`kept_log`] is 0) and 0 at padded points.
+    fn exact_absorbed(&mut self, p: &Problem<T>, side: Side) {
+        let (f, g) = self.potentials();
+        let (own, other, transposed) = match side {
+            Side::F => (&f, &g, false),
+            Side::G => (&g, &f, true),
+            Side::Symmetric => (&f, &f, false),
+        };
+        let (rows, cols) = (own.len(), other.len());
+        let stride = padded(rows);
+        let (own_lw, other_lw) = if transposed {
+            (&self.lb, &self.la)
+        } else {
+            (&self.la, &self.lb)
+        };
+        let (own_w, other_w) = if transposed {
+            (&self.b, &self.a)
+        } else {
+            (&self.a, &self.b)
+        };
+        let (same, across) = if transposed {
+            (&mut self.k_rows, &mut self.k_cols)
+        } else {
+            (&mut self.k_cols, &mut self.k_rows)
+        };
+        let mut soft = vec![T::zero(); rows];
+        let mut scratch = vec![T::zero(); 2 * stride];
+        p.soft_min(
+            other,
+            self.eps,
+            transposed,
+            own,
+            &mut soft,
+            &mut scratch,
+            Some(&mut same[..]),
+        );
+        let (shift, sums) = scratch.split_at(stride);
+        let inv_eps = T::one() / self.eps;
+        let zero = T::zero();
+        let ninf = T::from_f64(f64::NEG_INFINITY);
+        let new_own: Vec<T> = match side {
+            Side::Symmetric => {
+                let half = T::from_f64(0.5);
+                own.iter()
+                    .zip(&soft)
+                    .map(|(&a, &b)| half * (a + b))
+                    .collect()
+            }
+            _ => soft,
+        };
+        let row_factor: Vec<T> = (0..rows)
+            .map(|r| match side {
+                _ if own_lw[r] == ninf => zero,
+                Side::Symmetric => (new_own[r] * inv_eps + shift[r]).exp(),
+                _ => T::one() / sums[r],
+            })
+            .collect();
+        let col_factor: Vec<T> = (0..cols)
+            .map(|c| match side {
+                Side::Symmetric => ((new_own[c] - own[c]) * inv_eps).exp(),
+                _ => T::one(),
+            })
+            .collect();
+        let pad = |v: Vec<T>| {
+            let mut out = v;
+            out.resize(stride, zero);
+            out
+        };
+        let factors = Factors {
+            rows,
+            row: &pad(row_factor),
+            row_valid: &pad((0..rows)
+                .map(|r| T::from_f64(f64::from(own_lw[r] != ninf)))
+                .collect()),
+            own_w,
+            col: &col_factor,
+            other_w,
+            other_lw,
+        };
+        absorb_terms(crate::simd::isa(), factors, same, across);
+        // the other side's scalings are reset too, so its ε·ln v goes into its ḡ
+        match side {
+            Side::F => (self.fbar, self.gbar) = (new_own, g),
+            Side::G => (self.fbar, self.gbar) = (f, new_own),
+            Side::Symmetric => {
+                self.gbar = new_own.clone();
+                self.fbar = new_own;
+            }
+        }
+        self.u.fill(T::one());
+        self.v.fill(T::one());
+        self.kernel_ready = true;
+        self.absorptions += 1;
     }
 
     /// Row-marginal L1 error Σ_i a_i |u_i S_i − 1| of the current iterate (S from the
@@ -297,6 +385,99 @@ impl<T: Real> Absorbed<T> {
     }
 }
 
+/// Which potential an exact half-step updates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// f (rows) of a pair.
+    F,
+    /// g (columns) of a pair.
+    G,
+    /// The averaged update of a self problem (f = g).
+    Symmetric,
+}
+
+/// What [`absorb_terms`] reads: the updated side's row factors R_r and validity (1 or 0),
+/// padded to the stride, and weights (padded); the other side's factors X_c, weights and log
+/// weights (−∞ = padded point).
+#[derive(Clone, Copy)]
+struct Factors<'a, T> {
+    rows: usize,
+    row: &'a [T],
+    row_valid: &'a [T],
+    own_w: &'a [T],
+    col: &'a [T],
+    other_w: &'a [T],
+    other_lw: &'a [T],
+}
+
+crate::simd::dispatch! {
+    /// The two stabilised kernels from a soft-min's terms (see [`Absorbed::exact_absorbed`]):
+    /// `same [cols, stride]` ← keep(e_rc·R_r·X_c) in place, and `across [rows, padded(cols)]`
+    /// ← keep(that/w_c·w_r), 0 at padded points of either side; compiled for `isa`.
+    fn absorb_terms<T: Real>(
+        isa: Isa,
+        k: Factors<'_, T>,
+        same: &mut [T],
+        across: &mut [T],
+    ) = absorb_terms_lanes::<lanes>;
+}
+
+/// The body of [`absorb_terms`]: one pass down each column of `same` as whole vectors (f32) or
+/// scalars (f64), the value for `across` from the same product, written transposed.
+#[inline(always)]
+fn absorb_terms_lanes<T: Real, V: Lanes>(k: Factors<'_, T>, same: &mut [T], across: &mut [T]) {
+    let (stride, cols) = (k.row.len(), k.col.len());
+    let other_stride = padded(cols);
+    let ninf = T::from_f64(f64::NEG_INFINITY);
+    let kept = kept_log::<T>().to_f64().exp();
+    let mut column_across = vec![T::zero(); stride];
+    for c in 0..cols {
+        let column = &mut same[c * stride..(c + 1) * stride];
+        if k.other_lw[c] == ninf {
+            column.fill(T::zero());
+            column_across.fill(T::zero());
+        } else if let (Some(col), Some(row), Some(valid), Some(own_w), Some(out)) = (
+            T::as_f32_slice_mut(column),
+            T::as_f32_slice(k.row),
+            T::as_f32_slice(k.row_valid),
+            T::as_f32_slice(k.own_w),
+            T::as_f32_slice_mut(&mut column_across),
+        ) {
+            let (x, w) = (
+                V::splat(k.col[c].to_f64() as f32),
+                V::splat(k.other_w[c].to_f64() as f32),
+            );
+            let (kept, zero) = (V::splat(kept as f32), V::zero());
+            for r in (0..stride).step_by(8) {
+                // (a padded own point's term may be +∞: chosen away, not multiplied by 0)
+                let ok = V::load(&valid[r..]).gt(zero);
+                let v = V::select(ok, V::load(&col[r..]) * V::load(&row[r..]) * x, zero);
+                V::select(v.ge(kept), v, zero).store(&mut col[r..]);
+                let a = v / w * V::load(&own_w[r..]);
+                V::select(a.ge(kept), a, zero).store(&mut out[r..]);
+            }
+        } else {
+            let kept = T::from_f64(kept);
+            let keep = |v: T| if v >= kept { v } else { T::zero() };
+            for r in 0..stride {
+                let v = if k.row_valid[r] > T::zero() {
+                    column[r] * k.row[r] * k.col[c]
+                } else {
+                    T::zero()
+                };
+                column[r] = keep(v);
+                column_across[r] = keep(v / k.other_w[c] * k.own_w[r]);
+            }
+        }
+        for r in 0..k.rows {
+            across[r * other_stride + c] = column_across[r];
+        }
+    }
+    for r in 0..k.rows {
+        across[r * other_stride + cols..(r + 1) * other_stride].fill(T::zero());
+    }
+}
+
 /// How a half-step turns its sums S into the new scalings.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Update {
@@ -322,8 +503,10 @@ crate::simd::dispatch! {
     ) -> bool = half_step_lanes::<lanes>;
 }
 
-/// The body of [`half_step`]: the sums, then branch-free loops over the padded length (the
-/// range test as an integer OR, the update as a select), so that they vectorise.
+/// The body of [`half_step`]. For f32 rows of up to 32 (the jets' clouds) it is one pass
+/// with the sums in registers ([`held_half_step`]); otherwise the sums, then branch-free loops
+/// over the padded length (the range test as an integer OR, the update as a select), so that
+/// they vectorise. Both give the same bits.
 #[inline(always)]
 fn half_step_lanes<T: Real, V: Lanes>(
     kernel: &[T],
@@ -334,6 +517,26 @@ fn half_step_lanes<T: Real, V: Lanes>(
     update: Update,
 ) -> bool {
     let stride = own.len();
+    if let (Some(k), Some(s), Some(w), Some(o)) = (
+        T::as_f32_slice(kernel),
+        T::as_f32_slice(scalings),
+        T::as_f32_slice(own_weights),
+        T::as_f32_slice_mut(own),
+    ) {
+        let held = HeldStep {
+            kernel: k,
+            scalings: s,
+            weights: w,
+            update,
+        };
+        match stride {
+            8 => return held.run::<V, 1>(o),
+            16 => return held.run::<V, 2>(o),
+            24 => return held.run::<V, 3>(o),
+            32 => return held.run::<V, 4>(o),
+            _ => {}
+        }
+    }
     weighted_sums_lanes::<T, V>(kernel, stride, scalings, sums);
     let (sums, weights) = (&sums[..stride], &own_weights[..stride]);
     let (lo, hi) = (T::from_f64(RANGE_LO), T::from_f64(RANGE_HI));
@@ -361,6 +564,48 @@ fn half_step_lanes<T: Real, V: Lanes>(
     true
 }
 
+/// One f32 half-step with its rows held in lane registers: what [`half_step`] reads.
+struct HeldStep<'a> {
+    kernel: &'a [f32],
+    scalings: &'a [f32],
+    weights: &'a [f32],
+    update: Update,
+}
+
+impl HeldStep<'_> {
+    /// The half-step for `own.len()` = 8·R rows: the sums of [`held_sums`] stay in registers,
+    /// the range test and the update follow on them, and `own` is written only if every
+    /// valid sum is in range. The same operations as the in-memory path, so the same bits.
+    #[inline(always)]
+    fn run<V: Lanes, const R: usize>(&self, own: &mut [f32]) -> bool {
+        let sums = held_sums::<V, R>(self.kernel, 8 * R, self.scalings);
+        let (lo, hi, zero, one) = (
+            V::splat(RANGE_LO as f32),
+            V::splat(RANGE_HI as f32),
+            V::zero(),
+            V::splat(1.0),
+        );
+        let mut outside = 0u32;
+        for (r, s) in sums.iter().enumerate() {
+            let valid = V::load(&self.weights[8 * r..]).gt(zero).bits();
+            outside |= valid & !s.gt(lo).and(s.lt(hi)).bits();
+        }
+        if outside != 0 {
+            return false;
+        }
+        for (r, &s) in sums.iter().enumerate() {
+            let slot = &mut own[8 * r..8 * r + 8];
+            let new = match self.update {
+                Update::Reciprocal => one / s,
+                Update::SqrtRatio => (V::load(slot) / s).sqrt(),
+            };
+            let valid = V::load(&self.weights[8 * r..]).gt(zero);
+            V::select(valid, new, one).store(slot);
+        }
+        true
+    }
+}
+
 /// What [`stabilised_kernel`] reads: padded weights and log weights (0 and −∞ at padded
 /// points; `a`, `la` of length padded(n), `b`, `lb`, `g` of padded(m)), the potentials to
 /// absorb (`f [n]`), the cost `c [n, padded(m)]` and 1/ε.
@@ -385,7 +630,63 @@ crate::simd::dispatch! {
         k: Kernel<'_, T>,
         k_rows: &mut [T],
         k_cols: &mut [T],
-    ) = stabilised_kernel_body;
+    ) = stabilised_kernel_lanes::<lanes>;
+}
+
+/// [`stabilised_kernel_body`] with explicit lanes for f32 (the compiler leaves the body's
+/// exponentials scalar): the same operations in the same order ([`Lanes::exp`] is the twin of
+/// the scalar one), so the same bits. Rows go in blocks of eight so that the b-weighted copy
+/// is written to `k_cols` as whole vectors of eight rows.
+#[inline(always)]
+fn stabilised_kernel_lanes<T: Real, V: Lanes>(
+    k: Kernel<'_, T>,
+    k_rows: &mut [T],
+    k_cols: &mut [T],
+) {
+    let f32s = (
+        T::as_f32_slice(k.la),
+        T::as_f32_slice(k.lb),
+        T::as_f32_slice(k.a),
+        T::as_f32_slice(k.b),
+        T::as_f32_slice(k.f),
+        T::as_f32_slice(k.g),
+        T::as_f32_slice(k.c),
+        T::as_f32_slice_mut(k_rows),
+        T::as_f32_slice_mut(k_cols),
+    );
+    let (Some(la), Some(lb), Some(a), Some(b), Some(f), Some(g), Some(c), Some(rows), Some(cols)) =
+        f32s
+    else {
+        return stabilised_kernel_body(k, k_rows, k_cols);
+    };
+    let (n, np, mp) = (f.len(), a.len(), b.len());
+    let m = cols.len() / np;
+    let inv_eps = V::splat(k.inv_eps.to_f64() as f32);
+    let (kept, zero) = (V::splat(kept_log::<f32>()), V::zero());
+    // the b-weighted values of eight rows, row-major, then stored transposed
+    let mut block = vec![0f32; 8 * mp];
+    for i0 in (0..n).step_by(8) {
+        block.fill(0.0);
+        for i in i0..(i0 + 8).min(n) {
+            let (fi, lai, ai) = (V::splat(f[i]), V::splat(la[i]), V::splat(a[i]));
+            let out = &mut block[(i - i0) * mp..(i - i0 + 1) * mp];
+            for j in (0..mp).step_by(8) {
+                let arg = (fi + V::load(&g[j..]) - V::load(&c[i * mp + j..])) * inv_eps;
+                let e = arg.exp();
+                // select, then multiply: a dropped entry times its weight could be subnormal
+                let row = V::select((arg + lai).ge(kept), e, zero) * ai;
+                row.store(&mut rows[i * mp + j..]);
+                let (lbj, bj) = (V::load(&lb[j..]), V::load(&b[j..]));
+                (V::select((arg + lbj).ge(kept), e, zero) * bj).store(&mut out[j..]);
+            }
+        }
+        for j in 0..m {
+            let col = &mut cols[j * np + i0..j * np + i0 + 8];
+            for (r, v) in col.iter_mut().enumerate() {
+                *v = block[r * mp + j];
+            }
+        }
+    }
 }
 
 /// The body of [`stabilised_kernel`]: one exponential per entry, row by row over the padded
@@ -403,12 +704,9 @@ fn stabilised_kernel_body<T: Real>(k: Kernel<'_, T>, k_rows: &mut [T], k_cols: &
         for j in 0..mp {
             let arg = (fi + k.g[j] - cost[j]) * k.inv_eps;
             let e = arg.exp_fast();
-            row[j] = if arg + la >= kept { e * a } else { T::zero() };
-            by_b[j] = if arg + k.lb[j] >= kept {
-                e * k.b[j]
-            } else {
-                T::zero()
-            };
+            // choose, then multiply (a dropped entry times its weight could be subnormal)
+            row[j] = if arg + la >= kept { e } else { T::zero() } * a;
+            by_b[j] = if arg + k.lb[j] >= kept { e } else { T::zero() } * k.b[j];
         }
         for (j, &v) in by_b[..m].iter().enumerate() {
             k_cols[j * np + i] = v;
@@ -428,10 +726,11 @@ crate::simd::dispatch! {
     ) = weighted_sums_lanes::<lanes>;
 }
 
-/// The body of [`weighted_sums_on`]: for f32 rows of up to 32 (the jets' clouds) the sums stay
-/// in up to eight lane registers while the columns stream past ([`held_sums`]); otherwise
-/// [`weighted_sums_body`] updates them in memory. Same operations in the same order, so the
-/// same bits.
+/// The body of [`weighted_sums_on`]. For f32 the products are fused multiply-adds: for rows
+/// of up to 32 (the jets' clouds) the sums stay in up to eight lane registers while the
+/// columns stream past ([`held_sums`]), otherwise [`in_memory_sums`] updates them in memory,
+/// with the same operations in the same order, so the same bits. f64 takes
+/// [`weighted_sums_body`].
 #[inline(always)]
 fn weighted_sums_lanes<T: Real, V: Lanes>(
     kernel: &[T],
@@ -444,50 +743,70 @@ fn weighted_sums_lanes<T: Real, V: Lanes>(
         T::as_f32_slice(scalings),
         T::as_f32_slice_mut(sums),
     ) {
+        let mut store = |held: &[V]| {
+            for (r, v) in held.iter().enumerate() {
+                v.store(&mut out[8 * r..]);
+            }
+        };
         match stride {
-            8 => return held_sums::<V, 1>(k, stride, s, out),
-            16 => return held_sums::<V, 2>(k, stride, s, out),
-            24 => return held_sums::<V, 3>(k, stride, s, out),
-            32 => return held_sums::<V, 4>(k, stride, s, out),
-            _ => {}
+            8 => return store(&held_sums::<V, 1>(k, stride, s)),
+            16 => return store(&held_sums::<V, 2>(k, stride, s)),
+            24 => return store(&held_sums::<V, 3>(k, stride, s)),
+            32 => return store(&held_sums::<V, 4>(k, stride, s)),
+            _ => return in_memory_sums::<V>(k, stride, s, out),
         }
     }
     weighted_sums_body(kernel, stride, scalings, sums);
 }
 
-/// [`weighted_sums_body`] for f32 with `stride` = 8·R rows held in 2·R lane registers.
+/// `Σ_c kernel[c·stride + r]·scalings_c` for the `stride` = 8·R rows, in 2·R lane registers:
+/// the even columns in one chain per vector, the odd ones in another (so the fused
+/// multiply-adds overlap), added at the end.
 #[inline(always)]
-fn held_sums<V: Lanes, const R: usize>(
-    kernel: &[f32],
-    stride: usize,
-    scalings: &[f32],
-    sums: &mut [f32],
-) {
+fn held_sums<V: Lanes, const R: usize>(kernel: &[f32], stride: usize, scalings: &[f32]) -> [V; R] {
     let (mut even, mut odd) = ([V::zero(); R], [V::zero(); R]);
     let pairs = scalings.len() / 2;
     for c in 0..pairs {
         let (s0, s1) = (V::splat(scalings[2 * c]), V::splat(scalings[2 * c + 1]));
         let cols = &kernel[2 * c * stride..(2 * c + 2) * stride];
         for r in 0..R {
-            // multiply, then add: the rounding of the in-memory loop
-            even[r] += V::load(&cols[8 * r..]) * s0;
-            odd[r] += V::load(&cols[stride + 8 * r..]) * s1;
+            even[r] = V::load(&cols[8 * r..]).mul_add(s0, even[r]);
+            odd[r] = V::load(&cols[stride + 8 * r..]).mul_add(s1, odd[r]);
         }
     }
     if scalings.len() % 2 == 1 {
         let c = scalings.len() - 1;
         let s = V::splat(scalings[c]);
         for (r, e) in even.iter_mut().enumerate() {
-            *e += V::load(&kernel[c * stride + 8 * r..]) * s;
+            *e = V::load(&kernel[c * stride + 8 * r..]).mul_add(s, *e);
         }
     }
-    for r in 0..R {
-        (even[r] + odd[r]).store(&mut sums[8 * r..]);
+    std::array::from_fn(|r| even[r] + odd[r])
+}
+
+/// [`held_sums`] for any `stride` (a multiple of 8) with the partial sums in memory:
+/// `sums[..stride]` the even chain, `sums[stride..2·stride]` the odd one.
+#[inline(always)]
+fn in_memory_sums<V: Lanes>(kernel: &[f32], stride: usize, scalings: &[f32], sums: &mut [f32]) {
+    let (even, odd) = sums[..2 * stride].split_at_mut(stride);
+    even.fill(0.0);
+    odd.fill(0.0);
+    for (c, &s) in scalings.iter().enumerate() {
+        let acc = if c % 2 == 0 { &mut *even } else { &mut *odd };
+        let (col, s) = (&kernel[c * stride..(c + 1) * stride], V::splat(s));
+        for r in (0..stride).step_by(8) {
+            V::load(&col[r..])
+                .mul_add(s, V::load(&acc[r..]))
+                .store(&mut acc[r..]);
+        }
+    }
+    for r in (0..stride).step_by(8) {
+        (V::load(&even[r..]) + V::load(&odd[r..])).store(&mut even[r..]);
     }
 }
 
-/// `sums[r] = Σ_c kernel[c·stride + r]·scalings_c` for r < `stride`, in memory: the even
-/// columns summed into `sums[..stride]`, the odd ones into `sums[stride..2·stride]` (two
+/// `sums[r] = Σ_c kernel[c·stride + r]·scalings_c` for r < `stride`, in memory, for f64: the
+/// even columns summed into `sums[..stride]`, the odd ones into `sums[stride..2·stride]` (two
 /// independent chains, so the adds overlap), then added. Columns of padded points are zero
 /// in the kernel and add nothing.
 #[inline(always)]
@@ -524,10 +843,10 @@ mod tests {
         let mut scratch = vec![0.0; 2 * padded(n.max(m))];
         for _ in 0..iters {
             let mut nf = vec![0.0; n];
-            p.soft_min(&g, eps, false, &f, &mut nf, &mut scratch);
+            p.soft_min(&g, eps, false, &f, &mut nf, &mut scratch, None);
             f = nf;
             let mut ng = vec![0.0; m];
-            p.soft_min(&f, eps, true, &g, &mut ng, &mut scratch);
+            p.soft_min(&f, eps, true, &g, &mut ng, &mut scratch, None);
             g = ng;
         }
         (f, g)
@@ -577,10 +896,27 @@ mod tests {
                 };
                 let (mut rows, mut cols) = (vec![T::zero(); n * mp], vec![T::zero(); m * np]);
                 stabilised_kernel(isa, k, &mut rows, &mut cols);
+                let (mut body_rows, mut body_cols) =
+                    (vec![T::zero(); n * mp], vec![T::zero(); m * np]);
+                stabilised_kernel_body(k, &mut body_rows, &mut body_cols);
+                assert_eq!(
+                    (bits(&rows), bits(&cols)),
+                    (bits(&body_rows), bits(&body_cols)),
+                    "{isa}, n {n}: lanes vs scalar kernel"
+                );
                 let mut sums = vec![T::zero(); 2 * np];
                 weighted_sums_on(isa, &cols, np, &scalings, &mut sums);
                 let mut in_memory = vec![T::zero(); 2 * np];
-                weighted_sums_body(&cols, np, &scalings, &mut in_memory);
+                match (
+                    T::as_f32_slice(&cols),
+                    T::as_f32_slice(&scalings),
+                    T::as_f32_slice_mut(&mut in_memory),
+                ) {
+                    (Some(k), Some(s), Some(out)) => {
+                        in_memory_sums::<crate::simd::portable::F32x8>(k, np, s, out)
+                    }
+                    _ => weighted_sums_body(&cols, np, &scalings, &mut in_memory),
+                }
                 assert_eq!(
                     bits(&sums[..np]),
                     bits(&in_memory[..np]),
@@ -597,6 +933,43 @@ mod tests {
         for n in [5, 13, 21, 30, 37] {
             check::<f32>(&mut rng, n);
             check::<f64>(&mut rng, n);
+        }
+    }
+
+    /// The averaged iterations of a self problem (x = y, a = b) in scaling form, with their
+    /// fused log-domain fallbacks, equal the log-domain ones f ← ½(f + T(f)).
+    #[test]
+    fn symmetric_scaled_iterations_equal_log_domain_ones() {
+        let mut rng = Rng::new(11);
+        let (n, d) = (17, 3);
+        let x: Vec<f64> = (0..n * d).map(|_| uniform(&mut rng) * 2.0).collect();
+        let mut a: Vec<f64> = (0..n).map(|_| uniform(&mut rng) + 0.1).collect();
+        a[6] = 0.0; // a padded point
+        let sa: f64 = a.iter().sum();
+        a.iter_mut().for_each(|v| *v /= sa);
+        let p = Problem::new(&x, &x, log_weights(&a), log_weights(&a), d, Cost::SquaredEuclidean);
+        for eps in [0.5, 0.05, 0.002] {
+            // a start far from the fixed point (not a constant: that cancels in one step), so
+            // that later steps leave the scaling range too
+            let mut f0: Vec<f64> = (0..n)
+                .map(|i| if a[i] > 0.0 { (i as f64).sin() } else { 0.0 })
+                .collect();
+            let mut scratch = vec![0.0; 2 * padded(n)];
+            let mut t = vec![0.0; n];
+            let mut s = Absorbed::new(&p, &f0, &f0, eps);
+            for _ in 0..60 {
+                p.soft_min(&f0, eps, false, &f0, &mut t, &mut scratch, None);
+                f0.iter_mut().zip(&t).for_each(|(f, &t)| *f = 0.5 * (*f + t));
+                s.step_symmetric(&p);
+            }
+            let (f1, _) = s.potentials();
+            for (u, v) in f0.iter().zip(&f1) {
+                assert!((u - v).abs() <= 1e-9 * (1.0 + u.abs()), "ε {eps}: {u} vs {v}");
+            }
+            assert_eq!(f1[6], 0.0);
+            if eps < 0.01 {
+                assert!(s.absorptions > 1, "ε {eps}: no fallback exercised");
+            }
         }
     }
 
