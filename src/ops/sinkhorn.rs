@@ -544,6 +544,7 @@ fn solve<T: Real>(
     cfg: &SinkhornConfig,
     schedule: &[f64],
     symmetric: bool,
+    state: &mut scaled::Absorbed<T>,
 ) -> Solved<T> {
     let (n, m) = (p.n(), p.m());
     let (mut f, mut g) = (vec![T::zero(); n], vec![T::zero(); m]);
@@ -569,7 +570,7 @@ fn solve<T: Real>(
     // the iterations at the target ε: absorbed scaling form (same fixed point, no
     // exponentials in the inner loop; see `scaled`)
     let eps = T::from_f64(cfg.epsilon);
-    let mut state = scaled::Absorbed::new(p, &f, if symmetric { &f } else { &g }, eps);
+    state.reset(p, &f, if symmetric { &f } else { &g }, eps);
     let mut iters = 0u32;
     let mut err = f64::NAN;
     for it in 0..cfg.max_iters {
@@ -636,7 +637,8 @@ pub fn sinkhorn(
     with_real!(x, T => {
         let (xs, ys, aw, bw) = (x.cpu::<T>()?, y.cpu::<T>()?, a.cpu::<T>()?, b.cpu::<T>()?);
         struct PairResult<T> { f: Vec<T>, g: Vec<T>, faa: Vec<T>, gbb: Vec<T>, vals: [f64; 5], iters: u32 }
-        let results: Vec<PairResult<T>> = (0..bs).into_par_iter().map(|pi| {
+        // one scaling state per worker, reused by all the pairs it solves
+        let results: Vec<PairResult<T>> = (0..bs).into_par_iter().map_init(scaled::Absorbed::empty, |state, pi| {
             let (xq, yr) = (&xs[pi * n * d..(pi + 1) * n * d], &ys[pi * m * d..(pi + 1) * m * d]);
             let (la, lb) = (log_weights(&aw[pi * n..(pi + 1) * n]), log_weights(&bw[pi * m..(pi + 1) * m]));
             let empty = la.iter().all(|v| *v == T::from_f64(f64::NEG_INFINITY)) || lb.iter().all(|v| *v == T::from_f64(f64::NEG_INFINITY));
@@ -645,14 +647,14 @@ pub fn sinkhorn(
             }
             let schedule = epsilon_schedule(cfg, diameter(xq, yr, d));
             let ab = Problem::new(xq, yr, la.clone(), lb.clone(), d, cfg.cost);
-            let Solved { f, g, iters, err, transport_cost: primal } = solve(&ab, cfg, &schedule, false);
+            let Solved { f, g, iters, err, transport_cost: primal } = solve(&ab, cfg, &schedule, false, state);
             let ot = dual_value(&ab, &f, &g);
             let (mut faa, mut gbb, mut ot_aa, mut ot_bb) = (vec![T::zero(); n], vec![T::zero(); m], 0.0, 0.0);
             if cfg.debias {
                 let aa = Problem::new(xq, xq, la.clone(), la, d, cfg.cost);
                 let bb = Problem::new(yr, yr, lb.clone(), lb, d, cfg.cost);
-                let f1 = solve(&aa, cfg, &schedule, true).f;
-                let g1 = solve(&bb, cfg, &schedule, true).f;
+                let f1 = solve(&aa, cfg, &schedule, true, state).f;
+                let g1 = solve(&bb, cfg, &schedule, true, state).f;
                 ot_aa = dual_value(&aa, &f1, &f1);
                 ot_bb = dual_value(&bb, &g1, &g1);
                 faa = f1;

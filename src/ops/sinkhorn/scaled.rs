@@ -66,41 +66,108 @@ pub(super) struct Absorbed<T> {
     sums: Vec<T>,
     /// The previous u of a self problem's half-step.
     previous: Vec<T>,
+    /// Buffers of the exact half-steps, kept between pairs (see [`Absorbed::reset`]).
+    work: ExactWork<T>,
     /// Absorptions done (diagnostics and tests).
     pub absorptions: usize,
+}
+
+/// The buffers of [`Absorbed::exact_absorbed`]: the current potentials, the soft-min's
+/// result and its shifts and sums, the row factors and validity (padded) and the column
+/// factors, and one column of the transposed kernel.
+struct ExactWork<T> {
+    f: Vec<T>,
+    g: Vec<T>,
+    soft: Vec<T>,
+    scratch: Vec<T>,
+    row: Vec<T>,
+    row_valid: Vec<T>,
+    col: Vec<T>,
+    column: Vec<T>,
+}
+
+impl<T> Default for ExactWork<T> {
+    fn default() -> Self {
+        ExactWork {
+            f: Vec::new(),
+            g: Vec::new(),
+            soft: Vec::new(),
+            scratch: Vec::new(),
+            row: Vec::new(),
+            row_valid: Vec::new(),
+            col: Vec::new(),
+            column: Vec::new(),
+        }
+    }
+}
+
+/// `v` ← `len` copies of `value`, reusing its allocation.
+fn refill<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
+    v.clear();
+    v.resize(len, value);
 }
 
 impl<T: Real> Absorbed<T> {
     /// Start from potentials `f [n]`, `g [m]` at ε. No kernel is formed yet: the first
     /// half-step is taken exactly in the log domain and its result absorbed (starting from
     /// f = g = 0 at a small ε it would leave the scaling range anyway).
+    #[cfg(test)]
     pub fn new(p: &Problem<T>, f: &[T], g: &[T], eps: T) -> Self {
-        let (n, m) = (p.n(), p.m());
-        let (np, mp) = (padded(n), padded(m));
-        let pad = |lw: &[T], len: usize| -> Vec<T> {
-            let mut out = vec![T::from_f64(f64::NEG_INFINITY); len];
-            out[..lw.len()].copy_from_slice(lw);
-            out
-        };
-        let (la, lb) = (pad(&p.la, np), pad(&p.lb, mp));
-        let weight = |lw: &[T]| -> Vec<T> { lw.iter().map(|&l| l.exp()).collect() };
+        let mut state = Self::empty();
+        state.reset(p, f, g, eps);
+        state
+    }
+
+    /// A state with no buffers yet, for [`Absorbed::reset`].
+    pub fn empty() -> Self {
         Absorbed {
-            eps,
-            a: weight(&la),
-            b: weight(&lb),
-            la,
-            lb,
-            fbar: f.to_vec(),
-            gbar: g.to_vec(),
-            u: vec![T::one(); np],
-            v: vec![T::one(); mp],
-            k_rows: vec![T::zero(); n * mp],
-            k_cols: vec![T::zero(); m * np],
+            eps: T::one(),
+            a: Vec::new(),
+            b: Vec::new(),
+            la: Vec::new(),
+            lb: Vec::new(),
+            fbar: Vec::new(),
+            gbar: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+            k_rows: Vec::new(),
+            k_cols: Vec::new(),
             kernel_ready: false,
-            sums: vec![T::zero(); 2 * padded(n.max(m))],
-            previous: vec![T::zero(); n],
+            sums: Vec::new(),
+            previous: Vec::new(),
+            work: ExactWork::default(),
             absorptions: 0,
         }
+    }
+
+    /// [`Absorbed::new`] in place, reusing every buffer (one state serves all the pairs a
+    /// thread solves, so a pair costs no allocations once the buffers have grown).
+    pub fn reset(&mut self, p: &Problem<T>, f: &[T], g: &[T], eps: T) {
+        let (n, m) = (p.n(), p.m());
+        let (np, mp) = (padded(n), padded(m));
+        let ninf = T::from_f64(f64::NEG_INFINITY);
+        for (lw, w, src, len) in [
+            (&mut self.la, &mut self.a, &p.la, np),
+            (&mut self.lb, &mut self.b, &p.lb, mp),
+        ] {
+            refill(lw, len, ninf);
+            lw[..src.len()].copy_from_slice(src);
+            w.clear();
+            w.extend(lw.iter().map(|&l| l.exp()));
+        }
+        self.eps = eps;
+        self.fbar.clear();
+        self.fbar.extend_from_slice(f);
+        self.gbar.clear();
+        self.gbar.extend_from_slice(g);
+        refill(&mut self.u, np, T::one());
+        refill(&mut self.v, mp, T::one());
+        refill(&mut self.k_rows, n * mp, T::zero());
+        refill(&mut self.k_cols, m * np, T::zero());
+        self.kernel_ready = false;
+        refill(&mut self.sums, 2 * padded(n.max(m)), T::zero());
+        refill(&mut self.previous, n, T::zero());
+        self.absorptions = 0;
     }
 
     /// f̄ ← f, ḡ ← g, u = v = 1, K̄ recomputed (n·m exponentials).
@@ -139,23 +206,28 @@ impl<T: Real> Absorbed<T> {
         }
     }
 
+    /// [`Absorbed::potentials`] into reused buffers.
+    fn potentials_into(&self, f: &mut Vec<T>, g: &mut Vec<T>) {
+        for (out, bar, s, w) in [
+            (f, &self.fbar, &self.u, &self.a),
+            (g, &self.gbar, &self.v, &self.b),
+        ] {
+            out.clear();
+            out.extend((0..bar.len()).map(|k| {
+                if w[k] > T::zero() {
+                    bar[k] + self.eps * s[k].ln_fast()
+                } else {
+                    T::zero()
+                }
+            }));
+        }
+    }
+
     /// The potentials f = f̄ + ε ln u, g = ḡ + ε ln v (0 at padded points).
     pub fn potentials(&self) -> (Vec<T>, Vec<T>) {
-        let pot = |bar: &[T], s: &[T], w: &[T]| -> Vec<T> {
-            (0..bar.len())
-                .map(|k| {
-                    if w[k] > T::zero() {
-                        bar[k] + self.eps * s[k].ln()
-                    } else {
-                        T::zero()
-                    }
-                })
-                .collect()
-        };
-        (
-            pot(&self.fbar, &self.u, &self.a),
-            pot(&self.gbar, &self.v, &self.b),
-        )
+        let (mut f, mut g) = (Vec::new(), Vec::new());
+        self.potentials_into(&mut f, &mut g);
+        (f, g)
     }
 
     /// One half-step in scaling form: S = K̄·(other scalings) (the weights are in the
@@ -245,97 +317,106 @@ impl<T: Real> Absorbed<T> {
     /// one K̄·w_r; both with the kept-entry rule of [`stabilised_kernel`] (an entry below
     /// e^[`kept_log`] is 0) and 0 at padded points.
     fn exact_absorbed(&mut self, p: &Problem<T>, side: Side) {
-        let (f, g) = self.potentials();
+        let mut work = std::mem::take(&mut self.work);
+        self.potentials_into(&mut work.f, &mut work.g);
+        let ExactWork {
+            f,
+            g,
+            soft,
+            scratch,
+            row,
+            row_valid,
+            col,
+            column,
+        } = &mut work;
         let (own, other, transposed) = match side {
-            Side::F => (&f, &g, false),
-            Side::G => (&g, &f, true),
-            Side::Symmetric => (&f, &f, false),
+            Side::F => (&*f, &*g, false),
+            Side::G => (&*g, &*f, true),
+            Side::Symmetric => (&*f, &*f, false),
         };
         let (rows, cols) = (own.len(), other.len());
         let stride = padded(rows);
-        let (own_lw, other_lw) = if transposed {
-            (&self.lb, &self.la)
+        let (own_lw, other_lw, own_w, other_w, same, across) = if transposed {
+            (
+                &self.lb,
+                &self.la,
+                &self.b,
+                &self.a,
+                &mut self.k_rows,
+                &mut self.k_cols,
+            )
         } else {
-            (&self.la, &self.lb)
+            (
+                &self.la,
+                &self.lb,
+                &self.a,
+                &self.b,
+                &mut self.k_cols,
+                &mut self.k_rows,
+            )
         };
-        let (own_w, other_w) = if transposed {
-            (&self.b, &self.a)
-        } else {
-            (&self.a, &self.b)
-        };
-        let (same, across) = if transposed {
-            (&mut self.k_rows, &mut self.k_cols)
-        } else {
-            (&mut self.k_cols, &mut self.k_rows)
-        };
-        let mut soft = vec![T::zero(); rows];
-        let mut scratch = vec![T::zero(); 2 * stride];
+        refill(soft, rows, T::zero());
+        refill(scratch, 2 * stride, T::zero());
         p.soft_min(
             other,
             self.eps,
             transposed,
             own,
-            &mut soft,
-            &mut scratch,
+            soft,
+            scratch,
             Some(&mut same[..]),
         );
         let (shift, sums) = scratch.split_at(stride);
         let inv_eps = T::one() / self.eps;
         let zero = T::zero();
         let ninf = T::from_f64(f64::NEG_INFINITY);
-        let new_own: Vec<T> = match side {
-            Side::Symmetric => {
-                let half = T::from_f64(0.5);
-                own.iter()
-                    .zip(&soft)
-                    .map(|(&a, &b)| half * (a + b))
-                    .collect()
-            }
-            _ => soft,
-        };
-        let row_factor: Vec<T> = (0..rows)
-            .map(|r| match side {
-                _ if own_lw[r] == ninf => zero,
+        if side == Side::Symmetric {
+            let half = T::from_f64(0.5);
+            soft.iter_mut()
+                .zip(own)
+                .for_each(|(t, &o)| *t = half * (o + *t));
+        }
+        let new_own = &*soft;
+        refill(row, stride, zero);
+        refill(row_valid, stride, zero);
+        for r in (0..rows).filter(|&r| own_lw[r] != ninf) {
+            row_valid[r] = T::one();
+            row[r] = match side {
                 Side::Symmetric => (new_own[r] * inv_eps + shift[r]).exp(),
                 _ => T::one() / sums[r],
-            })
-            .collect();
-        let col_factor: Vec<T> = (0..cols)
-            .map(|c| match side {
-                Side::Symmetric => ((new_own[c] - own[c]) * inv_eps).exp(),
-                _ => T::one(),
-            })
-            .collect();
-        let pad = |v: Vec<T>| {
-            let mut out = v;
-            out.resize(stride, zero);
-            out
-        };
+            };
+        }
+        col.clear();
+        col.extend((0..cols).map(|c| match side {
+            Side::Symmetric => ((new_own[c] - own[c]) * inv_eps).exp(),
+            _ => T::one(),
+        }));
         let factors = Factors {
             rows,
-            row: &pad(row_factor),
-            row_valid: &pad((0..rows)
-                .map(|r| T::from_f64(f64::from(own_lw[r] != ninf)))
-                .collect()),
+            row,
+            row_valid,
             own_w,
-            col: &col_factor,
+            col,
             other_w,
             other_lw,
         };
-        absorb_terms(crate::simd::isa(), factors, same, across);
+        refill(column, stride, zero);
+        absorb_terms(crate::simd::isa(), factors, same, across, column);
         // the other side's scalings are reset too, so its ε·ln v goes into its ḡ
-        match side {
-            Side::F => (self.fbar, self.gbar) = (new_own, g),
-            Side::G => (self.fbar, self.gbar) = (f, new_own),
-            Side::Symmetric => {
-                self.gbar = new_own.clone();
-                self.fbar = new_own;
-            }
-        }
+        let (fbar, gbar) = match side {
+            Side::F => (&*soft, &*g),
+            Side::G => (&*f, &*soft),
+            Side::Symmetric => (&*soft, &*soft),
+        };
+        self.fbar.clear();
+        self.fbar.extend_from_slice(fbar);
+        self.gbar.clear();
+        self.gbar.extend_from_slice(gbar);
         self.u.fill(T::one());
         self.v.fill(T::one());
         self.kernel_ready = true;
         self.absorptions += 1;
+        self.work = work;
     }
 
     /// Row-marginal L1 error Σ_i a_i |u_i S_i − 1| of the current iterate (S from the
@@ -367,18 +448,28 @@ impl<T: Real> Absorbed<T> {
     pub fn transport_cost(&mut self, p: &Problem<T>) -> f64 {
         self.ensure_kernel(p);
         let mp = self.v.len();
-        let vb: Vec<T> = self.v.iter().zip(&self.b).map(|(&v, &b)| v * b).collect();
+        const L: usize = 8;
+        let vb = &mut self.work.col;
+        vb.clear();
+        vb.extend(self.v.iter().zip(&self.b).map(|(&v, &b)| v * b));
         let mut total = 0f64;
         for i in 0..p.n() {
             let (k, c) = (
                 &self.k_rows[i * mp..(i + 1) * mp],
                 &p.c[i * mp..(i + 1) * mp],
             );
-            let row = k
-                .iter()
-                .zip(c)
-                .zip(&vb)
-                .fold(T::zero(), |acc, ((&k, &c), &w)| acc + k * c * w);
+            // eight interleaved partial sums (rows are padded to whole vectors)
+            let mut part = [T::zero(); L];
+            for ((k, c), w) in k
+                .chunks_exact(L)
+                .zip(c.chunks_exact(L))
+                .zip(vb.chunks_exact(L))
+            {
+                for l in 0..L {
+                    part[l] += k[l] * c[l] * w[l];
+                }
+            }
+            let row = part.iter().fold(T::zero(), |acc, &v| acc + v);
             total += (row * self.u[i]).to_f64();
         }
         total
@@ -419,18 +510,23 @@ crate::simd::dispatch! {
         k: Factors<'_, T>,
         same: &mut [T],
         across: &mut [T],
+        column_across: &mut [T],
     ) = absorb_terms_lanes::<lanes>;
 }
 
 /// The body of [`absorb_terms`]: one pass down each column of `same` as whole vectors (f32) or
 /// scalars (f64), the value for `across` from the same product, written transposed.
 #[inline(always)]
-fn absorb_terms_lanes<T: Real, V: Lanes>(k: Factors<'_, T>, same: &mut [T], across: &mut [T]) {
+fn absorb_terms_lanes<T: Real, V: Lanes>(
+    k: Factors<'_, T>,
+    same: &mut [T],
+    across: &mut [T],
+    column_across: &mut [T],
+) {
     let (stride, cols) = (k.row.len(), k.col.len());
     let other_stride = padded(cols);
     let ninf = T::from_f64(f64::NEG_INFINITY);
     let kept = kept_log::<T>().to_f64().exp();
-    let mut column_across = vec![T::zero(); stride];
     for c in 0..cols {
         let column = &mut same[c * stride..(c + 1) * stride];
         if k.other_lw[c] == ninf {
@@ -441,7 +537,7 @@ fn absorb_terms_lanes<T: Real, V: Lanes>(k: Factors<'_, T>, same: &mut [T], acro
             T::as_f32_slice(k.row),
             T::as_f32_slice(k.row_valid),
             T::as_f32_slice(k.own_w),
-            T::as_f32_slice_mut(&mut column_across),
+            T::as_f32_slice_mut(column_across),
         ) {
             let (x, w) = (
                 V::splat(k.col[c].to_f64() as f32),
@@ -947,7 +1043,14 @@ mod tests {
         a[6] = 0.0; // a padded point
         let sa: f64 = a.iter().sum();
         a.iter_mut().for_each(|v| *v /= sa);
-        let p = Problem::new(&x, &x, log_weights(&a), log_weights(&a), d, Cost::SquaredEuclidean);
+        let p = Problem::new(
+            &x,
+            &x,
+            log_weights(&a),
+            log_weights(&a),
+            d,
+            Cost::SquaredEuclidean,
+        );
         for eps in [0.5, 0.05, 0.002] {
             // a start far from the fixed point (not a constant: that cancels in one step), so
             // that later steps leave the scaling range too
@@ -959,12 +1062,17 @@ mod tests {
             let mut s = Absorbed::new(&p, &f0, &f0, eps);
             for _ in 0..60 {
                 p.soft_min(&f0, eps, false, &f0, &mut t, &mut scratch, None);
-                f0.iter_mut().zip(&t).for_each(|(f, &t)| *f = 0.5 * (*f + t));
+                f0.iter_mut()
+                    .zip(&t)
+                    .for_each(|(f, &t)| *f = 0.5 * (*f + t));
                 s.step_symmetric(&p);
             }
             let (f1, _) = s.potentials();
             for (u, v) in f0.iter().zip(&f1) {
-                assert!((u - v).abs() <= 1e-9 * (1.0 + u.abs()), "ε {eps}: {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-9 * (1.0 + u.abs()),
+                    "ε {eps}: {u} vs {v}"
+                );
             }
             assert_eq!(f1[6], 0.0);
             if eps < 0.01 {
