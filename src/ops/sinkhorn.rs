@@ -547,30 +547,28 @@ fn solve<T: Real>(
     state: &mut scaled::Absorbed<T>,
 ) -> Solved<T> {
     let (n, m) = (p.n(), p.m());
-    let (mut f, mut g) = (vec![T::zero(); n], vec![T::zero(); m]);
-    let mut scratch = vec![T::zero(); n.max(m)];
-    let mut v = vec![T::zero(); 2 * padded(n.max(m))];
-    let half = T::from_f64(0.5);
-    let mut step = |f: &mut Vec<T>, g: &mut Vec<T>, scratch: &mut Vec<T>, eps: T| {
-        if symmetric {
-            p.soft_min(f, eps, false, f, &mut scratch[..n], &mut v, None);
-            for i in 0..n {
-                f[i] = half * (f[i] + scratch[i]);
-            }
-        } else {
-            p.soft_min(g, eps, false, f, &mut scratch[..n], &mut v, None);
-            f.copy_from_slice(&scratch[..n]);
-            p.soft_min(f, eps, true, g, &mut scratch[..m], &mut v, None);
-            g.copy_from_slice(&scratch[..m]);
+    // every ε in the absorbed scaling form (same fixed point, no exponentials in the inner
+    // loop; see `scaled`): each ε starts with an exact half-step whose one pass of
+    // exponentials also forms that ε's kernel, so an annealing step costs one pass, not two
+    let (f, g) = (
+        vec![T::zero(); n],
+        vec![T::zero(); if symmetric { n } else { m }],
+    );
+    let first = schedule.first().copied().unwrap_or(cfg.epsilon);
+    state.reset(p, &f, &g, T::from_f64(first));
+    for (k, &e) in schedule.iter().enumerate() {
+        if k > 0 {
+            state.restart(T::from_f64(e));
         }
-    };
-    for &e in schedule {
-        step(&mut f, &mut g, &mut scratch, T::from_f64(e));
+        if symmetric {
+            state.step_symmetric(p);
+        } else {
+            state.step(p);
+        }
     }
-    // the iterations at the target ε: absorbed scaling form (same fixed point, no
-    // exponentials in the inner loop; see `scaled`)
-    let eps = T::from_f64(cfg.epsilon);
-    state.reset(p, &f, if symmetric { &f } else { &g }, eps);
+    if !schedule.is_empty() {
+        state.restart(T::from_f64(cfg.epsilon));
+    }
     let mut iters = 0u32;
     let mut err = f64::NAN;
     for it in 0..cfg.max_iters {

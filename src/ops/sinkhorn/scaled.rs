@@ -170,6 +170,20 @@ impl<T: Real> Absorbed<T> {
         self.absorptions = 0;
     }
 
+    /// Continue at another ε from the current potentials: f̄ ← f, ḡ ← g, u = v = 1, and no
+    /// kernel until the next half-step (taken exactly, forming the kernel at the new ε).
+    pub fn restart(&mut self, eps: T) {
+        let mut work = std::mem::take(&mut self.work);
+        self.potentials_into(&mut work.f, &mut work.g);
+        std::mem::swap(&mut self.fbar, &mut work.f);
+        std::mem::swap(&mut self.gbar, &mut work.g);
+        self.work = work;
+        self.eps = eps;
+        self.u.fill(T::one());
+        self.v.fill(T::one());
+        self.kernel_ready = false;
+    }
+
     /// f̄ ← f, ḡ ← g, u = v = 1, K̄ recomputed (n·m exponentials).
     fn absorb(&mut self, p: &Problem<T>, f: Vec<T>, g: Vec<T>) {
         let (n, m) = (p.n(), p.m());
