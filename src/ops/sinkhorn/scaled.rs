@@ -416,6 +416,39 @@ impl<T: Real> Absorbed<T> {
         };
         refill(column, stride, zero);
         absorb_terms(crate::simd::isa(), factors, same, across, column);
+        // A term e_rc below the exp cut-off (e^−87.3) is 0, but its entry in `across`,
+        // e·R_r·X_c·w_r/w_c, need not be small: where R_r·w_r·max_c(X_c/w_c) > e^40 (a row
+        // whose sum was tiny, weights far apart) that row of `across` is formed directly.
+        let widest = (0..cols)
+            .filter(|&c| other_lw[c] != ninf)
+            .map(|c| col[c].ln() - other_lw[c])
+            .fold(
+                T::from_f64(f64::NEG_INFINITY),
+                |m, v| if v > m { v } else { m },
+            );
+        let limit = T::from_f64(40.0);
+        let other_new: &[T] = if side == Side::Symmetric { soft } else { other };
+        let (cost, cost_stride) = if transposed {
+            (&p.ct, padded(p.n()))
+        } else {
+            (&p.c, padded(p.m()))
+        };
+        let kept = T::from_f64(kept_log::<T>().to_f64());
+        for r in (0..rows).filter(|&r| row_valid[r] > zero) {
+            if row[r].ln() + own_lw[r] + widest <= limit {
+                continue;
+            }
+            let out = &mut across[r * cost_stride..r * cost_stride + cols];
+            let c_row = &cost[r * cost_stride..r * cost_stride + cols];
+            for (c, o) in out.iter_mut().enumerate() {
+                let arg = own_lw[r] + (soft[r] + other_new[c] - c_row[c]) * inv_eps;
+                *o = if other_lw[c] != ninf && arg >= kept {
+                    arg.exp()
+                } else {
+                    zero
+                };
+            }
+        }
         // the other side's scalings are reset too, so its ε·ln v goes into its ḡ
         let (fbar, gbar) = match side {
             Side::F => (&*soft, &*g),
@@ -773,6 +806,7 @@ fn stabilised_kernel_lanes<T: Real, V: Lanes>(
     let m = cols.len() / np;
     let inv_eps = V::splat(k.inv_eps.to_f64() as f32);
     let (kept, zero) = (V::splat(kept_log::<f32>()), V::zero());
+    let ninf = V::splat(f32::NEG_INFINITY);
     // the b-weighted values of eight rows, row-major, then stored transposed
     let mut block = vec![0f32; 8 * mp];
     for i0 in (0..n).step_by(8) {
@@ -784,9 +818,10 @@ fn stabilised_kernel_lanes<T: Real, V: Lanes>(
                 let arg = (fi + V::load(&g[j..]) - V::load(&c[i * mp + j..])) * inv_eps;
                 let e = arg.exp();
                 // select, then multiply: a dropped entry times its weight could be subnormal
-                let row = V::select((arg + lai).ge(kept), e, zero) * ai;
-                row.store(&mut rows[i * mp + j..]);
                 let (lbj, bj) = (V::load(&lb[j..]), V::load(&b[j..]));
+                // 0 in padded columns too: an overflowing entry there must not meet b_j = 0
+                let keep_row = (arg + lai).ge(kept).and(lbj.gt(ninf));
+                (V::select(keep_row, e, zero) * ai).store(&mut rows[i * mp + j..]);
                 (V::select((arg + lbj).ge(kept), e, zero) * bj).store(&mut out[j..]);
             }
         }
@@ -815,7 +850,8 @@ fn stabilised_kernel_body<T: Real>(k: Kernel<'_, T>, k_rows: &mut [T], k_cols: &
             let arg = (fi + k.g[j] - cost[j]) * k.inv_eps;
             let e = arg.exp_fast();
             // choose, then multiply (a dropped entry times its weight could be subnormal)
-            row[j] = if arg + la >= kept { e } else { T::zero() } * a;
+            let keep_row = arg + la >= kept && k.lb[j] > T::from_f64(f64::NEG_INFINITY);
+            row[j] = if keep_row { e } else { T::zero() } * a;
             by_b[j] = if arg + k.lb[j] >= kept { e } else { T::zero() } * k.b[j];
         }
         for (j, &v) in by_b[..m].iter().enumerate() {
