@@ -14,11 +14,12 @@
 //! The symmetric problems OT_ε(a, a), OT_ε(b, b) use the averaged update f ← ½(f + T(f)).
 //! Every log-sum-exp is computed with a running max (online), and padded points enter with
 //! log weight −∞, so they contribute exactly nothing; a pair with an empty cloud has value 0.
-//! On the CPU the iterations at the target ε run in the equivalent absorbed scaling form
-//! (`sinkhorn/scaled.rs`: a stabilised kernel recomputed whenever a scaling leaves e^±20,
-//! with the log-domain update as the fallback), which gives the same iterates to rounding
-//! without an exponential per entry and iteration; the CUDA kernel iterates in the log
-//! domain throughout.
+//! On the CPU every iteration, ε-scaling included, runs in the equivalent absorbed scaling
+//! form (`sinkhorn/scaled.rs`: a stabilised kernel formed again whenever a scaling leaves
+//! e^±20, with the log-domain update as the fallback and the same pass of exponentials
+//! forming the new kernel), which gives the same iterates to rounding without an
+//! exponential per entry and iteration. Each rayon worker reuses one such state for all its
+//! pairs. The CUDA kernel iterates in the log domain throughout.
 //!
 //! ε-scaling (optional): one iteration at each ε_k = max(ε, ε_0·s^k), ε_0 = c(diameter of
 //! the pair's bounding box), before the iterations at the target ε; a tolerance stops each
@@ -262,6 +263,8 @@ pub(super) struct Problem<T> {
     lb: Vec<T>,
     c: Vec<T>,
     ct: Vec<T>,
+    /// The second cloud coordinate-major, a buffer of the cost computation.
+    by_coord: Vec<T>,
 }
 
 /// `k` rounded up to a multiple of 8 (one AVX2 vector of f32).
@@ -282,21 +285,55 @@ pub(super) fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
 }
 
 impl<T: Real> Problem<T> {
+    #[cfg(test)]
     fn new(q: &[T], r: &[T], la: Vec<T>, lb: Vec<T>, d: usize, cost: Cost) -> Self {
-        let (n, m) = (la.len(), lb.len());
+        let mut p = Self::empty();
+        p.la = la;
+        p.lb = lb;
+        p.fill_costs(q, r, d, cost);
+        p
+    }
+
+    /// A problem with no buffers yet, for [`Problem::set`].
+    fn empty() -> Self {
+        Problem {
+            la: Vec::new(),
+            lb: Vec::new(),
+            c: Vec::new(),
+            ct: Vec::new(),
+            by_coord: Vec::new(),
+        }
+    }
+
+    /// The problem of clouds `q`, `r` with weights `wq`, `wr` (log weights −∞ where 0),
+    /// reusing this one's buffers (a worker sets one problem per pair).
+    fn set(&mut self, q: &[T], r: &[T], wq: &[T], wr: &[T], d: usize, cost: Cost) {
+        let ninf = T::from_f64(f64::NEG_INFINITY);
+        for (lw, w) in [(&mut self.la, wq), (&mut self.lb, wr)] {
+            lw.clear();
+            lw.extend(w.iter().map(|&v| if v > T::zero() { v.ln() } else { ninf }));
+        }
+        self.fill_costs(q, r, d, cost);
+    }
+
+    /// The cost matrices of the current weights' sizes.
+    fn fill_costs(&mut self, q: &[T], r: &[T], d: usize, cost: Cost) {
+        let (n, m) = (self.la.len(), self.lb.len());
         let (np, mp) = (padded(n), padded(m));
-        let mut c = vec![T::zero(); n * mp];
-        let mut ct = vec![T::zero(); m * np];
+        self.c.resize(n * mp, T::zero());
+        self.ct.clear();
+        self.ct.resize(m * np, T::zero());
+        self.by_coord.resize(d * mp, T::zero());
         cost_matrices(
             crate::simd::isa(),
             &q[..n * d],
             &r[..m * d],
             d,
             cost,
-            &mut c,
-            &mut ct,
+            &mut self.c,
+            &mut self.ct,
+            &mut self.by_coord,
         );
-        Problem { la, lb, c, ct }
     }
     fn n(&self) -> usize {
         self.la.len()
@@ -401,16 +438,25 @@ crate::simd::dispatch! {
         cost: Cost,
         c: &mut [T],
         ct: &mut [T],
+        by_coord: &mut [T],
     ) = cost_matrices_body;
 }
 
 /// The body of [`cost_matrices`]: r copied coordinate-major once, then each row of C as
 /// whole-vector loops over the padded row.
 #[inline(always)]
-fn cost_matrices_body<T: Real>(q: &[T], r: &[T], d: usize, cost: Cost, c: &mut [T], ct: &mut [T]) {
+fn cost_matrices_body<T: Real>(
+    q: &[T],
+    r: &[T],
+    d: usize,
+    cost: Cost,
+    c: &mut [T],
+    ct: &mut [T],
+    by_coord: &mut [T],
+) {
     let (n, m) = (q.len() / d, r.len() / d);
     let (np, mp) = (padded(n), padded(m));
-    let mut by_coord = vec![T::zero(); d * mp];
+    by_coord.fill(T::zero());
     for (j, point) in r.chunks_exact(d).enumerate() {
         for (k, &v) in point.iter().enumerate() {
             by_coord[k * mp + j] = v;
@@ -635,26 +681,26 @@ pub fn sinkhorn(
     with_real!(x, T => {
         let (xs, ys, aw, bw) = (x.cpu::<T>()?, y.cpu::<T>()?, a.cpu::<T>()?, b.cpu::<T>()?);
         struct PairResult<T> { f: Vec<T>, g: Vec<T>, faa: Vec<T>, gbb: Vec<T>, vals: [f64; 5], iters: u32 }
-        // one scaling state per worker, reused by all the pairs it solves
-        let results: Vec<PairResult<T>> = (0..bs).into_par_iter().map_init(scaled::Absorbed::empty, |state, pi| {
+        // one scaling state and one problem per worker, reused by all the pairs it solves
+        let results: Vec<PairResult<T>> = (0..bs).into_par_iter().map_init(|| (scaled::Absorbed::empty(), Problem::empty()), |(state, problem), pi| {
             let (xq, yr) = (&xs[pi * n * d..(pi + 1) * n * d], &ys[pi * m * d..(pi + 1) * m * d]);
-            let (la, lb) = (log_weights(&aw[pi * n..(pi + 1) * n]), log_weights(&bw[pi * m..(pi + 1) * m]));
-            let empty = la.iter().all(|v| *v == T::from_f64(f64::NEG_INFINITY)) || lb.iter().all(|v| *v == T::from_f64(f64::NEG_INFINITY));
+            let (wa, wb) = (&aw[pi * n..(pi + 1) * n], &bw[pi * m..(pi + 1) * m]);
+            let empty = wa.iter().all(|&v| v <= T::zero()) || wb.iter().all(|&v| v <= T::zero());
             if empty {
                 return PairResult { f: vec![T::zero(); n], g: vec![T::zero(); m], faa: vec![T::zero(); n], gbb: vec![T::zero(); m], vals: [0.0; 5], iters: 0 };
             }
             let schedule = epsilon_schedule(cfg, diameter(xq, yr, d));
-            let ab = Problem::new(xq, yr, la.clone(), lb.clone(), d, cfg.cost);
-            let Solved { f, g, iters, err, transport_cost: primal } = solve(&ab, cfg, &schedule, false, state);
-            let ot = dual_value(&ab, &f, &g);
+            problem.set(xq, yr, wa, wb, d, cfg.cost);
+            let Solved { f, g, iters, err, transport_cost: primal } = solve(problem, cfg, &schedule, false, state);
+            let ot = dual_value(problem, &f, &g);
             let (mut faa, mut gbb, mut ot_aa, mut ot_bb) = (vec![T::zero(); n], vec![T::zero(); m], 0.0, 0.0);
             if cfg.debias {
-                let aa = Problem::new(xq, xq, la.clone(), la, d, cfg.cost);
-                let bb = Problem::new(yr, yr, lb.clone(), lb, d, cfg.cost);
-                let f1 = solve(&aa, cfg, &schedule, true, state).f;
-                let g1 = solve(&bb, cfg, &schedule, true, state).f;
-                ot_aa = dual_value(&aa, &f1, &f1);
-                ot_bb = dual_value(&bb, &g1, &g1);
+                problem.set(xq, xq, wa, wa, d, cfg.cost);
+                let f1 = solve(problem, cfg, &schedule, true, state).f;
+                ot_aa = dual_value(problem, &f1, &f1);
+                problem.set(yr, yr, wb, wb, d, cfg.cost);
+                let g1 = solve(problem, cfg, &schedule, true, state).f;
+                ot_bb = dual_value(problem, &g1, &g1);
                 faa = f1;
                 gbb = g1;
             }
