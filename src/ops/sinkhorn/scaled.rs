@@ -886,11 +886,11 @@ crate::simd::dispatch! {
     ) = weighted_sums_lanes::<lanes>;
 }
 
-/// The body of [`weighted_sums_on`]. For f32 the products are fused multiply-adds: for rows
-/// of up to 32 (the jets' clouds) the sums stay in up to eight lane registers while the
-/// columns stream past ([`held_sums`]), otherwise [`in_memory_sums`] updates them in memory,
-/// with the same operations in the same order, so the same bits. f64 takes
-/// [`weighted_sums_body`].
+/// The body of [`weighted_sums_on`]. For f32 the products are fused multiply-adds, and the
+/// rows go in blocks of up to 32 whose sums stay in up to eight lane registers while the
+/// columns stream past ([`held_sums`]; one block for the jets' clouds). Each row's chains do
+/// the same operations in the same order as with the sums in memory, so the bits do not
+/// depend on the blocking. f64 takes [`weighted_sums_body`].
 #[inline(always)]
 fn weighted_sums_lanes<T: Real, V: Lanes>(
     kernel: &[T],
@@ -903,18 +903,20 @@ fn weighted_sums_lanes<T: Real, V: Lanes>(
         T::as_f32_slice(scalings),
         T::as_f32_slice_mut(sums),
     ) {
-        let mut store = |held: &[V]| {
+        // blocks of up to 32 rows, each held in registers while all columns stream past
+        for r0 in (0..stride).step_by(32) {
+            let block = &k[r0..];
+            let held: &[V] = match (stride - r0).min(32) {
+                8 => &held_sums::<V, 1>(block, stride, s),
+                16 => &held_sums::<V, 2>(block, stride, s),
+                24 => &held_sums::<V, 3>(block, stride, s),
+                _ => &held_sums::<V, 4>(block, stride, s),
+            };
             for (r, v) in held.iter().enumerate() {
-                v.store(&mut out[8 * r..]);
+                v.store(&mut out[r0 + 8 * r..]);
             }
-        };
-        match stride {
-            8 => return store(&held_sums::<V, 1>(k, stride, s)),
-            16 => return store(&held_sums::<V, 2>(k, stride, s)),
-            24 => return store(&held_sums::<V, 3>(k, stride, s)),
-            32 => return store(&held_sums::<V, 4>(k, stride, s)),
-            _ => return in_memory_sums::<V>(k, stride, s, out),
         }
+        return;
     }
     weighted_sums_body(kernel, stride, scalings, sums);
 }
@@ -928,7 +930,8 @@ fn held_sums<V: Lanes, const R: usize>(kernel: &[f32], stride: usize, scalings: 
     let pairs = scalings.len() / 2;
     for c in 0..pairs {
         let (s0, s1) = (V::splat(scalings[2 * c]), V::splat(scalings[2 * c + 1]));
-        let cols = &kernel[2 * c * stride..(2 * c + 2) * stride];
+        // the two columns' first 8·R rows (`kernel` may start inside a column: a row block)
+        let cols = &kernel[2 * c * stride..(2 * c + 1) * stride + 8 * R];
         for r in 0..R {
             even[r] = V::load(&cols[8 * r..]).mul_add(s0, even[r]);
             odd[r] = V::load(&cols[stride + 8 * r..]).mul_add(s1, odd[r]);
@@ -945,8 +948,9 @@ fn held_sums<V: Lanes, const R: usize>(kernel: &[f32], stride: usize, scalings: 
 }
 
 /// [`held_sums`] for any `stride` (a multiple of 8) with the partial sums in memory:
-/// `sums[..stride]` the even chain, `sums[stride..2·stride]` the odd one.
-#[inline(always)]
+/// `sums[..stride]` the even chain, `sums[stride..2·stride]` the odd one; the reference the
+/// register-blocked sums are tested against.
+#[cfg(test)]
 fn in_memory_sums<V: Lanes>(kernel: &[f32], stride: usize, scalings: &[f32], sums: &mut [f32]) {
     let (even, odd) = sums[..2 * stride].split_at_mut(stride);
     even.fill(0.0);
@@ -1090,7 +1094,7 @@ mod tests {
             }
         }
         let mut rng = Rng::new(3);
-        for n in [5, 13, 21, 30, 37] {
+        for n in [5, 13, 21, 30, 37, 60, 150] {
             check::<f32>(&mut rng, n);
             check::<f64>(&mut rng, n);
         }
