@@ -15,3 +15,4 @@ for r in 1 2; do
   $OLD bench kernels --only rqs,chamfer --threads 2 --min-time 0.3 --json $D/rqs_chamfer_old_$r.json > $D/rqs_chamfer_old_$r.txt 2>&1
   $NEW bench kernels --only rqs,chamfer --threads 2 --min-time 0.3 --json $D/rqs_chamfer_new_$r.json > $D/rqs_chamfer_new_$r.txt 2>&1
 done
+# scaling: jetgen bench scaling --only sinkhorn --threads 2 --min-time 0.2 --json $D/scaling_sinkhorn_<binary>.json (old, new = f93642c, blocked = 121524e), one after the other
