@@ -272,16 +272,17 @@ pub(super) fn padded(k: usize) -> usize {
     k.div_ceil(8) * 8
 }
 
+/// ln w, or −∞ for a padded point (w = 0).
+fn log_weight<T: Real>(v: T) -> T {
+    if v > T::zero() {
+        v.ln()
+    } else {
+        T::from_f64(f64::NEG_INFINITY)
+    }
+}
+
 pub(super) fn log_weights<T: Real>(w: &[T]) -> Vec<T> {
-    w.iter()
-        .map(|&v| {
-            if v > T::zero() {
-                v.ln()
-            } else {
-                T::from_f64(f64::NEG_INFINITY)
-            }
-        })
-        .collect()
+    w.iter().map(|&v| log_weight(v)).collect()
 }
 
 impl<T: Real> Problem<T> {
@@ -308,10 +309,9 @@ impl<T: Real> Problem<T> {
     /// The problem of clouds `q`, `r` with weights `wq`, `wr` (log weights −∞ where 0),
     /// reusing this one's buffers (a worker sets one problem per pair).
     fn set(&mut self, q: &[T], r: &[T], wq: &[T], wr: &[T], d: usize, cost: Cost) {
-        let ninf = T::from_f64(f64::NEG_INFINITY);
         for (lw, w) in [(&mut self.la, wq), (&mut self.lb, wr)] {
             lw.clear();
-            lw.extend(w.iter().map(|&v| if v > T::zero() { v.ln() } else { ninf }));
+            lw.extend(w.iter().map(|&v| log_weight(v)));
         }
         self.fill_costs(q, r, d, cost);
     }

@@ -742,22 +742,21 @@ impl HeldStep<'_> {
             V::zero(),
             V::splat(1.0),
         );
+        let valid: [_; R] = std::array::from_fn(|r| V::load(&self.weights[8 * r..]).gt(zero));
         let mut outside = 0u32;
-        for (r, s) in sums.iter().enumerate() {
-            let valid = V::load(&self.weights[8 * r..]).gt(zero).bits();
-            outside |= valid & !s.gt(lo).and(s.lt(hi)).bits();
+        for (s, v) in sums.iter().zip(&valid) {
+            outside |= v.bits() & !s.gt(lo).and(s.lt(hi)).bits();
         }
         if outside != 0 {
             return false;
         }
-        for (r, &s) in sums.iter().enumerate() {
+        for (r, (&s, &v)) in sums.iter().zip(&valid).enumerate() {
             let slot = &mut own[8 * r..8 * r + 8];
             let new = match self.update {
                 Update::Reciprocal => one / s,
                 Update::SqrtRatio => (V::load(slot) / s).sqrt(),
             };
-            let valid = V::load(&self.weights[8 * r..]).gt(zero);
-            V::select(valid, new, one).store(slot);
+            V::select(v, new, one).store(slot);
         }
         true
     }
