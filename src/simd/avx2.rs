@@ -132,6 +132,38 @@ impl Lanes for F32x8 {
         })
     }
     #[inline(always)]
+    fn transpose8(r: [Self; 8]) -> [Self; 8] {
+        avx!({
+            // pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped
+            let t0 = _mm256_unpacklo_ps(r[0].0, r[1].0);
+            let t1 = _mm256_unpackhi_ps(r[0].0, r[1].0);
+            let t2 = _mm256_unpacklo_ps(r[2].0, r[3].0);
+            let t3 = _mm256_unpackhi_ps(r[2].0, r[3].0);
+            let t4 = _mm256_unpacklo_ps(r[4].0, r[5].0);
+            let t5 = _mm256_unpackhi_ps(r[4].0, r[5].0);
+            let t6 = _mm256_unpacklo_ps(r[6].0, r[7].0);
+            let t7 = _mm256_unpackhi_ps(r[6].0, r[7].0);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            [
+                F32x8(_mm256_permute2f128_ps::<0x20>(u0, u4)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u1, u5)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u2, u6)),
+                F32x8(_mm256_permute2f128_ps::<0x20>(u3, u7)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u0, u4)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u1, u5)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u2, u6)),
+                F32x8(_mm256_permute2f128_ps::<0x31>(u3, u7)),
+            ]
+        })
+    }
+    #[inline(always)]
     fn split_exponent(self) -> (Self, Self) {
         avx!({
             let bits = _mm256_castps_si256(self.0);

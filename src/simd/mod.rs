@@ -83,6 +83,9 @@ pub trait Lanes: Arith + std::fmt::Debug + Send + Sync + 'static {
     fn pow2_of_shifted(self) -> Self;
     /// x = m·2ᵉ with m ∈ [√½, √2): (e, m), by integer ops on the bits.
     fn split_exponent(self) -> (Self, Self);
+    /// The 8 × 8 transpose: lane j of `out[i]` is lane i of `rows[j]` (a register shuffle
+    /// network on AVX2: 24 shuffles instead of 64 scalar moves through memory).
+    fn transpose8(rows: [Self; 8]) -> [Self; 8];
 
     /// All lanes 0.
     #[inline(always)]
@@ -367,5 +370,32 @@ mod tests {
         // the portable type also works outside any dispatch
         let p = portable::F32x8::splat(2.0);
         assert_eq!((p * p).to_array(), [4.0; 8]);
+    }
+
+    dispatch! {
+        /// The 8 × 8 transpose of the rows `a[8i..8i + 8]`, flattened.
+        fn transpose(isa: Isa, a: &[f32]) -> Vec<f32> = transpose_lanes::<lanes>;
+    }
+
+    #[inline(always)]
+    fn transpose_lanes<V: Lanes>(a: &[f32]) -> Vec<f32> {
+        let mut rows = [V::zero(); 8];
+        for (i, r) in rows.iter_mut().enumerate() {
+            *r = V::load(&a[8 * i..]);
+        }
+        V::transpose8(rows).iter().flat_map(|v| v.to_array()).collect()
+    }
+
+    #[test]
+    fn transpose8_swaps_rows_and_columns_on_every_path() {
+        let a: Vec<f32> = (0..64).map(|v| v as f32).collect();
+        for isa in Isa::available() {
+            let t = transpose(isa, &a);
+            for i in 0..8 {
+                for j in 0..8 {
+                    assert_eq!(t[8 * i + j], a[8 * j + i], "{isa}: ({i}, {j})");
+                }
+            }
+        }
     }
 }

@@ -78,6 +78,16 @@ impl Lanes for F32x8 {
         self.0
     }
     #[inline(always)]
+    fn transpose8(rows: [Self; 8]) -> [Self; 8] {
+        let mut out = [F32x8([0.0; 8]); 8];
+        for (i, o) in out.iter_mut().enumerate() {
+            for (j, r) in rows.iter().enumerate() {
+                o.0[j] = r.0[i];
+            }
+        }
+        out
+    }
+    #[inline(always)]
     fn mul_add(self, a: Self, b: Self) -> Self {
         // one rounding, as vfmadd (a libm call where the CPU has no FMA: same bits, slower)
         let mut out = [0f32; 8];

@@ -23,69 +23,119 @@ use crate::simd::{Lanes, Mask, WIDTH};
 /// bins take the scalar path.
 pub(super) const MAX_BINS: usize = 16;
 
-/// Eight elements' unnormalised parameters, one vector per bin (`ud`: K − 1 used).
-struct LaneParams<V> {
+/// The working set of one block of eight elements, one vector per bin: the unnormalised
+/// parameters (`ud`: K − 1 used), the two softmaxes and their knots. Made once per kernel
+/// call and refilled for every block, so that no block copies it around (returned by value,
+/// the 1.7 KB went through `memcpy` calls).
+struct Scratch<V> {
     uw: [V; MAX_BINS],
     uh: [V; MAX_BINS],
     ud: [V; MAX_BINS],
+    pw: [V; MAX_BINS],
+    ph: [V; MAX_BINS],
+    kx: [V; MAX_BINS + 1],
+    ky: [V; MAX_BINS + 1],
 }
 
-impl<V: Lanes> LaneParams<V> {
-    /// Transpose rows `[8, K]` (and `[8, K − 1]`) into vectors.
+impl<V: Lanes> Scratch<V> {
     #[inline(always)]
-    fn gather(uw: &[f32], uh: &[f32], ud: &[f32], k: usize) -> Self {
-        let mut p = LaneParams {
-            uw: [V::zero(); MAX_BINS],
-            uh: [V::zero(); MAX_BINS],
-            ud: [V::zero(); MAX_BINS],
-        };
-        transpose_in(uw, k, &mut p.uw);
-        transpose_in(uh, k, &mut p.uh);
-        transpose_in(ud, k - 1, &mut p.ud);
-        p
+    fn new() -> Self {
+        let z = [V::zero(); MAX_BINS];
+        let zk = [V::zero(); MAX_BINS + 1];
+        Scratch {
+            uw: z,
+            uh: z,
+            ud: z,
+            pw: z,
+            ph: z,
+            kx: zk,
+            ky: zk,
+        }
+    }
+
+    /// Transpose elements i..i+8's rows `[8, K]` (and `[8, K − 1]`) into the parameter vectors.
+    #[inline(always)]
+    fn gather(&mut self, p: &Params, i: usize, k: usize) {
+        transpose_in(&p.uw[i * k..], k, &mut self.uw);
+        transpose_in(&p.uh[i * k..], k, &mut self.uh);
+        transpose_in(&p.ud[i * (k - 1)..], k - 1, &mut self.ud);
     }
 }
 
-/// `out[j]` lane l = `rows[l·k + j]` for j < k.
+/// `out[j]` lane l = `rows[l·k + j]` for j < k: eight columns at a time, each an 8 × 8
+/// register transpose of the rows' next eight values. A row with fewer than eight left runs
+/// on into the next row (those lanes are not used); where that would run past the end of
+/// `rows` (the last block of a run) the chunk goes through memory instead.
 #[inline(always)]
 fn transpose_in<V: Lanes>(rows: &[f32], k: usize, out: &mut [V]) {
-    let rows = &rows[..WIDTH * k];
-    let mut t = [[0f32; WIDTH]; MAX_BINS];
-    for (l, row) in rows.chunks_exact(k).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            t[j][l] = v;
+    for c0 in (0..k).step_by(WIDTH) {
+        let width = WIDTH.min(k - c0);
+        if (WIDTH - 1) * k + c0 + WIDTH <= rows.len() {
+            let mut r = [V::zero(); WIDTH];
+            for (l, v) in r.iter_mut().enumerate() {
+                *v = V::load(&rows[l * k + c0..]);
+            }
+            let cols = V::transpose8(r);
+            // element by element: a slice copy of run-time length becomes a memmove call
+            for (j, col) in cols.into_iter().enumerate() {
+                if j < width {
+                    out[c0 + j] = col;
+                }
+            }
+        } else {
+            let mut t = [[0f32; WIDTH]; WIDTH];
+            for (l, row) in rows[..WIDTH * k].chunks_exact(k).enumerate() {
+                for (j, &v) in row[c0..c0 + width].iter().enumerate() {
+                    t[j][l] = v;
+                }
+            }
+            for (o, col) in out[c0..c0 + width].iter_mut().zip(&t) {
+                *o = V::load(col);
+            }
         }
-    }
-    for (o, col) in out.iter_mut().zip(&t).take(k) {
-        *o = V::load(col);
     }
 }
 
-/// `rows[l·k + j]` = `vals[j]` lane l for j < k.
+/// `rows[l·k + j]` = `vals[j]` lane l for j < k: the inverse of [`transpose_in`]. Row l is
+/// stored eight values at a time; a store that runs past the row's end writes into row
+/// l + 1, which is stored after it (and the next block's rows after this block's), so every
+/// value ends as its own row wrote it. Only a store past the end of `rows` is cut short.
 #[inline(always)]
 fn transpose_out<V: Lanes>(vals: &[V], k: usize, rows: &mut [f32]) {
-    let rows = &mut rows[..WIDTH * k];
-    // plain loops, not `array::from_fn` or `map`: their closures must inline into the
-    // AVX2 copy of the kernel (see `simd::dispatch!`), and the std helpers may not
-    let mut cols = [[0f32; WIDTH]; MAX_BINS];
-    for (col, v) in cols.iter_mut().zip(vals).take(k) {
-        *col = v.to_array();
+    const CHUNKS: usize = MAX_BINS / WIDTH;
+    let chunks = k.div_ceil(WIDTH);
+    let mut t = [[V::zero(); WIDTH]; CHUNKS];
+    for (c, tc) in t.iter_mut().enumerate().take(chunks) {
+        let mut cols = [V::zero(); WIDTH];
+        for (j, col) in cols.iter_mut().enumerate() {
+            if c * WIDTH + j < k {
+                *col = vals[c * WIDTH + j];
+            }
+        }
+        *tc = V::transpose8(cols);
     }
-    for (l, row) in rows.chunks_exact_mut(k).enumerate() {
-        for (j, r) in row.iter_mut().enumerate() {
-            *r = cols[j][l];
+    for l in 0..WIDTH {
+        for (c, tc) in t.iter().enumerate().take(chunks) {
+            let at = l * k + c * WIDTH;
+            if at + WIDTH <= rows.len() {
+                tc[l].store(&mut rows[at..]);
+            } else {
+                let width = WIDTH.min(k - c * WIDTH);
+                for (r, v) in rows[at..at + width].iter_mut().zip(tc[l].to_array()) {
+                    *r = v;
+                }
+            }
         }
     }
 }
 
-/// softmax over the first K vectors, per lane.
+/// softmax over the first K vectors of `u`, per lane, into `p`.
 #[inline(always)]
-fn softmax<V: Lanes>(u: &[V], k: usize) -> [V; MAX_BINS] {
+fn softmax<V: Lanes>(u: &[V], k: usize, p: &mut [V]) {
     let mut m = u[0];
     for &v in &u[1..k] {
         m = m.max(v);
     }
-    let mut p = [V::zero(); MAX_BINS];
     let mut sum = V::zero();
     for j in 0..k {
         p[j] = (u[j] - m).exp();
@@ -94,7 +144,6 @@ fn softmax<V: Lanes>(u: &[V], k: usize) -> [V; MAX_BINS] {
     for pj in p.iter_mut().take(k) {
         *pj = *pj / sum;
     }
-    p
 }
 
 /// The bin of each lane and what the backward needs besides it.
@@ -102,64 +151,56 @@ struct Located<V> {
     /// Bin index, as f32.
     index: V,
     bin: Bin<V>,
-    /// The softmaxes of the widths and heights.
-    pw: [V; MAX_BINS],
-    ph: [V; MAX_BINS],
     /// The unnormalised derivatives at the bin's left and right knots (interior knots only).
     u_left: V,
     u_right: V,
 }
 
-/// Knots of one softmax row: `knots[0] = −B`, `knots[k] = 2B·Σ_{j<k}(m + s·p_j) − B`,
-/// `knots[K] = B`, accumulated in the same order as the scalar path.
+/// Knots of one softmax row into `out`: `out[0] = −B`, `out[k] = 2B·Σ_{j<k}(m + s·p_j) − B`,
+/// `out[K] = B`, accumulated in the same order as the scalar path.
 #[inline(always)]
-fn knots<V: Lanes>(
-    p: &[V],
-    k: usize,
-    min: f32,
-    scale: f32,
-    c: &SplineConsts<f32>,
-) -> [V; MAX_BINS + 1] {
-    let mut out = [V::splat(-c.b); MAX_BINS + 1];
+fn knots<V: Lanes>(p: &[V], k: usize, min: f32, scale: f32, c: &SplineConsts<f32>, out: &mut [V]) {
+    out[0] = V::splat(-c.b);
     let mut cum = V::zero();
     for j in 0..k {
         cum += V::splat(min) + V::splat(scale) * p[j];
         out[j + 1] = V::splat(c.two_b) * cum - V::splat(c.b);
     }
     out[k] = V::splat(c.b);
-    out
 }
 
 /// Lane twin of the scalar `locate`: `value` clamped into [−B, B].
 #[inline(always)]
+/// The softmaxes and knots are left in `s` (the backward needs the softmaxes).
 fn locate<V: Lanes>(
     value: V,
-    p: &LaneParams<V>,
+    s: &mut Scratch<V>,
     c: &SplineConsts<f32>,
     inverse: bool,
 ) -> Located<V> {
     let k = c.k;
-    let pw = softmax(&p.uw, k);
-    let ph = softmax(&p.uh, k);
-    let kx = knots(&pw, k, c.min_w, c.scale_w, c);
-    let ky = knots(&ph, k, c.min_h, c.scale_h, c);
-    let search = if inverse { &ky } else { &kx };
+    softmax(&s.uw, k, &mut s.pw);
+    softmax(&s.uh, k, &mut s.ph);
+    knots(&s.pw, k, c.min_w, c.scale_w, c, &mut s.kx);
+    knots(&s.ph, k, c.min_h, c.scale_h, c, &mut s.ky);
+    let (kx, ky, ud) = (&s.kx, &s.ky, &s.ud);
+    let search = if inverse { ky } else { kx };
     let (zero, one) = (V::zero(), V::splat(1.0));
     let mut index = zero;
     for knot in &search[1..k] {
         index += V::select(value.ge(*knot), one, zero);
     }
     let (mut x0, mut x1, mut y0, mut y1) = (kx[0], kx[1], ky[0], ky[1]);
-    let (mut u_left, mut u_right) = (zero, p.ud[0]);
+    let (mut u_left, mut u_right) = (zero, ud[0]);
     for j in 1..k {
         let here = index.eq(V::splat(j as f32));
         x0 = V::select(here, kx[j], x0);
         x1 = V::select(here, kx[j + 1], x1);
         y0 = V::select(here, ky[j], y0);
         y1 = V::select(here, ky[j + 1], y1);
-        u_left = V::select(here, p.ud[j - 1], u_left);
+        u_left = V::select(here, ud[j - 1], u_left);
         if j + 1 < k {
-            u_right = V::select(here, p.ud[j], u_right);
+            u_right = V::select(here, ud[j], u_right);
         }
     }
     let min_d = V::splat(c.min_d);
@@ -177,8 +218,6 @@ fn locate<V: Lanes>(
             d0,
             d1,
         },
-        pw,
-        ph,
         u_left,
         u_right,
     }
@@ -240,16 +279,6 @@ impl<'a> Params<'a> {
         let p = self.range(i, i + 1, k);
         (p.uw, p.uh, p.ud)
     }
-    /// Elements i..i+8, transposed to one vector per bin.
-    #[inline(always)]
-    fn lanes<V: Lanes>(&self, i: usize, k: usize) -> LaneParams<V> {
-        LaneParams::gather(
-            &self.uw[i * k..],
-            &self.uh[i * k..],
-            &self.ud[i * (k - 1)..],
-            k,
-        )
-    }
 }
 
 /// Where [`backward`] writes: ∂L/∂x `[n]` and the parameter gradients as rows (as [`Params`]).
@@ -287,11 +316,13 @@ fn forward_lanes<V: Lanes + BinMath>(
     let k = c.k;
     let (lo_b, hi_b) = (V::splat(-c.b), V::splat(c.b));
     let full = x.len() / WIDTH * WIDTH;
+    let mut s = Scratch::new();
     for i in (0..full).step_by(WIDTH) {
         let v = V::load(&x[i..]);
         let inside = v.ge(lo_b).and(v.le(hi_b));
         let clamped = v.max(lo_b).min(hi_b);
-        let loc = locate(clamped, &p.lanes(i, k), c, inverse);
+        s.gather(&p, i, k);
+        let loc = locate(clamped, &mut s, c, inverse);
         let (out, ld) = if inverse {
             inverse_in_bin(clamped, &loc.bin)
         } else {
@@ -335,12 +366,14 @@ fn backward_lanes<V: Lanes + BinMath>(
     let k = c.k;
     let (lo_b, hi_b, zero) = (V::splat(-c.b), V::splat(c.b), V::zero());
     let full = x.len() / WIDTH * WIDTH;
+    let mut s = Scratch::new();
     for i in (0..full).step_by(WIDTH) {
         let v = V::load(&x[i..]);
         let (g_out, g_ld) = (V::load(&gy[i..]), V::load(&gl[i..]));
         let inside = v.ge(lo_b).and(v.le(hi_b));
         let clamped = v.max(lo_b).min(hi_b);
-        let loc = locate(clamped, &p.lanes(i, k), c, inverse);
+        s.gather(&p, i, k);
+        let loc = locate(clamped, &mut s, c, inverse);
         let bin = &loc.bin;
         let (g_value, adj) = if inverse {
             // implicit differentiation at x* = f⁻¹(value), as in the scalar path
@@ -357,8 +390,8 @@ fn backward_lanes<V: Lanes + BinMath>(
         // outside [−B, B]: the identity, parameters untouched
         // (selects written out, no closure: see `simd::dispatch!`)
         V::select(inside, g_value, g_out).store(&mut g.x[i..]);
-        let mut gw = knots_to_logits(&loc.pw, loc.index, adj[1], adj[2], c, c.scale_w);
-        let mut gh = knots_to_logits(&loc.ph, loc.index, adj[3], adj[4], c, c.scale_h);
+        let mut gw = knots_to_logits(&s.pw, loc.index, adj[1], adj[2], c, c.scale_w);
+        let mut gh = knots_to_logits(&s.ph, loc.index, adj[3], adj[4], c, c.scale_h);
         for v in gw.iter_mut().chain(gh.iter_mut()) {
             *v = V::select(inside, *v, zero);
         }
