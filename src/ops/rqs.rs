@@ -39,7 +39,7 @@ use std::any::Any;
 use crate::autograd::{CustomForward, CustomOp, Var};
 use crate::device::cuda::grid_for;
 use crate::error::{Error, Result};
-use crate::ops::n_u32;
+use crate::ops::{filled, n_u32};
 use crate::real::{Arith, Real};
 use crate::simd::Lanes;
 use crate::tensor::{Storage, Tensor};
@@ -763,38 +763,53 @@ pub fn rqs_backward(
     with_real!(x, T => {
         let (xs, ws, hs, ds, gs) = (x.cpu::<T>()?, uw.cpu::<T>()?, uh.cpu::<T>()?, ud.cpu::<T>()?, g.cpu::<T>()?);
         let consts = SplineConsts::new(cfg);
-        let mut gw = vec![T::zero(); n * k];
-        let mut gh = vec![T::zero(); n * k];
-        let mut gd = vec![T::zero(); n * (k - 1)];
-        let mut gx = vec![T::zero(); n];
         let as_f32 = (T::as_f32_slice(xs), T::as_f32_slice(ws), T::as_f32_slice(hs), T::as_f32_slice(ds), T::as_f32_slice(gs));
         if let ((Some(xs), Some(ws), Some(hs), Some(ds), Some(gs)), true) = (as_f32, k <= lanes::MAX_BINS) {
             let c32 = SplineConsts::<f32>::new(cfg);
             let params = lanes::Params { uw: ws, uh: hs, ud: ds };
-            let outs = (T::as_f32_slice_mut(&mut gx), T::as_f32_slice_mut(&mut gw), T::as_f32_slice_mut(&mut gh), T::as_f32_slice_mut(&mut gd));
-            let (Some(gx), Some(gw), Some(gh), Some(gd)) = outs else { unreachable!("T is f32 here") };
-            gx.par_chunks_mut(BLOCK)
-                .zip(gw.par_chunks_mut(BLOCK * k))
-                .zip(gh.par_chunks_mut(BLOCK * k))
-                .zip(gd.par_chunks_mut(BLOCK * (k - 1)))
+            // the outputs are zeroed block by block by the thread that writes the block (no
+            // serial memset of all four buffers first)
+            let (mut gx, mut gw, mut gh, mut gd) = (Vec::with_capacity(n), Vec::with_capacity(n * k), Vec::with_capacity(n * k), Vec::with_capacity(n * (k - 1)));
+            gx.spare_capacity_mut()[..n].par_chunks_mut(BLOCK)
+                .zip(gw.spare_capacity_mut()[..n * k].par_chunks_mut(BLOCK * k))
+                .zip(gh.spare_capacity_mut()[..n * k].par_chunks_mut(BLOCK * k))
+                .zip(gd.spare_capacity_mut()[..n * (k - 1)].par_chunks_mut(BLOCK * (k - 1)))
                 .enumerate()
                 .for_each(|(blk, (((gxb, gwb), ghb), gdb))| {
                     let (lo, hi) = (blk * BLOCK, blk * BLOCK + gxb.len());
-                    let out = lanes::Grads { x: gxb, uw: gwb, uh: ghb, ud: gdb };
+                    let out = lanes::Grads { x: filled(gxb, 0.0), uw: filled(gwb, 0.0), uh: filled(ghb, 0.0), ud: filled(gdb, 0.0) };
                     lanes::backward(crate::simd::isa(), &xs[lo..hi], params.range(lo, hi, k), &c32, inverse, &gs[lo..hi], &gs[n + lo..n + hi], out);
                 });
-        } else {
-            gx.par_iter_mut()
-                .zip(gw.par_chunks_mut(k))
-                .zip(gh.par_chunks_mut(k))
-                .zip(gd.par_chunks_mut(k - 1))
-                .enumerate()
-                .with_min_len(512)
-                .for_each(|(i, (((gxi, gwi), ghi), gdi))| {
-                    let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
-                    *gxi = rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi);
-                });
+            // SAFETY: the blocks above cover the first n, n·K, n·K and n·(K − 1) slots
+            // exactly, each initialised by `filled` before anything else ran (a panic would
+            // unwind past this line, leaving the lengths at 0).
+            unsafe {
+                gx.set_len(n);
+                gw.set_len(n * k);
+                gh.set_len(n * k);
+                gd.set_len(n * (k - 1));
+            }
+            return Ok([
+                Tensor::from_cpu_vec(gx, x.shape())?,
+                Tensor::from_cpu_vec(gw, uw.shape())?,
+                Tensor::from_cpu_vec(gh, uh.shape())?,
+                Tensor::from_cpu_vec(gd, ud.shape())?,
+            ]);
         }
+        let mut gw = vec![T::zero(); n * k];
+        let mut gh = vec![T::zero(); n * k];
+        let mut gd = vec![T::zero(); n * (k - 1)];
+        let mut gx = vec![T::zero(); n];
+        gx.par_iter_mut()
+            .zip(gw.par_chunks_mut(k))
+            .zip(gh.par_chunks_mut(k))
+            .zip(gd.par_chunks_mut(k - 1))
+            .enumerate()
+            .with_min_len(512)
+            .for_each(|(i, (((gxi, gwi), ghi), gdi))| {
+                let (w, h, d) = (&ws[i * k..(i + 1) * k], &hs[i * k..(i + 1) * k], &ds[i * (k - 1)..(i + 1) * (k - 1)]);
+                *gxi = rqs_scalar_grad(xs[i], w, h, d, &consts, inverse, gs[i], gs[n + i], gwi, ghi, gdi);
+            });
         Ok([
             Tensor::from_cpu_vec(gx, x.shape())?,
             Tensor::from_cpu_vec(gw, uw.shape())?,

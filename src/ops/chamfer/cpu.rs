@@ -17,7 +17,6 @@
 //! The copy of each cloud into lanes also tests every coordinate for NaN and ∞, so the inputs
 //! are read once; the caller turns a failed test into the error that names the input.
 
-use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -27,6 +26,7 @@ use crate::simd::Lanes;
 use crate::tensor::{Storage, Tensor};
 
 use super::NO_NEIGHBOUR;
+use crate::ops::filled;
 
 /// Which points of a batch are valid, read in place from a mask tensor (non-zero = valid).
 #[derive(Clone, Copy)]
@@ -615,13 +615,6 @@ pub(super) fn backward<T: Real>(
         gy.set_len(len_y);
     }
     (gx, gy)
-}
-
-/// Writes `value` into every slot of `slots` and returns them as initialised values.
-fn filled<T: Copy>(slots: &mut [MaybeUninit<T>], value: T) -> &mut [T] {
-    slots.fill(MaybeUninit::new(value));
-    // SAFETY: every element was just initialised, and MaybeUninit<T> has T's layout.
-    unsafe { &mut *(slots as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// One pair's gradients (`DC` = D fixed at compile time, or 0 for `d` at run time), added
