@@ -445,13 +445,14 @@ fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
     let json = dir.join("anomaly.json");
     let plots = dir.join("anomaly-plots");
     let mut args = AnomalyArgs {
-        model: run.to_path_buf(),
+        model: vec![run.to_path_buf()],
         background: SAMPLE.into(),
         signal: "data/sample/t.hdf5".into(),
         score: None,
         n: 300,
         plots: Some(plots.clone()),
         json: Some(json.clone()),
+        scores: None,
         device: "cpu".into(),
     };
     anomaly(&args).unwrap();
@@ -463,7 +464,45 @@ fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
     for f in ["roc.png", "score_vs_mass.png"] {
         assert!(plots.join(f).exists(), "{f}");
     }
+    // an ensemble of the model with itself scores by its standardised log loss, a rising
+    // function of the loss: the same AUC, with a CSV row for every jet scored
+    let csv = dir.join("scores.csv");
+    let ens_json = dir.join("ensemble.json");
+    args.model = vec![run.to_path_buf(), run.to_path_buf()];
+    args.json = Some(ens_json.clone());
+    args.scores = Some(csv.clone());
+    args.plots = Some(dir.join("ensemble-plots"));
+    anomaly(&args).unwrap();
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ens_json).unwrap()).unwrap();
+    assert!(
+        (e["auc"].as_f64().unwrap() - auc).abs() < 1e-9,
+        "{e} vs {auc}"
+    );
+    assert_eq!(e["model"].as_array().unwrap().len(), 2);
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 300 + 300);
+    assert!(rows.starts_with("sample,jet,score,mass\nbackground,"));
+    // a member that held out other jets of the background file is refused (it would score
+    // jets the first one trained on)
+    let other = dir.join("other-split");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(
+        run.join("checkpoint.safetensors"),
+        other.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    cfg["settings"]["split_seed"] = 12345.into();
+    std::fs::write(other.join("config.json"), cfg.to_string()).unwrap();
+    args.model = vec![run.to_path_buf(), other];
+    let err = anomaly(&args).unwrap_err().to_string();
+    assert!(err.contains("different splits"), "{err}");
     // another score on the same model; a Cartesian file against a relative model is refused
+    args.model = vec![run.to_path_buf()];
+    args.scores = None;
+    args.json = Some(json);
     args.score = Some(ReconLoss::Mse);
     args.plots = None;
     anomaly(&args).unwrap();

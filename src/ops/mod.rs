@@ -93,10 +93,7 @@ pub(crate) const PAR_MIN: usize = 1 << 17;
 /// Writes `value` into every slot of `slots` and returns them as initialised values: lets a
 /// parallel kernel fill an output chunk by chunk, in the thread that then writes the chunk,
 /// instead of one serial memset of the whole buffer first.
-pub(crate) fn filled<T: Copy>(
-    slots: &mut [std::mem::MaybeUninit<T>],
-    value: T,
-) -> &mut [T] {
+pub(crate) fn filled<T: Copy>(slots: &mut [std::mem::MaybeUninit<T>], value: T) -> &mut [T] {
     slots.fill(std::mem::MaybeUninit::new(value));
     // SAFETY: every element was just initialised, and MaybeUninit<T> has T's layout.
     unsafe { &mut *(slots as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }

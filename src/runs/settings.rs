@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::runs::schedule::LrSchedule;
+use crate::runs::split::Split;
 
 /// A JetNet jet class (selects `<class>.hdf5` next to `--data`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -52,6 +54,11 @@ pub struct RunSettings {
     /// Seed of every random choice (split, initialisation, batches, generation)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed of the 70/30 train/validation split alone [default: --seed]: runs that differ in
+    /// --seed but share --split-seed train on the same jets and hold out the same ones (the
+    /// members of an ensemble that `jetgen anomaly` scores together)
+    #[arg(long)]
+    pub split_seed: Option<u64>,
     /// Optimisation steps
     #[arg(long, default_value_t = 1500)]
     pub steps: usize,
@@ -156,6 +163,22 @@ impl RunSettings {
             })
             .find(|p| !crate::runs::RunDir::new(p).holds_a_run())
             .unwrap_or(base)
+    }
+
+    /// The run's 70/30 train/validation split of `n_jets` jets: drawn first from `rng` (the
+    /// generator of `--seed`, which the run goes on using), or from `--split-seed` alone.
+    pub fn split(&self, n_jets: usize, rng: &mut Rng) -> Result<Split> {
+        match self.split_seed {
+            None => Split::new(n_jets, 0.7, rng),
+            Some(s) => Split::new(n_jets, 0.7, &mut Rng::new(s)),
+        }
+    }
+
+    /// The seed a run's split was drawn with, from its `config.json` (`settings.split_seed`,
+    /// else `settings.seed`, as [`RunSettings::split`] drew it); None when neither is there.
+    pub fn split_seed_of(config: &Value) -> Option<u64> {
+        let s = &config["settings"];
+        s["split_seed"].as_u64().or_else(|| s["seed"].as_u64())
     }
 
     /// The device to train on (parsed, not yet checked for availability).
@@ -421,6 +444,23 @@ mod tests {
         let known: Vec<String> = ["lr", "layers", "quick_eval"].map(String::from).into();
         assert_eq!(nearest("quick_evaluation", &known), "quick_eval");
         assert_eq!(nearest("layer", &known), "layers");
+    }
+
+    /// Without --split-seed the split is the first draw of the run's generator; with it,
+    /// runs of different seeds hold out the same jets, and config.json names the seed used.
+    #[test]
+    fn split_seed_fixes_the_split_alone() {
+        let mut a = RunSettings::default();
+        let by_seed = a.split(100, &mut Rng::new(7)).unwrap();
+        assert_eq!(by_seed, Split::new(100, 0.7, &mut Rng::new(7)).unwrap());
+        a.split_seed = Some(3);
+        let fixed = a.split(100, &mut Rng::new(7)).unwrap();
+        assert_eq!(fixed, a.split(100, &mut Rng::new(8)).unwrap());
+        assert_ne!(fixed, by_seed);
+        let cfg = serde_json::json!({"settings": {"seed": 7, "split_seed": 3}});
+        assert_eq!(RunSettings::split_seed_of(&cfg), Some(3));
+        let cfg = serde_json::json!({"settings": {"seed": 7, "split_seed": null}});
+        assert_eq!(RunSettings::split_seed_of(&cfg), Some(7));
     }
 
     #[test]

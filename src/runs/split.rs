@@ -68,7 +68,8 @@ pub enum Part {
 /// The jets of one part of the seeded 70/30 split a JetNet-layout run trained with (flow,
 /// fm, gan, library): read from the data file its `config.json` names, checked against the
 /// recorded checksum and size, and split exactly as training split it
-/// (`Split::new(n, 0.7, Rng::new(seed))`, the first draw of the run's seed). How
+/// (`Split::new(n, 0.7, Rng::new(seed))`, the first draw of the run's seed, or of its
+/// `--split-seed`). How
 /// `jetgen eval --real run:DIR` evaluates against a run's own validation jets.
 pub fn run_split(dir: &std::path::Path, part: Part) -> Result<crate::data::JetNetData> {
     let config_path = dir.join("config.json");
@@ -94,8 +95,7 @@ pub fn run_split(dir: &std::path::Path, part: Part) -> Result<crate::data::JetNe
     }
     let path = std::path::PathBuf::from(field(&data["path"], "data.path")?);
     let checksum = field(&data["checksum"], "data.checksum")?;
-    let seed = config["settings"]["seed"]
-        .as_u64()
+    let seed = crate::runs::settings::RunSettings::split_seed_of(&config)
         .ok_or_else(|| Error::file(&config_path, "no settings.seed recorded"))?;
     let jets = crate::data::JetNetData::read(&path)?;
     if jets.checksum() != checksum {

@@ -383,7 +383,10 @@ mod tests {
         for (i, r) in rows.iter_mut().enumerate() {
             *r = V::load(&a[8 * i..]);
         }
-        V::transpose8(rows).iter().flat_map(|v| v.to_array()).collect()
+        V::transpose8(rows)
+            .iter()
+            .flat_map(|v| v.to_array())
+            .collect()
     }
 
     #[test]

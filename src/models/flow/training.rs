@@ -21,7 +21,6 @@ use crate::runs::batch::{draw_with_replacement, gather_rows};
 use crate::runs::early_stop::Goal;
 use crate::runs::finish::{finish_run, FinishSettings, RunReport};
 use crate::runs::progress::{Score, StepInfo};
-use crate::runs::split::Split;
 use crate::runs::train_loop::{clip_and_step, train_loop, LoopSettings, StepOutcome, TrainTask};
 use crate::runs::RunDir;
 use crate::tensor::Tensor;
@@ -210,7 +209,7 @@ pub fn train_flow(
     let seed = settings.run.seed;
     let mut rng = Rng::new(seed);
     // 70/30 train/validation split (MPGAN / DESY convention), seeded
-    let split = Split::new(data.n_jets, 0.7, &mut rng)?;
+    let split = settings.run.split(data.n_jets, &mut rng)?;
     let n_train = split.train.len();
     if settings.run.batch > n_train {
         return Err(Error::invalid(format!(

@@ -31,7 +31,6 @@ use crate::runs::batch::{draw_with_replacement, gather_rows};
 use crate::runs::early_stop::Goal;
 use crate::runs::finish::{finish_run, FinishSettings, RunReport};
 use crate::runs::progress::{Score, StepInfo};
-use crate::runs::split::Split;
 use crate::runs::train_loop::{clip_and_step, train_loop, LoopSettings, StepOutcome, TrainTask};
 use crate::runs::RunDir;
 use crate::tensor::Tensor;
@@ -262,7 +261,7 @@ pub fn train_fm(
     }
     let seed = settings.run.seed;
     let mut rng = Rng::new(seed);
-    let split = Split::new(data.n_jets, 0.7, &mut rng)?;
+    let split = settings.run.split(data.n_jets, &mut rng)?;
     // jets without particles carry nothing to learn (and no multiplicity to draw)
     let train_idx: Vec<usize> = split
         .train

@@ -12,7 +12,6 @@ use crate::rng::Rng;
 use crate::runs::early_stop::Goal;
 use crate::runs::finish::{finish_run, FinishSettings, RunReport};
 use crate::runs::progress::StepInfo;
-use crate::runs::split::Split;
 use crate::runs::train_loop::{LoopOutcome, LoopSettings};
 use crate::runs::RunDir;
 
@@ -33,7 +32,7 @@ pub fn train_library(
         )));
     }
     let seed = settings.run.seed;
-    let split = Split::new(data.n_jets, 0.7, &mut Rng::new(seed))?;
+    let split = settings.run.split(data.n_jets, &mut Rng::new(seed))?;
     let library = Library::new(data.select(&split.train)?, &settings.condition, settings.k)?;
 
     let run = RunDir::new(settings.run.new_out_dir(FAMILY));

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::vae::checkpoint::load_checkpoint;
+use crate::models::vae::checkpoint::{load_checkpoint, TrainedVae};
 use crate::models::vae::data::read_clouds;
 use crate::models::vae::sampling::recon_scores;
 use crate::models::vae::settings::ReconLoss;
@@ -24,9 +24,13 @@ use crate::runs::split::Split;
 /// `jetgen anomaly`'s options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AnomalyArgs {
-    /// Run directory (or checkpoint) of a trained `ae` or `vae`
-    #[arg(long)]
-    pub model: PathBuf,
+    /// Run directory (or checkpoint) of a trained `ae` or `vae`. Given more than once, the
+    /// models are scored as an ensemble: a jet's score is the mean over the models of its
+    /// standardised log loss, (ln s − μ)/σ with μ, σ of that model's ln s over the background
+    /// jets (no signal label is used). Models trained on the background file must share its
+    /// split (the same --split-seed), so that no model scores jets it trained on
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
     /// Background jets (the class the model was trained on; same layout as its training
     /// data). When this is the model's own training file, only its validation split is scored
     #[arg(long)]
@@ -48,6 +52,10 @@ pub struct AnomalyArgs {
     /// Write the results (AUC, rejections, ROC points, correlations) as JSON here
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write every scored jet as CSV here: `sample,jet,score,mass` (sample = background or
+    /// signal, jet = its index in the file), for cuts and combinations of one's own
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -158,43 +166,86 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     if args.n == 0 {
         return Err(Error::invalid("--n must be ≥ 1"));
     }
-    let ckpt = crate::runs::dir::checkpoint_of(&args.model);
-    let mut model = load_checkpoint(&ckpt, device)?;
-    if let Some(score) = args.score {
-        if score == ReconLoss::Sinkhorn
-            && model.spec.representation != super::data::Representation::Relative
-        {
-            return Err(Error::invalid(
-                "--score sinkhorn needs a model of relative (η, φ, pT) jets",
-            ));
+    let mut trainings = Vec::with_capacity(args.model.len());
+    let mut models = Vec::with_capacity(args.model.len());
+    for dir in &args.model {
+        let ckpt = crate::runs::dir::checkpoint_of(dir);
+        for out in [&args.json, &args.scores].into_iter().flatten() {
+            crate::io::refuse_input_as_output(out, &[&ckpt, &args.background, &args.signal])?;
         }
-        model.spec.loss = score;
+        let mut model = load_checkpoint(&ckpt, device)?;
+        if let Some(score) = args.score {
+            if score == ReconLoss::Sinkhorn
+                && model.spec.representation != super::data::Representation::Relative
+            {
+                return Err(Error::invalid(
+                    "--score sinkhorn needs a model of relative (η, φ, pT) jets",
+                ));
+            }
+            model.spec.loss = score;
+        }
+        // the training data's checksum and the run's split seed, when the model is a run
+        // directory
+        let training = crate::io::read_json(&crate::runs::RunDir::of_model(dir).config())
+            .ok()
+            .and_then(|c| {
+                let sum = c["data"]["checksum"].as_str()?.to_string();
+                let seed = crate::runs::settings::RunSettings::split_seed_of(&c).unwrap_or(0);
+                Some((sum, seed))
+            });
+        if let Some(first) = models.first() {
+            let (a, b): (&TrainedVae, &TrainedVae) = (first, &model);
+            if a.vae.config.particles != b.vae.config.particles
+                || a.spec.representation != b.spec.representation
+            {
+                return Err(Error::invalid(format!(
+                    "the ensemble's models see different jets: {} ({} particles, {}) and {} ({} particles, {})",
+                    args.model[0].display(),
+                    a.vae.config.particles,
+                    a.spec.representation.name(),
+                    dir.display(),
+                    b.vae.config.particles,
+                    b.spec.representation.name()
+                )));
+            }
+        }
+        models.push(model);
+        trainings.push(training);
     }
-    let p = model.vae.config.particles;
-    // the training data's checksum and the run's seed, when the model is a run directory
-    let training = crate::io::read_json(&crate::runs::RunDir::of_model(&args.model).config())
-        .ok()
-        .and_then(|c| {
-            let sum = c["data"]["checksum"].as_str()?.to_string();
-            Some((sum, c["settings"]["seed"].as_u64().unwrap_or(0)))
-        });
-    let load = |path: &PathBuf| -> Result<(Vec<f64>, Vec<f64>)> {
+    let p = models[0].vae.config.particles;
+    let representation = models[0].spec.representation;
+    let load = |path: &PathBuf| -> Result<(Vec<Vec<f64>>, Vec<f64>, Vec<usize>)> {
         let (clouds, jets) = read_clouds(path, p)?;
-        if clouds.representation != model.spec.representation {
+        if clouds.representation != representation {
             return Err(Error::file(
                 path,
                 format!(
                     "holds {} jets but the model was trained on {} ones",
                     clouds.representation.name(),
-                    model.spec.representation.name()
+                    representation.name()
                 ),
             ));
         }
-        // jets of the model's own training file: only its validation split (never scored
-        // on jets it was trained on)
-        let pool: Vec<usize> = match &training {
-            Some((sum, seed)) if *sum == jets.checksum() => {
-                let split = Split::new(clouds.n_jets, 0.7, &mut Rng::new(*seed))?;
+        // jets of a model's own training file: only its validation split (never scored on
+        // jets it was trained on); every model trained on this file must share the split
+        let seeds: Vec<u64> = trainings
+            .iter()
+            .flatten()
+            .filter(|(sum, _)| *sum == jets.checksum())
+            .map(|&(_, seed)| seed)
+            .collect();
+        if seeds.iter().any(|&s| s != seeds[0]) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the ensemble's models were trained on different splits of it (split seeds {seeds:?}): \
+                     each would score jets another trained on; train them with one --split-seed"
+                ),
+            ));
+        }
+        let pool: Vec<usize> = match seeds.first() {
+            Some(&seed) => {
+                let split = Split::new(clouds.n_jets, 0.7, &mut Rng::new(seed))?;
                 println!(
                     "{}: the model's training data; scoring its validation split ({} jets)",
                     path.display(),
@@ -202,20 +253,29 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
                 );
                 split.validation
             }
-            _ => (0..clouds.n_jets).collect(),
+            None => (0..clouds.n_jets).collect(),
         };
-        let idx = &pool[..args.n.min(pool.len())];
-        let scores = recon_scores(&model, &clouds.select(idx), device)?;
+        let idx = pool[..args.n.min(pool.len())].to_vec();
+        let chosen = clouds.select(&idx);
+        let scores = models
+            .iter()
+            .map(|m| recon_scores(m, &chosen, device))
+            .collect::<Result<Vec<_>>>()?;
         let mass = idx.iter().map(|&i| jets.jet(i)[2] as f64).collect();
-        Ok((scores, mass))
+        Ok((scores, mass, idx))
     };
-    let (bkg, bkg_mass) = load(&args.background)?;
-    let (sig, sig_mass) = load(&args.signal)?;
+    let (bkg_each, bkg_mass, bkg_idx) = load(&args.background)?;
+    let (sig_each, sig_mass, sig_idx) = load(&args.signal)?;
+    let (bkg, sig) = ensemble_scores(&bkg_each, &sig_each);
+    let model = &models[0];
     let report = AnomalyReport::new(&sig, &bkg, &sig_mass, &bkg_mass)?;
     let score_name = model.spec.loss.name();
+    let scorer = match models.len() {
+        1 => format!("a {}", model.family()),
+        n => format!("an ensemble of {n} models (mean standardised log loss)"),
+    };
     println!(
-        "anomaly score: {score_name} reconstruction loss of a {} ({} background, {} signal jets)",
-        model.family(),
+        "anomaly score: {score_name} reconstruction loss of {scorer} ({} background, {} signal jets)",
         bkg.len(),
         sig.len()
     );
@@ -233,16 +293,38 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let mut j = report.to_json(200);
         j["score"] = score_name.into();
-        j["model"] = args.model.display().to_string().into();
+        j["model"] = match args.model.as_slice() {
+            [one] => one.display().to_string().into(),
+            many => many
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        };
         j["background"] = args.background.display().to_string().into();
         j["signal"] = args.signal.display().to_string().into();
         j["n_background"] = bkg.len().into();
         j["n_signal"] = sig.len().into();
         crate::io::write_json(path, &j)?;
     }
+    if let Some(path) = &args.scores {
+        let mut csv = String::from("sample,jet,score,mass\n");
+        for (name, scores, mass, idx) in [
+            ("background", &bkg, &bkg_mass, &bkg_idx),
+            ("signal", &sig, &sig_mass, &sig_idx),
+        ] {
+            for ((s, m), i) in scores.iter().zip(mass).zip(idx) {
+                csv.push_str(&format!("{name},{i},{s:e},{m}\n"));
+            }
+        }
+        crate::io::write_atomic(path, csv.as_bytes())?;
+    }
     if let Some(dir) = &args.plots {
         std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e.to_string()))?;
-        let title = format!("{} anomaly score: {score_name}", model.family());
+        let title = match models.len() {
+            1 => format!("{} anomaly score: {score_name}", model.family()),
+            n => format!("ensemble of {n} anomaly score: {score_name}"),
+        };
         crate::plots::roc_plot(&dir.join("roc.png"), &title, &[(score_name, &report.roc)])?;
         let thin = |s: &[f64], m: &[f64]| -> Vec<(f64, f64)> {
             let stride = s.len().div_ceil(2000).max(1);
@@ -257,8 +339,15 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
             &XyPlot {
                 title: format!("{title} vs jet mass"),
                 xlabel: "jet mass [GeV]".into(),
-                ylabel: format!("{score_name} reconstruction loss"),
-                y_scale: crate::plots::Scale::Log,
+                ylabel: match models.len() {
+                    1 => format!("{score_name} reconstruction loss"),
+                    _ => format!("mean standardised ln {score_name} loss"),
+                },
+                // the ensemble's score is a logarithm already, of either sign
+                y_scale: match models.len() {
+                    1 => crate::plots::Scale::Log,
+                    _ => crate::plots::Scale::Linear,
+                },
                 ..Default::default()
             },
             &[
@@ -295,9 +384,56 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     Ok(())
 }
 
+/// The scores of an ensemble from each model's scores of the background and the signal
+/// jets (`[model][jet]`): one model's own scores; for several, per jet the mean over models
+/// of (ln s − μ)/σ, with μ and σ the mean and standard deviation of that model's ln s over
+/// the background jets (σ = 1 where it is 0; losses of 0 count as the smallest positive
+/// number).
+pub fn ensemble_scores(background: &[Vec<f64>], signal: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    if background.len() == 1 {
+        return (background[0].clone(), signal[0].clone());
+    }
+    let ln = |v: &[f64]| -> Vec<f64> { v.iter().map(|&s| s.max(f64::MIN_POSITIVE).ln()).collect() };
+    let (mut bkg, mut sig) = (vec![0.0; background[0].len()], vec![0.0; signal[0].len()]);
+    let k = background.len() as f64;
+    for (b, s) in background.iter().zip(signal) {
+        let (lb, ls) = (ln(b), ln(s));
+        let n = lb.len().max(1) as f64;
+        let mu = lb.iter().sum::<f64>() / n;
+        let sd = (lb.iter().map(|x| (x - mu) * (x - mu)).sum::<f64>() / n).sqrt();
+        let sd = if sd > 0.0 { sd } else { 1.0 };
+        for (o, x) in bkg.iter_mut().zip(&lb) {
+            *o += (x - mu) / sd / k;
+        }
+        for (o, x) in sig.iter_mut().zip(&ls) {
+            *o += (x - mu) / sd / k;
+        }
+    }
+    (bkg, sig)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two models: per model ln s standardised over the background, then averaged. Model A's
+    /// background ln-scores are {0, 2} (μ 1, σ 1), model B's {0, 4} (μ 2, σ 2): a signal jet
+    /// with s = (e³, e⁶) scores ((3 − 1)/1 + (6 − 2)/2)/2 = 2.
+    #[test]
+    fn ensemble_scores_average_the_standardised_logs() {
+        let e = std::f64::consts::E;
+        let bkg = vec![vec![1.0, e * e], vec![1.0, e.powi(4)]];
+        let sig = vec![vec![e.powi(3)], vec![e.powi(6)]];
+        let (b, s) = ensemble_scores(&bkg, &sig);
+        assert!(
+            (b[0] + 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12,
+            "{b:?}"
+        );
+        assert!((s[0] - 2.0).abs() < 1e-12, "{s:?}");
+        // one model: its own scores, untouched
+        let (b1, s1) = ensemble_scores(&bkg[..1], &sig[..1]);
+        assert_eq!((b1, s1), (bkg[0].clone(), sig[0].clone()));
+    }
 
     /// A case worked by hand: signal {0.9, 0.8, 0.4}, background {0.7, 0.3, 0.2, 0.1}.
     /// Pairs (s > b): 0.9 and 0.8 beat all four, 0.4 beats three: AUC = 11/12. ROC points

@@ -142,8 +142,9 @@ pub fn run(args: &LatentArgs) -> Result<()> {
     let p = model.vae.config.particles;
     let l = model.vae.config.latent;
     let (clouds, jets) = read_clouds(&data_path, p)?;
-    // the run's split: the training run draws it first from Rng::new(seed)
-    let split = Split::new(clouds.n_jets, 0.7, &mut Rng::new(seed))?;
+    // the run's split, drawn as the training run drew it
+    let split_seed = crate::runs::settings::RunSettings::split_seed_of(&cfg).unwrap_or(seed);
+    let split = Split::new(clouds.n_jets, 0.7, &mut Rng::new(split_seed))?;
     let (mut train_codes, _) = encode(&model, &clouds.select(&split.train), device)?;
     let n_val = split.validation.len().min(args.generate);
     let (mut val_codes, _) = encode(&model, &clouds.select(&split.validation[..n_val]), device)?;

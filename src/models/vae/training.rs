@@ -27,7 +27,6 @@ use crate::runs::early_stop::Goal;
 use crate::runs::finish::{finish_run, FinishSettings, RunReport};
 use crate::runs::progress::{Score, StepInfo, TrainProgress};
 use crate::runs::settings::from_command_line;
-use crate::runs::split::Split;
 use crate::runs::train_loop::{clip_and_step, train_loop, LoopSettings, StepOutcome, TrainTask};
 use crate::runs::RunDir;
 
@@ -333,7 +332,7 @@ pub fn train_vae(
     let family = if variational { FAMILY_VAE } else { FAMILY_AE };
     let seed = settings.run.seed;
     let mut rng = Rng::new(seed);
-    let split = Split::new(clouds.n_jets, 0.7, &mut rng)?;
+    let split = settings.run.split(clouds.n_jets, &mut rng)?;
     let n_train = split.train.len();
     if settings.run.batch > n_train {
         return Err(Error::invalid(format!(

@@ -17,7 +17,6 @@
 //! The copy of each cloud into lanes also tests every coordinate for NaN and ∞, so the inputs
 //! are read once; the caller turns a failed test into the error that names the input.
 
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
