@@ -77,10 +77,56 @@ pub fn efps_d4(rows: &[f32], stride: usize) -> [f64; N_EFP] {
     e
 }
 
+/// The graphs G1..G5 above, as edge lists.
+pub const GRAPHS: [[(usize, usize); 4]; N_EFP] = [
+    [(0, 1), (0, 2), (0, 2), (0, 3)],
+    [(0, 1), (0, 2), (0, 2), (1, 3)],
+    [(0, 1), (0, 1), (0, 2), (1, 3)],
+    [(0, 1), (0, 2), (1, 2), (0, 3)],
+    [(0, 1), (0, 2), (1, 3), (2, 3)],
+];
+
+/// Where G1..G5 are among [`crate::metrics::efpset::efp_graphs_d4`] (by canonical form), so
+/// that W1EFP can take its 5 EFPs from FPD/KPD's 36 when both are computed.
+pub fn columns_in_d4_set() -> [usize; N_EFP] {
+    let set = crate::metrics::efpset::efp_graphs_d4();
+    GRAPHS.map(|edges| {
+        let g = crate::metrics::efpset::Graph::new(&edges).canonical();
+        set.iter()
+            .position(|h| *h == g)
+            .expect("every n = 4, d = 4 graph is in the d ≤ 4 set")
+    })
+}
+
 /// The 5 EFPs of every jet, `[n_jets][5]`, in parallel.
 pub fn jet_efps(data: &JetNetData) -> Vec<[f64; N_EFP]> {
     data.particles
         .par_chunks_exact(data.n_particles * 4)
         .map(|jet| efps_d4(jet, 4))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// W1EFP's 5 EFPs taken as columns of the 36-EFP features equal [`efps_d4`] on the
+    /// built-in jets (so the full evaluation may take them from there).
+    #[test]
+    fn the_five_are_columns_of_the_d4_set() {
+        let data = crate::data::builtin::read_builtin("g").unwrap();
+        let data = data.select(&(0..64).collect::<Vec<_>>()).unwrap();
+        let cols = columns_in_d4_set();
+        let graphs = crate::metrics::efpset::efp_graphs_d4();
+        let all = crate::metrics::efpset::jet_efp_features(&data, graphs).unwrap();
+        for (j, five) in jet_efps(&data).iter().enumerate() {
+            for (k, &c) in cols.iter().enumerate() {
+                let (got, want) = (all[j * graphs.len() + c], five[k]);
+                assert!(
+                    (got - want).abs() <= 1e-12 * want.abs(),
+                    "jet {j} EFP {k}: {got} vs {want}"
+                );
+            }
+        }
+    }
 }

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use crate::data::JetNetData;
 use crate::error::{Error, Result};
+use crate::metrics::efp_plan::{EfpArena, EfpProgram};
 
 /// A multigraph on vertices 0..n, edges as (u, v) with u < v, repeated for multi-edges.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -363,44 +364,21 @@ fn transpose(a: &[f64], m: usize) -> Vec<f64> {
 }
 
 /// The EFPs of `graphs` for every jet of `data`, row-major `[n_jets, graphs.len()]`, in
-/// parallel over jets.
+/// parallel over jets: the graphs compiled into one [`EfpProgram`] (every factor two graphs
+/// share computed once per jet; a composite graph is the product of its components'
+/// eliminations), one arena per worker.
 pub fn jet_efp_features(data: &JetNetData, graphs: &[Graph]) -> Result<Vec<f64>> {
-    let k_max = graphs
-        .iter()
-        .flat_map(|g| g.edges.chunk_by(|a, b| a == b).map(|c| c.len()))
-        .max()
-        .unwrap_or(1);
-    // A composite EFP is the product of its connected components: evaluate every distinct
-    // component once per jet (the 36 graphs with d ≤ 4 have 21 distinct ones).
-    let mut unique: Vec<Graph> = Vec::new();
-    let recipes: Vec<Vec<usize>> = graphs
-        .iter()
-        .map(|g| {
-            g.components()
-                .into_iter()
-                .map(|c| match unique.iter().position(|u| *u == c) {
-                    Some(k) => k,
-                    None => {
-                        unique.push(c);
-                        unique.len() - 1
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let program = EfpProgram::new(graphs)?;
+    let k_max = program.k_max();
+    let width = graphs.len();
     let rows: Vec<Result<Vec<f64>>> = data
         .particles
         .par_chunks_exact(data.n_particles * 4)
-        .map(|jet| {
+        .map_init(EfpArena::default, |arena, jet| {
             let angles = JetAngles::new(jet, 4, k_max);
-            let values = unique
-                .iter()
-                .map(|g| efp(g, &angles))
-                .collect::<Result<Vec<f64>>>()?;
-            Ok(recipes
-                .iter()
-                .map(|r| r.iter().map(|&k| values[k]).product())
-                .collect())
+            let mut values = vec![0.0; width];
+            program.eval(&angles, arena, &mut values)?;
+            Ok(values)
         })
         .collect();
     let mut out = Vec::with_capacity(data.n_jets * graphs.len());

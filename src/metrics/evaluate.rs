@@ -220,14 +220,36 @@ fn evaluate_jets(
     let done = timed("W1P", stage);
     let p = w1p(real, gen, &b)?.map(Metric::from);
     done(&mut timings);
+    // the full suite computes the 36 EFPs of FPD/KPD first and takes W1EFP's 5 from them
+    let efps = match cfg.full {
+        true => {
+            let done = timed("EFPs d≤4", stage);
+            let both = (fpd_kpd_features(real)?, fpd_kpd_features(gen)?);
+            done(&mut timings);
+            Some(both)
+        }
+        false => None,
+    };
     let done = timed("W1EFP", stage);
-    let e = w1efp(real, gen, &b)?.map(Metric::from);
+    let e = match &efps {
+        Some((fr, fg)) => {
+            let cols = crate::metrics::efp::columns_in_d4_set();
+            let five =
+                |f: &crate::metrics::fpd_kpd::Features| -> Vec<[f64; crate::metrics::efp::N_EFP]> {
+                    f.data
+                        .chunks_exact(f.dim)
+                        .map(|row| cols.map(|c| row[c]))
+                        .collect()
+                };
+            crate::metrics::w1::w1efp_of(&five(fr), &five(fg), &b)?
+        }
+        None => w1efp(real, gen, &b)?,
+    }
+    .map(Metric::from);
     done(&mut timings);
     let (mut fpd_v, mut kpd_v, mut cov, mut mmd) = (None, None, None, None);
-    if cfg.full {
-        let done = timed("EFPs d≤4", stage);
-        let (fr, fg) = normalise(&fpd_kpd_features(real)?, &fpd_kpd_features(gen)?)?;
-        done(&mut timings);
+    if let Some((fr, fg)) = &efps {
+        let (fr, fg) = normalise(fr, fg)?;
         let done = timed("FPD", stage);
         fpd_v = Some(fpd(&fr, &fg, &FpdConfig::jetnet(cfg.seed))?.into());
         done(&mut timings);

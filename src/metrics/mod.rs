@@ -2,6 +2,7 @@
 
 pub mod cov_mmd;
 pub mod efp;
+pub mod efp_plan;
 pub mod efpset;
 pub mod emd;
 pub mod evaluate;

@@ -204,6 +204,21 @@ pub fn w1efp(
         crate::metrics::efp::jet_efps(real),
         crate::metrics::efp::jet_efps(gen),
     );
+    w1efp_of(&er, &eg, b)
+}
+
+/// [`w1efp`] from the 5 EFPs of every real and generated jet (computed elsewhere, e.g. as
+/// columns of the 36 of FPD/KPD: [`crate::metrics::efp::columns_in_d4_set`]).
+pub fn w1efp_of(
+    er: &[[f64; crate::metrics::efp::N_EFP]],
+    eg: &[[f64; crate::metrics::efp::N_EFP]],
+    b: &Bootstrap,
+) -> Result<[W1Result; crate::metrics::efp::N_EFP]> {
+    if b.batches == 0 || b.batch_size == 0 || er.is_empty() || eg.is_empty() {
+        return Err(Error::invalid(
+            "W1EFP needs at least one batch of at least one jet, and non-empty samples",
+        ));
+    }
     let mut rng = Rng::new(b.seed);
     let mut per = vec![Vec::new(); crate::metrics::efp::N_EFP];
     for _ in 0..b.batches {
