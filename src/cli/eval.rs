@@ -55,6 +55,13 @@ fn read_jets(path: &std::path::Path, part: Part) -> Result<JetNetData> {
 
 /// Read both files, run the suite, print the table, write JSON and plots when asked.
 pub fn run(a: EvalArgs) -> Result<()> {
+    // The metrics run their GEMMs (FPD's covariances, KPD's kernels) inside rayon's parallel
+    // loops; matrixmultiply's own threads on top of those contend for the same cores
+    // (FPD 1.9 s → 0.95 s and KPD 1.3 s → 1.0 s at 40k × 40k on 2 cores without them).
+    // matrixmultiply reads this once, at its first use; a value the user set is kept.
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        std::env::set_var("MATMUL_NUM_THREADS", "1");
+    }
     let protocol = Protocol::parse(&a.protocol)?;
     if let Some(json) = &a.json {
         let mut inputs = vec![a.real.as_path()];
