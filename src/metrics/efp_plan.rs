@@ -326,23 +326,14 @@ impl EfpProgram {
                         }
                     }
                 }
-                Node::Contract2(g, w, h) => {
-                    let (g, w, h) = (src(g, m * m), src(w, m), src(h, m * m));
-                    let out = &mut dst[..m * m];
-                    out.fill(0.0);
-                    for j in 0..m {
-                        let hj = &h[j * m..(j + 1) * m];
-                        for i in 0..m {
-                            let gw = g[j * m + i] * w[j];
-                            if gw == 0.0 {
-                                continue;
-                            }
-                            for (o, &y) in out[i * m..(i + 1) * m].iter_mut().zip(hj) {
-                                *o += gw * y;
-                            }
-                        }
-                    }
-                }
+                Node::Contract2(g, w, h) => contract2(
+                    crate::simd::isa(),
+                    src(g, m * m),
+                    src(w, m),
+                    src(h, m * m),
+                    &mut dst[..m * m],
+                    m,
+                ),
                 Node::Sum(w) => dst[0] = src(w, m).iter().sum(),
             }
         }
@@ -353,6 +344,31 @@ impl EfpProgram {
                 .product();
         }
         Ok(())
+    }
+}
+
+crate::simd::dispatch! {
+    /// out_ix = Σ_j G_ji w_j H_jx for M × M `g`, `h` and M-vector `w` (the program's only
+    /// O(M³) step), on `isa`'s vector width.
+    fn contract2(isa: Isa, g: &[f64], w: &[f64], h: &[f64], out: &mut [f64], m: usize) = contract2_body;
+}
+
+/// [`contract2`]'s loop: rows of `out` accumulate rows of H scaled by G_ji w_j (an axpy
+/// over x that the compiler vectorises), skipping zero scales.
+#[inline(always)]
+fn contract2_body(g: &[f64], w: &[f64], h: &[f64], out: &mut [f64], m: usize) {
+    out.fill(0.0);
+    for j in 0..m {
+        let hj = &h[j * m..(j + 1) * m];
+        for i in 0..m {
+            let gw = g[j * m + i] * w[j];
+            if gw == 0.0 {
+                continue;
+            }
+            for (o, &y) in out[i * m..(i + 1) * m].iter_mut().zip(hj) {
+                *o += gw * y;
+            }
+        }
     }
 }
 
