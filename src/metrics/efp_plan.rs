@@ -282,61 +282,15 @@ impl EfpProgram {
             arena.values = vec![0.0; at];
             arena.m_cap = m;
         }
-        let cap = arena.m_cap;
-        let size = |k: &Kind| match k {
-            Kind::Scalar => 1,
-            Kind::Vector => cap,
-            Kind::Matrix { .. } => cap * cap,
-        };
-        for (id, node) in self.nodes.iter().enumerate() {
-            // operands precede their users: split the arena at this node's region
-            let (before, rest) = arena.values.split_at_mut(arena.offsets[id]);
-            let dst = &mut rest[..size(&self.kinds[id])];
-            let src = |a: usize, len: usize| &before[arena.offsets[a]..arena.offsets[a] + len];
-            match *node {
-                Node::Z => dst[..m].copy_from_slice(&jet.z),
-                Node::Theta(k) => dst[..m * m].copy_from_slice(&jet.theta_pow[k - 1]),
-                Node::VecMul(a, b) => {
-                    let (a, b) = (src(a, m), src(b, m));
-                    for ((o, x), y) in dst[..m].iter_mut().zip(a).zip(b) {
-                        *o = x * y;
-                    }
-                }
-                Node::MatMul(a, b) => {
-                    let (a, b) = (src(a, m * m), src(b, m * m));
-                    for ((o, x), y) in dst[..m * m].iter_mut().zip(a).zip(b) {
-                        *o = x * y;
-                    }
-                }
-                Node::Transpose(a) => {
-                    let a = src(a, m * m);
-                    for i in 0..m {
-                        for j in 0..m {
-                            dst[j * m + i] = a[i * m + j];
-                        }
-                    }
-                }
-                Node::Contract1(g, w) => {
-                    let (g, w) = (src(g, m * m), src(w, m));
-                    let out = &mut dst[..m];
-                    out.fill(0.0);
-                    for (j, &wj) in w.iter().enumerate() {
-                        for (o, &x) in out.iter_mut().zip(&g[j * m..(j + 1) * m]) {
-                            *o += wj * x;
-                        }
-                    }
-                }
-                Node::Contract2(g, w, h) => contract2(
-                    crate::simd::isa(),
-                    src(g, m * m),
-                    src(w, m),
-                    src(h, m * m),
-                    &mut dst[..m * m],
-                    m,
-                ),
-                Node::Sum(w) => dst[0] = src(w, m).iter().sum(),
-            }
-        }
+        run_nodes(
+            crate::simd::isa(),
+            &self.nodes,
+            &self.kinds,
+            &arena.offsets,
+            arena.m_cap,
+            &mut arena.values,
+            jet,
+        );
         for (o, scalars) in out.iter_mut().zip(&self.outputs) {
             *o = scalars
                 .iter()
@@ -348,15 +302,91 @@ impl EfpProgram {
 }
 
 crate::simd::dispatch! {
-    /// out_ix = Σ_j G_ji w_j H_jx for M × M `g`, `h` and M-vector `w` (the program's only
-    /// O(M³) step), on `isa`'s vector width.
-    fn contract2(isa: Isa, g: &[f64], w: &[f64], h: &[f64], out: &mut [f64], m: usize) = contract2_body;
+    /// Every node of a program in order, for one jet, into the arena `values` (regions at
+    /// `offsets`, sized for `cap` particles), on `isa`'s vector width.
+    fn run_nodes(
+        isa: Isa,
+        nodes: &[Node],
+        kinds: &[Kind],
+        offsets: &[usize],
+        cap: usize,
+        values: &mut [f64],
+        jet: &JetAngles,
+    ) = run_nodes_body;
 }
 
-/// [`contract2`]'s loop: rows of `out` accumulate rows of H scaled by G_ji w_j (an axpy
-/// over x that the compiler vectorises), skipping zero scales.
+/// [`run_nodes`]' loop: plain loops the compiler vectorises.
+#[inline(always)]
+fn run_nodes_body(
+    nodes: &[Node],
+    kinds: &[Kind],
+    offsets: &[usize],
+    cap: usize,
+    values: &mut [f64],
+    jet: &JetAngles,
+) {
+    let m = jet.m;
+    for (id, node) in nodes.iter().enumerate() {
+        let size = match kinds[id] {
+            Kind::Scalar => 1,
+            Kind::Vector => cap,
+            Kind::Matrix { .. } => cap * cap,
+        };
+        // operands precede their users: split the arena at this node's region
+        let (before, rest) = values.split_at_mut(offsets[id]);
+        let dst = &mut rest[..size];
+        let src = |a: usize, len: usize| &before[offsets[a]..offsets[a] + len];
+        match *node {
+            Node::Z => dst[..m].copy_from_slice(&jet.z),
+            Node::Theta(k) => dst[..m * m].copy_from_slice(&jet.theta_pow[k - 1]),
+            Node::VecMul(a, b) => {
+                let (a, b) = (src(a, m), src(b, m));
+                for ((o, x), y) in dst[..m].iter_mut().zip(a).zip(b) {
+                    *o = x * y;
+                }
+            }
+            Node::MatMul(a, b) => {
+                let (a, b) = (src(a, m * m), src(b, m * m));
+                for ((o, x), y) in dst[..m * m].iter_mut().zip(a).zip(b) {
+                    *o = x * y;
+                }
+            }
+            Node::Transpose(a) => {
+                let a = src(a, m * m);
+                for i in 0..m {
+                    for j in 0..m {
+                        dst[j * m + i] = a[i * m + j];
+                    }
+                }
+            }
+            Node::Contract1(g, w) => {
+                let (g, w) = (src(g, m * m), src(w, m));
+                let out = &mut dst[..m];
+                out.fill(0.0);
+                for (j, &wj) in w.iter().enumerate() {
+                    for (o, &x) in out.iter_mut().zip(&g[j * m..(j + 1) * m]) {
+                        *o += wj * x;
+                    }
+                }
+            }
+            Node::Contract2(g, w, h) => contract2_body(
+                src(g, m * m),
+                src(w, m),
+                src(h, m * m),
+                &mut dst[..m * m],
+                m,
+            ),
+            Node::Sum(w) => dst[0] = src(w, m).iter().sum(),
+        }
+    }
+}
+
+/// out_ix = Σ_j G_ji w_j H_jx for M × M `g`, `h` and M-vector `w` (the program's only O(M³)
+/// step).
 #[inline(always)]
 fn contract2_body(g: &[f64], w: &[f64], h: &[f64], out: &mut [f64], m: usize) {
+    // rows of `out` accumulate rows of H scaled by G_ji w_j: an axpy over x that the
+    // compiler vectorises, zero scales (the diagonal θ_jj = 0) skipped
     out.fill(0.0);
     for j in 0..m {
         let hj = &h[j * m..(j + 1) * m];
