@@ -332,21 +332,27 @@ impl KpdConfig {
     }
 }
 
-/// Σ_{i,j} (a_i·b_j/d + 1)⁴ over all pairs, minus the diagonal when `same`.
+/// Σ_{i,j} (a_i·b_j/d + 1)⁴ over all pairs; when `same` (b = a) over the pairs i ≠ j, as
+/// twice the sum over i < j (the kernel is symmetric: only the upper triangle is computed).
 fn kernel_sum(a: &[f64], b: &[f64], n: usize, d: usize, same: bool) -> f64 {
     const TILE: usize = 256;
     (0..n.div_ceil(TILE))
         .into_par_iter()
         .map(|t| {
             let (r0, r1) = (t * TILE, ((t + 1) * TILE).min(n));
-            let dots = a_bt(&a[r0 * d..r1 * d], r1 - r0, b, n, d);
+            // against itself, rows r0..r1 need only the columns from r0 on
+            let c0 = if same { r0 } else { 0 };
+            let cols = n - c0;
+            let dots = a_bt(&a[r0 * d..r1 * d], r1 - r0, &b[c0 * d..], cols, d);
             let kernel = |dot: f64| {
                 let v = dot / d as f64 + 1.0;
                 let v2 = v * v;
                 v2 * v2
             };
             let mut s = 0.0;
-            for (row, dots) in dots.chunks_exact(n).enumerate() {
+            for (row, dots) in dots.chunks_exact(cols).enumerate() {
+                // the columns right of the diagonal (i < j) when against itself
+                let dots = if same { &dots[row + 1..] } else { dots };
                 // four partial sums: one chain of dependent additions would cost an add's
                 // latency per element
                 let mut acc = [0f64; 4];
@@ -357,11 +363,13 @@ fn kernel_sum(a: &[f64], b: &[f64], n: usize, d: usize, same: bool) -> f64 {
                         acc[k] += kernel(q[k]);
                     }
                 }
-                // the diagonal of a sample against itself is left out
-                let diagonal = if same { kernel(dots[r0 + row]) } else { 0.0 };
-                s += (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail - diagonal;
+                s += (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
             }
-            s
+            if same {
+                2.0 * s
+            } else {
+                s
+            }
         })
         .sum()
 }
@@ -420,4 +428,49 @@ fn check(real: &Features, gen: &Features) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiled kernel sums (the self-sums from the upper triangle alone) against the
+    /// double loop over every pair, on sizes that cut the 256-row tiles unevenly.
+    #[test]
+    fn kernel_sums_equal_the_double_loop() {
+        let d = 5;
+        for n in [2usize, 7, 300, 513] {
+            let val = |i: usize| ((i * 7919) % 1000) as f64 / 1000.0 - 0.4;
+            let a: Vec<f64> = (0..n * d).map(val).collect();
+            let b: Vec<f64> = (0..n * d).map(|i| val(i + 17)).collect();
+            let k = |x: &[f64], y: &[f64]| {
+                let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+                (dot / d as f64 + 1.0).powi(4)
+            };
+            let (mut same, mut cross) = (0.0, 0.0);
+            for i in 0..n {
+                for j in 0..n {
+                    let (ai, aj, bj) = (&a[i * d..][..d], &a[j * d..][..d], &b[j * d..][..d]);
+                    if i != j {
+                        same += k(ai, aj);
+                    }
+                    cross += k(ai, bj);
+                }
+            }
+            let got = (
+                kernel_sum(&a, &a, n, d, true),
+                kernel_sum(&a, &b, n, d, false),
+            );
+            assert!(
+                (got.0 - same).abs() <= 1e-12 * same.abs(),
+                "n {n}: {} vs {same}",
+                got.0
+            );
+            assert!(
+                (got.1 - cross).abs() <= 1e-12 * cross.abs(),
+                "n {n}: {} vs {cross}",
+                got.1
+            );
+        }
+    }
 }
