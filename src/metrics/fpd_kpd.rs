@@ -154,7 +154,7 @@ pub fn mean_cov(x: &[f64], n: usize, d: usize) -> (Vec<f64>, DMatrix<f64>) {
 /// from 40,000 hold 40–65 % distinct ones: that much less GEMM.)
 pub fn mean_cov_rows(x: &[f64], d: usize, idx: &[usize]) -> (Vec<f64>, DMatrix<f64>) {
     let n = idx.len();
-    let rows = if d == 0 { 0 } else { x.len() / d };
+    let rows = x.len().checked_div(d).unwrap_or(0);
     let mut counts = vec![0u32; rows];
     for &i in idx {
         counts[i] += 1;
