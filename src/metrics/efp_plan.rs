@@ -25,7 +25,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
-use crate::metrics::efpset::{Graph, JetAngles};
+use crate::metrics::efpset::{take_min_degree, Graph, JetAngles};
 
 /// One operation of the program. Operands are node ids; a node's value is a scalar, an
 /// M-vector or an M × M matrix (row-major).
@@ -138,13 +138,7 @@ impl Builder {
         let mut alive: Vec<usize> = (0..g.n_vertices).collect();
         let mut scalars = Vec::new();
         while !alive.is_empty() {
-            let (pos, v) = alive
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by_key(|&(_, v)| neighbours(v, &factors).len())
-                .unwrap_or((0, 0));
-            alive.swap_remove(pos);
+            let v = take_min_degree(&mut alive, |v| neighbours(v, &factors).len());
             let mut w: Option<usize> = None;
             let mut pairs: Vec<(usize, usize)> = Vec::new();
             for f in std::mem::take(&mut factors) {

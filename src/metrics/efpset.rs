@@ -281,13 +281,7 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
                 })
                 .collect()
         };
-        let (pos, v) = alive
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by_key(|&(_, v)| neighbours(v, &factors).len())
-            .unwrap_or((0, 0));
-        alive.swap_remove(pos);
+        let v = take_min_degree(&mut alive, |v| neighbours(v, &factors).len());
         let mut w = vec![1.0; m];
         // pairwise factors oriented [v][other], merged per neighbour
         let mut pairs: Vec<(usize, Cow<[f64]>)> = Vec::new();
@@ -351,6 +345,20 @@ pub fn efp(g: &Graph, jet: &JetAngles) -> Result<f64> {
         }
     }
     Ok(result)
+}
+
+/// Removes from `alive` and returns the vertex of least `degree` (the first of equals, then
+/// `alive` reordered by `swap_remove`): the elimination order of [`efp`] and of the compiled
+/// [`EfpProgram`], one rule for both.
+pub(crate) fn take_min_degree(alive: &mut Vec<usize>, degree: impl Fn(usize) -> usize) -> usize {
+    let (pos, v) = alive
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|&(_, v)| degree(v))
+        .unwrap_or((0, 0));
+    alive.swap_remove(pos);
+    v
 }
 
 fn transpose(a: &[f64], m: usize) -> Vec<f64> {
