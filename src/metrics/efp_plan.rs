@@ -187,8 +187,8 @@ impl Builder {
     }
 }
 
-/// Per-worker buffers of [`EfpProgram::eval`]: one region per node, sized for the jets'
-/// largest M.
+/// Per-worker buffers of [`EfpProgram::eval`] for one program: one region per node of it,
+/// sized for the jets' largest M so far.
 #[derive(Debug, Default)]
 pub struct EfpArena {
     values: Vec<f64>,
@@ -228,16 +228,6 @@ impl EfpProgram {
     /// Highest edge multiplicity of the graphs: the θ powers a [`JetAngles`] must hold.
     pub fn k_max(&self) -> usize {
         self.k_max
-    }
-
-    /// Number of operations (nodes) of the program.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Whether the program has no operations (no graphs with vertices).
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// Number of M³ contractions per jet.

@@ -53,51 +53,6 @@ impl Graph {
         }
     }
 
-    /// The connected components, each relabelled to 0..k and canonical (the single vertex
-    /// for an edgeless graph).
-    pub fn components(&self) -> Vec<Graph> {
-        if self.edges.is_empty() {
-            return vec![Graph {
-                n_vertices: 1,
-                edges: Vec::new(),
-            }];
-        }
-        // union-find over the vertices
-        let mut parent: Vec<usize> = (0..self.n_vertices).collect();
-        fn root(p: &mut [usize], v: usize) -> usize {
-            let mut r = v;
-            while p[r] != r {
-                r = p[r];
-            }
-            p[v] = r;
-            r
-        }
-        for &(u, v) in &self.edges {
-            let (a, b) = (root(&mut parent, u), root(&mut parent, v));
-            parent[a] = b;
-        }
-        let mut groups: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-        for &(u, v) in &self.edges {
-            let r = root(&mut parent, u);
-            match groups.iter_mut().find(|(g, _)| *g == r) {
-                Some((_, e)) => e.push((u, v)),
-                None => groups.push((r, vec![(u, v)])),
-            }
-        }
-        groups
-            .into_iter()
-            .map(|(_, edges)| {
-                let mut verts: Vec<usize> = edges.iter().flat_map(|&(u, v)| [u, v]).collect();
-                verts.sort_unstable();
-                verts.dedup();
-                let local = |x: usize| verts.iter().position(|&w| w == x).unwrap_or(0);
-                let relabelled: Vec<(usize, usize)> =
-                    edges.iter().map(|&(u, v)| (local(u), local(v))).collect();
-                Graph::new(&relabelled).canonical()
-            })
-            .collect()
-    }
-
     /// Number of edges d (the EFP's degree in the angles).
     pub fn degree(&self) -> usize {
         self.edges.len()
