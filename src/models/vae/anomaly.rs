@@ -323,7 +323,7 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e.to_string()))?;
         let title = match models.len() {
             1 => format!("{} anomaly score: {score_name}", model.family()),
-            n => format!("ensemble of {n} anomaly score: {score_name}"),
+            n => format!("ensemble of {n} models, anomaly score: {score_name}"),
         };
         crate::plots::roc_plot(&dir.join("roc.png"), &title, &[(score_name, &report.roc)])?;
         let thin = |s: &[f64], m: &[f64]| -> Vec<(f64, f64)> {
