@@ -6,9 +6,11 @@
 use jetgen::autograd::CreateGraph;
 use jetgen::data::JetNetData;
 use jetgen::models::flow_data::Standardizer;
+use jetgen::models::vae::anomaly::ScoreBy;
 use jetgen::models::vae::data::{read_clouds, relative_clouds, Clouds, Representation};
 use jetgen::models::vae::loss::{jet_pt_mass, recon_per_jet, LossBatch, LossSpec};
 use jetgen::models::vae::network::{kl_per_dim, reparameterize};
+use jetgen::models::vae::sampling::{encode, latent_scores};
 use jetgen::models::vae::settings::{ReconLoss, VaeSettings};
 use jetgen::models::vae::{load_checkpoint, train_vae};
 use jetgen::nn::Ctx;
@@ -428,6 +430,20 @@ fn learned_prior(run: &std::path::Path) {
     );
     let plain = load_generator(run, Device::Cpu).unwrap();
     assert_ne!(g.generate(4, 2).unwrap(), plain.generate(4, 2).unwrap());
+    // the latent anomaly score takes the flow's density when the checkpoint has one
+    let (clouds, _) = sample_clouds(20, 30);
+    let by_flow = latent_scores(
+        &load_checkpoint(&with, Device::Cpu).unwrap(),
+        &clouds,
+        Device::Cpu,
+    );
+    let by_gauss = latent_scores(
+        &load_checkpoint(&run.join("checkpoint.safetensors"), Device::Cpu).unwrap(),
+        &clouds,
+        Device::Cpu,
+    );
+    let (by_flow, by_gauss) = (by_flow.unwrap(), by_gauss.unwrap());
+    assert!(by_flow.iter().all(|v| v.is_finite()) && by_flow != by_gauss);
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("latent_prior.json")).unwrap())
             .unwrap();
@@ -449,6 +465,7 @@ fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
         background: SAMPLE.into(),
         signal: "data/sample/t.hdf5".into(),
         score: None,
+        by: ScoreBy::Reconstruction,
         n: 300,
         plots: Some(plots.clone()),
         json: Some(json.clone()),
@@ -506,6 +523,33 @@ fn anomaly(run: &std::path::Path, dir: &std::path::Path) {
     args.score = Some(ReconLoss::Mse);
     args.plots = None;
     anomaly(&args).unwrap();
+    // by the code's density: an AE without a flow prior scores ½‖(μ(x) − m)/s‖², m and s its
+    // training codes' mean and spread
+    let m = load_checkpoint(&run.join("checkpoint.safetensors"), Device::Cpu).unwrap();
+    let (clouds, _) = sample_clouds(50, 30);
+    let (mu, _) = encode(&m, &clouds, Device::Cpu).unwrap();
+    let got = latent_scores(&m, &clouds, Device::Cpu).unwrap();
+    let l = m.vae.config.latent;
+    for (k, (code, &g)) in mu.chunks_exact(l).zip(&got).enumerate() {
+        let want: f64 = code
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| (((z - m.latent_mean[i]) / m.latent_std[i]) as f64).powi(2) / 2.0)
+            .sum();
+        assert!(
+            (g - want).abs() < 1e-4 * want.max(1.0),
+            "jet {k}: {g} vs {want}"
+        );
+    }
+    // both scores, standardised and averaged: a report that names them
+    args.by = ScoreBy::Both;
+    args.score = None;
+    anomaly(&args).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(args.json.as_ref().unwrap()).unwrap())
+            .unwrap();
+    assert!(j["score"].as_str().unwrap().contains("latent"), "{j}");
+    assert!((0.0..=1.0).contains(&j["auc"].as_f64().unwrap()), "{j}");
 }
 
 /// The EMD reconstruction's gradient (envelope theorem through the Sinkhorn op, the

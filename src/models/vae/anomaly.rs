@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::vae::checkpoint::{load_checkpoint, TrainedVae};
 use crate::models::vae::data::read_clouds;
-use crate::models::vae::sampling::recon_scores;
+use crate::models::vae::sampling::{latent_scores, recon_scores};
 use crate::models::vae::settings::ReconLoss;
 use crate::plots::style::{GEN, REAL};
 use crate::plots::{Binning, Roc, Series, XyPlot};
@@ -42,6 +42,12 @@ pub struct AnomalyArgs {
     /// chamfer-physics, sinkhorn)
     #[arg(long, value_enum)]
     pub score: Option<ReconLoss>,
+    /// What scores a jet: its reconstruction loss, the negative log-density of its code
+    /// under the model's prior (the learned flow prior of `jetgen latent` when the
+    /// checkpoint has one — pass that checkpoint as --model — else the Gaussian), or both
+    /// (each standardised over the background and averaged, as for an ensemble)
+    #[arg(long, value_enum, default_value_t = ScoreBy::Reconstruction)]
+    pub by: ScoreBy,
     /// Jets per sample (the first ones of each file)
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
@@ -59,6 +65,29 @@ pub struct AnomalyArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// What `jetgen anomaly` scores a jet by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreBy {
+    /// The reconstruction loss (z = μ).
+    #[value(alias = "recon")]
+    Reconstruction,
+    /// −ln p(z) of the code z = μ(x) under the prior ([`latent_scores`]).
+    Latent,
+    /// Both, standardised over the background and averaged.
+    Both,
+}
+
+impl ScoreBy {
+    /// The components a model contributes: (reconstruction, latent).
+    fn parts(self) -> (bool, bool) {
+        match self {
+            ScoreBy::Reconstruction => (true, false),
+            ScoreBy::Latent => (false, true),
+            ScoreBy::Both => (true, true),
+        }
+    }
 }
 
 /// The separation of signal from background by a score (higher = more anomalous).
@@ -214,7 +243,10 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     }
     let p = models[0].vae.config.particles;
     let representation = models[0].spec.representation;
-    let load = |path: &PathBuf| -> Result<(Vec<Vec<f64>>, Vec<f64>, Vec<usize>)> {
+    let (by_recon, by_latent) = args.by.parts();
+    // per sample: each component's scores and whether it is a loss (see [`Component`])
+    type Scored = (Vec<(Vec<f64>, bool)>, Vec<f64>, Vec<usize>);
+    let load = |path: &PathBuf| -> Result<Scored> {
         let (clouds, jets) = read_clouds(path, p)?;
         if clouds.representation != representation {
             return Err(Error::file(
@@ -257,25 +289,50 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
         };
         let idx = pool[..args.n.min(pool.len())].to_vec();
         let chosen = clouds.select(&idx);
-        let scores = models
-            .iter()
-            .map(|m| recon_scores(m, &chosen, device))
-            .collect::<Result<Vec<_>>>()?;
+        let mut scores = Vec::new();
+        for m in &models {
+            if by_recon {
+                scores.push((recon_scores(m, &chosen, device)?, true));
+            }
+            if by_latent {
+                scores.push((latent_scores(m, &chosen, device)?, false));
+            }
+        }
         let mass = idx.iter().map(|&i| jets.jet(i)[2] as f64).collect();
         Ok((scores, mass, idx))
     };
     let (bkg_each, bkg_mass, bkg_idx) = load(&args.background)?;
     let (sig_each, sig_mass, sig_idx) = load(&args.signal)?;
-    let (bkg, sig) = ensemble_scores(&bkg_each, &sig_each);
+    let parts: Vec<Component> = bkg_each
+        .into_iter()
+        .zip(sig_each)
+        .map(|((background, log), (signal, _))| Component {
+            background,
+            signal,
+            log,
+        })
+        .collect();
+    let (bkg, sig) = ensemble_scores(&parts);
     let model = &models[0];
     let report = AnomalyReport::new(&sig, &bkg, &sig_mass, &bkg_mass)?;
-    let score_name = model.spec.loss.name();
-    let scorer = match models.len() {
-        1 => format!("a {}", model.family()),
-        n => format!("an ensemble of {n} models (mean standardised log loss)"),
+    let prior = match model.prior {
+        Some(_) => "flow prior",
+        None => "Gaussian prior",
     };
+    let recon_name = model.spec.loss.name();
+    let score_name = match args.by {
+        ScoreBy::Reconstruction => recon_name.to_string(),
+        ScoreBy::Latent => format!("latent −ln p(z), {prior}"),
+        ScoreBy::Both => format!("{recon_name} + latent −ln p(z), {prior}"),
+    };
+    let scorer = match (models.len(), parts.len()) {
+        (1, 1) => format!("a {}", model.family()),
+        (1, _) => format!("a {} (mean standardised score)", model.family()),
+        (n, _) => format!("an ensemble of {n} models (mean standardised score)"),
+    };
+    let score_name = score_name.as_str();
     println!(
-        "anomaly score: {score_name} reconstruction loss of {scorer} ({} background, {} signal jets)",
+        "anomaly score: {score_name} of {scorer} ({} background, {} signal jets)",
         bkg.len(),
         sig.len()
     );
@@ -339,13 +396,14 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
             &XyPlot {
                 title: format!("{title} vs jet mass"),
                 xlabel: "jet mass [GeV]".into(),
-                ylabel: match models.len() {
-                    1 => format!("{score_name} reconstruction loss"),
-                    _ => format!("mean standardised ln {score_name} loss"),
+                ylabel: match (parts.len(), args.by) {
+                    (1, ScoreBy::Reconstruction) => format!("{score_name} reconstruction loss"),
+                    (1, _) => "−ln p(z) of the code".into(),
+                    _ => "mean standardised score".into(),
                 },
-                // the ensemble's score is a logarithm already, of either sign
-                y_scale: match models.len() {
-                    1 => crate::plots::Scale::Log,
+                // a lone loss is positive; a log-density or a combination is of either sign
+                y_scale: match (parts.len(), args.by) {
+                    (1, ScoreBy::Reconstruction) => crate::plots::Scale::Log,
                     _ => crate::plots::Scale::Linear,
                 },
                 ..Default::default()
@@ -384,20 +442,36 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The scores of an ensemble from each model's scores of the background and the signal
-/// jets (`[model][jet]`): one model's own scores; for several, per jet the mean over models
-/// of (ln s − μ)/σ, with μ and σ the mean and standard deviation of that model's ln s over
-/// the background jets (σ = 1 where it is 0; losses of 0 count as the smallest positive
-/// number).
-pub fn ensemble_scores(background: &[Vec<f64>], signal: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
-    if background.len() == 1 {
-        return (background[0].clone(), signal[0].clone());
+/// One part of an ensemble's score: one model's scores of the background and the signal
+/// jets, and whether they are a loss (combined as ln s) or already a log-density (combined
+/// as they are).
+pub struct Component {
+    pub background: Vec<f64>,
+    pub signal: Vec<f64>,
+    pub log: bool,
+}
+
+/// The combined score from its components: a lone component's own scores; for several, per
+/// jet the mean over components of (t − μ)/σ, with t = ln s for a loss (losses of 0 count as
+/// the smallest positive number) and t = s for a log-density, and μ, σ the mean and standard
+/// deviation of t over the background jets (σ = 1 where it is 0). No signal label is used.
+pub fn ensemble_scores(parts: &[Component]) -> (Vec<f64>, Vec<f64>) {
+    if let [one] = parts {
+        return (one.background.clone(), one.signal.clone());
     }
-    let ln = |v: &[f64]| -> Vec<f64> { v.iter().map(|&s| s.max(f64::MIN_POSITIVE).ln()).collect() };
-    let (mut bkg, mut sig) = (vec![0.0; background[0].len()], vec![0.0; signal[0].len()]);
-    let k = background.len() as f64;
-    for (b, s) in background.iter().zip(signal) {
-        let (lb, ls) = (ln(b), ln(s));
+    let (mut bkg, mut sig) = (
+        vec![0.0; parts[0].background.len()],
+        vec![0.0; parts[0].signal.len()],
+    );
+    let k = parts.len() as f64;
+    for part in parts {
+        let t = |v: &[f64]| -> Vec<f64> {
+            match part.log {
+                true => v.iter().map(|&s| s.max(f64::MIN_POSITIVE).ln()).collect(),
+                false => v.to_vec(),
+            }
+        };
+        let (lb, ls) = (t(&part.background), t(&part.signal));
         let n = lb.len().max(1) as f64;
         let mu = lb.iter().sum::<f64>() / n;
         let sd = (lb.iter().map(|x| (x - mu) * (x - mu)).sum::<f64>() / n).sqrt();
@@ -422,17 +496,39 @@ mod tests {
     #[test]
     fn ensemble_scores_average_the_standardised_logs() {
         let e = std::f64::consts::E;
-        let bkg = vec![vec![1.0, e * e], vec![1.0, e.powi(4)]];
-        let sig = vec![vec![e.powi(3)], vec![e.powi(6)]];
-        let (b, s) = ensemble_scores(&bkg, &sig);
+        let part = |background: Vec<f64>, signal: Vec<f64>, log| Component {
+            background,
+            signal,
+            log,
+        };
+        let parts = [
+            part(vec![1.0, e * e], vec![e.powi(3)], true),
+            part(vec![1.0, e.powi(4)], vec![e.powi(6)], true),
+        ];
+        let (b, s) = ensemble_scores(&parts);
         assert!(
             (b[0] + 1.0).abs() < 1e-12 && (b[1] - 1.0).abs() < 1e-12,
             "{b:?}"
         );
         assert!((s[0] - 2.0).abs() < 1e-12, "{s:?}");
         // one model: its own scores, untouched
-        let (b1, s1) = ensemble_scores(&bkg[..1], &sig[..1]);
-        assert_eq!((b1, s1), (bkg[0].clone(), sig[0].clone()));
+        let (b1, s1) = ensemble_scores(&parts[..1]);
+        assert_eq!(
+            (b1, s1),
+            (parts[0].background.clone(), parts[0].signal.clone())
+        );
+        // a log-density is standardised as it is: {−1, 3} (μ 1, σ 2) beside model A's
+        // losses, a signal density of 5 adds (5 − 1)/2 = 2 to A's 2
+        let mixed = [
+            part(vec![1.0, e * e], vec![e.powi(3)], true),
+            part(vec![-1.0, 3.0], vec![5.0], false),
+        ];
+        let (b2, s2) = ensemble_scores(&mixed);
+        assert!(
+            (b2[0] + 1.0).abs() < 1e-12 && (b2[1] - 1.0).abs() < 1e-12,
+            "{b2:?}"
+        );
+        assert!((s2[0] - 2.0).abs() < 1e-12, "{s2:?}");
     }
 
     /// A case worked by hand: signal {0.9, 0.8, 0.4}, background {0.7, 0.3, 0.2, 0.1}.

@@ -110,7 +110,9 @@ pub fn fit_prior(
     Ok((flow, nll))
 }
 
-fn standardise(codes: &mut [f32], m: &TrainedVae) {
+/// Codes `[n, L]` ← (z − m)/s with the training codes' mean m and spread s (the space the
+/// flow prior lives in).
+pub(super) fn standardise(codes: &mut [f32], m: &TrainedVae) {
     let l = m.latent_mean.len();
     for (k, v) in codes.iter_mut().enumerate() {
         *v = (*v - m.latent_mean[k % l]) / m.latent_std[k % l];

@@ -98,6 +98,36 @@ pub fn recon_scores(m: &TrainedVae, clouds: &Clouds, device: Device) -> Result<V
     Ok(scores)
 }
 
+/// The negative log-density of every jet's code z = μ(x) under the model's generation prior
+/// (the anomaly score of the latent space; higher = less typical), up to one constant per
+/// model: with a learned flow prior, −ln p_flow(ẑ) of the standardised code ẑ = (z − m)/s
+/// (m, s the training codes' mean and spread, as the flow was fitted); without one,
+/// ½‖z‖² for a VAE (N(0, I)) and ½‖ẑ‖² for an AE (the Gaussian of its training codes).
+pub fn latent_scores(m: &TrainedVae, clouds: &Clouds, device: Device) -> Result<Vec<f64>> {
+    let l = m.vae.config.latent;
+    let (mut z, _) = encode(m, clouds, device)?;
+    let standardised = m.prior.is_some() || !m.vae.config.variational;
+    if standardised {
+        super::prior::standardise(&mut z, m);
+    }
+    let Some(flow) = &m.prior else {
+        return Ok(z
+            .chunks_exact(l)
+            .map(|c| 0.5 * c.iter().map(|&v| (v as f64).powi(2)).sum::<f64>())
+            .collect());
+    };
+    let mut scores = Vec::with_capacity(clouds.n_jets);
+    for chunk in z.chunks(CHUNK * l) {
+        let ctx = Ctx::new(false, 0);
+        let zv = ctx
+            .tape
+            .constant(Tensor::from_slice(chunk, &[chunk.len() / l, l], device)?);
+        let lp = flow.log_prob(&ctx, &zv, None)?.value().to_vec_f64()?;
+        scores.extend(lp.iter().map(|&v| -v));
+    }
+    Ok(scores)
+}
+
 /// `n` codes `[n, L]` drawn from `prior` (seeded).
 pub fn sample_codes(
     m: &TrainedVae,
