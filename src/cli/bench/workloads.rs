@@ -906,6 +906,7 @@ impl VaeStep {
             spec,
             beta: 0.1,
             threshold: 0.0,
+            pt_sum: None,
             latent_mean: vec![0.0; 20],
             latent_std: vec![1.0; 20],
             prior: None,

@@ -15,7 +15,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::metrics::{evaluate, EvalConfig, Protocol};
 use crate::models::vae::checkpoint::TrainedVae;
-use crate::models::vae::data::{decoded_to_jetnet, Clouds};
+use crate::models::vae::data::Clouds;
 use crate::models::vae::sampling::{decode, encode, generate_jets, Prior};
 use crate::plots::style::PALETTE;
 use crate::plots::{Heatmap, LegendPos, Scale, Series, XyPlot};
@@ -74,8 +74,7 @@ pub fn write_analysis(
 ) -> Result<()> {
     let (mu, _) = encode(m, clouds, device)?;
     let rows = decode(m, &mu, device)?;
-    let p = m.vae.config.particles;
-    let recon = decoded_to_jetnet(&rows, p, m.spec.representation, m.threshold)?;
+    let recon = m.decoded_jets(&rows)?;
     let gauss = generate_jets(m, real.n_jets, seed ^ 0x5EED, Prior::Gaussian, device)?;
     let cfg = EvalConfig {
         w1_batch_size: Some(real.n_jets.min(10_000)),

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::flow::checkpoint::{config_from_json, config_to_json};
 use crate::models::flow::network::Flow;
 use crate::models::flow_data::Standardizer;
-use crate::models::vae::data::Representation;
+use crate::models::vae::data::{decoded_to_jetnet, Representation};
 use crate::models::vae::loss::{sinkhorn_config, LossSpec};
 use crate::models::vae::network::{JetVae, VaeConfig};
 use crate::models::vae::settings::{ChamferPadding, ReconLoss};
@@ -35,6 +36,11 @@ pub struct TrainedVae {
     pub beta: f64,
     /// pT below which a decoded particle is padding.
     pub threshold: f32,
+    /// Sinkhorn (EMD) models: the training jets' mean Σ pT_rel. The EMD sees only pT
+    /// *fractions*, so the decoder's pT scale is untrained; decoded jets are rescaled to this
+    /// sum over their kept particles ([`TrainedVae::decoded_jets`]). `None` for the other
+    /// losses (and checkpoints written before it existed).
+    pub pt_sum: Option<f32>,
     /// Mean and standard deviation of the training jets' codes (μ), per latent dimension.
     pub latent_mean: Vec<f32>,
     pub latent_std: Vec<f32>,
@@ -43,6 +49,36 @@ pub struct TrainedVae {
 }
 
 impl TrainedVae {
+    /// Decoded feature rows `[n, P, 3]` (representation units) as JetNet jets: particles
+    /// below the padding threshold dropped and, for an EMD model, each jet's kept pT_rel
+    /// scaled to sum to [`TrainedVae::pt_sum`] (its decoded fractions kept).
+    pub fn decoded_jets(&self, rows: &[f32]) -> Result<JetNetData> {
+        let p = self.vae.config.particles;
+        let representation = self.spec.representation;
+        let scaled;
+        let rows = match (self.pt_sum, representation) {
+            (Some(target), Representation::Relative) => {
+                let mut r = rows.to_vec();
+                let cut = self.threshold.max(f32::MIN_POSITIVE);
+                for jet in r.chunks_exact_mut(p * 3) {
+                    let kept = |row: &&mut [f32]| row[2] >= cut;
+                    let sum: f32 = jet.chunks_exact_mut(3).filter(kept).map(|row| row[2]).sum();
+                    if sum > 0.0 && sum.is_finite() {
+                        for row in jet.chunks_exact_mut(3).filter(kept) {
+                            // (a kept particle stays kept unless the scale is below 1 and
+                            // takes it under the cut: then it joins the padding)
+                            row[2] *= target / sum;
+                        }
+                    }
+                }
+                scaled = r;
+                &scaled[..]
+            }
+            _ => rows,
+        };
+        decoded_to_jetnet(rows, p, representation, self.threshold)
+    }
+
     /// `vae` or `ae`.
     pub fn family(&self) -> &'static str {
         if self.vae.config.variational {
@@ -66,6 +102,7 @@ fn spec_to_json(m: &TrainedVae, beta: f64) -> serde_json::Value {
         "epsilon": s.sinkhorn.epsilon, "eps_scaling": s.sinkhorn.scaling.unwrap_or(0.5),
         "sinkhorn_iters": s.sinkhorn.max_iters,
         "threshold": m.threshold,
+        "pt_sum": m.pt_sum,
     })
 }
 
@@ -243,6 +280,7 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
         spec,
         beta: f("beta")?,
         threshold: f("threshold")? as f32,
+        pt_sum: v["pt_sum"].as_f64().map(|s| s as f32),
         latent_mean,
         latent_std,
         prior,

@@ -63,6 +63,7 @@ pub fn write_bench_checkpoint(path: &Path, device: Device) -> Result<()> {
         spec,
         beta: settings.beta,
         threshold: 1e-4,
+        pt_sum: None,
         latent_mean: vec![0.0; 20],
         latent_std: vec![1.0; 20],
         prior: None,

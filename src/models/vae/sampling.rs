@@ -11,7 +11,7 @@ use crate::data::JetNetData;
 use crate::device::Device;
 use crate::error::Result;
 use crate::models::vae::checkpoint::{load_checkpoint, TrainedVae};
-use crate::models::vae::data::{decoded_to_jetnet, Clouds};
+use crate::models::vae::data::Clouds;
 use crate::models::vae::loss::{recon_per_jet, LossBatch};
 use crate::nn::Ctx;
 use crate::rng::Rng;
@@ -173,13 +173,7 @@ pub fn generate_jets(
     device: Device,
 ) -> Result<JetNetData> {
     let z = sample_codes(m, n.max(1), seed, prior, device)?;
-    let rows = decode(m, &z, device)?;
-    decoded_to_jetnet(
-        &rows,
-        m.vae.config.particles,
-        m.spec.representation,
-        m.threshold,
-    )
+    m.decoded_jets(&decode(m, &z, device)?)
 }
 
 /// A trained VAE or AE as a [`Generator`].

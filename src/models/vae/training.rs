@@ -15,7 +15,9 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::vae::analysis::{write_analysis, BetaPoint};
 use crate::models::vae::checkpoint::{save_with, TrainedVae, FAMILY_AE, FAMILY_VAE};
-use crate::models::vae::data::{fit_standardizer, padding_threshold, read_clouds, Clouds};
+use crate::models::vae::data::{
+    fit_standardizer, padding_threshold, read_clouds, Clouds, Representation,
+};
 use crate::models::vae::loss::{recon_per_jet, LossBatch, LossSpec};
 use crate::models::vae::network::{kl_per_dim, reparameterize, JetVae, VaeConfig};
 use crate::models::vae::sampling::{encode, VaeGenerator, CHUNK};
@@ -237,6 +239,21 @@ pub fn calibrate_threshold(path: &Path, clouds: &Clouds, device: Device) -> Resu
         0.5 * (pts[k - 1] + pts[k])
     };
     m.threshold = tau.max(0.0);
+    if m.spec.loss == ReconLoss::Sinkhorn && clouds.representation == Representation::Relative {
+        // the EMD trains only the pT fractions: generation takes its pT scale from the data
+        let p3 = clouds.n_particles * 3;
+        let sums = clouds
+            .features
+            .chunks_exact(p3)
+            .zip(clouds.mask.chunks_exact(p3 / 3));
+        let total: f64 = sums
+            .map(|(jet, mask)| {
+                let real = jet.chunks_exact(3).zip(mask).filter(|(_, &v)| v != 0.0);
+                real.map(|(r, _)| r[2] as f64).sum::<f64>()
+            })
+            .sum();
+        m.pt_sum = Some((total / clouds.n_jets.max(1) as f64) as f32);
+    }
     crate::models::vae::checkpoint::save_checkpoint(path, &m)?;
     Ok(m.threshold)
 }
@@ -392,6 +409,7 @@ pub fn train_vae(
         spec,
         beta: settings.beta,
         threshold: padding_threshold(&train),
+        pt_sum: None,
         latent_mean: vec![0.0; l],
         latent_std: vec![1.0; l],
         prior: None,
