@@ -10,8 +10,9 @@
 //! *lower bound*. For a 1-Lipschitz function f on the (η, φ) plane with |f| ≤ 1, the dual
 //! of the jet EMD (the extra particle is at cost 1 from everything, so potential 0 there
 //! is feasible) gives EMD(x, y) ≥ |Σ_i pT_i f(x_i) − Σ_j pT'_j f(y_j)|. With a fixed set
-//! of such f — 1, clip(η), clip(φ), clip((η ± φ)/√2), 1 − min(r, 2) about the axis and four
-//! offset centres — each jet gets an embedding Φ ∈ ℝ¹⁰ (Φ_f = Σ pT f), and
+//! of such f — 1, clipped projections on 8 directions, cones max(0, ρ − r) about the axis
+//! and bumps 1 − min(r, 2) about 9 centres ([`embed`]) — each jet gets an embedding
+//! Φ ∈ ℝ²² (Φ_f = Σ pT f), and
 //! LB(x, y) = ‖Φ(x) − Φ(y)‖_∞ ≤ EMD(x, y). Training jets are visited in increasing LB and
 //! the exact EMD is solved for each until the next LB reaches the best EMD found — then
 //! the minimum is *certified* exact — or until `max_candidates` EMDs were solved, when the
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::metrics::emd::{jet_emd, jet_particles, Particle};
 
 /// Dimension of the lower-bound embedding Φ.
-pub const EMBED_DIM: usize = 10;
+pub const EMBED_DIM: usize = 1 + DIRECTIONS.len() + CONES.len() + BUMPS.len();
 
 /// Settings of the search.
 #[derive(Clone, Copy, Debug)]
@@ -65,31 +66,74 @@ pub struct Memorisation {
     pub seconds: f64,
 }
 
-/// The embedding Φ of one jet (rows [η, φ, pT, …] of `stride` values; pT ≤ 0 ignored).
+/// The embedding Φ of one jet (rows [η, φ, pT, …] of `stride` values; pT ≤ 0 ignored):
+/// Φ_f = Σ pT f(η, φ) for the test functions f of [`test_functions`].
 pub fn embed(rows: &[f32], stride: usize) -> [f64; EMBED_DIM] {
-    let clip = |v: f64| v.clamp(-1.0, 1.0);
-    let bump = |e: f64, p: f64, (ce, cp): (f64, f64)| 1.0 - (e - ce).hypot(p - cp).min(2.0);
-    let s = std::f64::consts::FRAC_1_SQRT_2;
     let mut phi = [0f64; EMBED_DIM];
     for r in rows.chunks_exact(stride).filter(|r| r[2] > 0.0) {
-        let (e, p, w) = (r[0] as f64, r[1] as f64, r[2] as f64);
-        let f = [
-            1.0,
-            clip(e),
-            clip(p),
-            clip((e + p) * s),
-            clip((e - p) * s),
-            bump(e, p, (0.0, 0.0)),
-            bump(e, p, (0.2, 0.0)),
-            bump(e, p, (-0.2, 0.0)),
-            bump(e, p, (0.0, 0.2)),
-            bump(e, p, (0.0, -0.2)),
-        ];
-        for (acc, v) in phi.iter_mut().zip(f) {
+        let w = r[2] as f64;
+        for (acc, v) in phi.iter_mut().zip(test_functions(r[0] as f64, r[1] as f64)) {
             *acc += w * v;
         }
     }
     phi
+}
+
+/// The unit directions of the linear test functions: 8 angles, 22.5° apart.
+const DIRECTIONS: [(f64, f64); 8] = [
+    (1.0, 0.0),
+    (0.923_879_532_511_286_7, 0.382_683_432_365_089_8),
+    (
+        std::f64::consts::FRAC_1_SQRT_2,
+        std::f64::consts::FRAC_1_SQRT_2,
+    ),
+    (0.382_683_432_365_089_8, 0.923_879_532_511_286_7),
+    (0.0, 1.0),
+    (-0.382_683_432_365_089_8, 0.923_879_532_511_286_7),
+    (
+        -std::f64::consts::FRAC_1_SQRT_2,
+        std::f64::consts::FRAC_1_SQRT_2,
+    ),
+    (-0.923_879_532_511_286_7, 0.382_683_432_365_089_8),
+];
+
+/// Radii of the cones max(0, ρ − r) about the jet axis.
+const CONES: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
+
+/// Centres of the bumps 1 − min(r, 2).
+const BUMPS: [(f64, f64); 9] = [
+    (0.0, 0.0),
+    (0.2, 0.0),
+    (-0.2, 0.0),
+    (0.0, 0.2),
+    (0.0, -0.2),
+    (0.1, 0.1),
+    (0.1, -0.1),
+    (-0.1, 0.1),
+    (-0.1, -0.1),
+];
+
+/// The test functions at (η, φ), each 1-Lipschitz with |f| ≤ 1: the constant 1, the
+/// clipped projections clip(u·(η, φ)) on [`DIRECTIONS`], the cones of [`CONES`] and the
+/// bumps of [`BUMPS`] (r the distance to the axis or the bump's centre).
+fn test_functions(e: f64, p: f64) -> [f64; EMBED_DIM] {
+    let mut f = [0f64; EMBED_DIM];
+    f[0] = 1.0;
+    let mut k = 1;
+    for (a, b) in DIRECTIONS {
+        f[k] = (a * e + b * p).clamp(-1.0, 1.0);
+        k += 1;
+    }
+    let r = e.hypot(p);
+    for rho in CONES {
+        f[k] = (rho - r).max(0.0);
+        k += 1;
+    }
+    for (ce, cp) in BUMPS {
+        f[k] = 1.0 - (e - ce).hypot(p - cp).min(2.0);
+        k += 1;
+    }
+    f
 }
 
 /// ‖Φ(x) − Φ(y)‖_∞, a lower bound of EMD(x, y).
