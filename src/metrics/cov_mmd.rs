@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use crate::data::JetNetData;
 use crate::error::{Error, Result};
 use crate::metrics::emd::{jet_emd, jet_particles, Particle};
-use crate::metrics::memorisation::{embed, lower_bound, EMBED_DIM};
+use crate::metrics::memorisation::{beyond, embed, lower_bound, pair_bound, EMBED_DIM};
 use crate::metrics::w1::W1Result;
 use crate::rng::Rng;
 
@@ -120,33 +120,6 @@ pub fn cov_mmd(real: &JetNetData, gen: &JetNetData, cfg: &CovMmdConfig) -> Resul
         cov: crate::metrics::w1::mean_std(&covs),
         mmd: crate::metrics::w1::mean_std(&mmds),
     })
-}
-
-/// A skipped pair's LB must exceed the best EMD by this much relative to (1 + best): the
-/// bound holds exactly, its rounding and the EMD's do not (the bound's test allows 10⁻¹²).
-const SLACK: f64 = 1e-9;
-
-/// Whether a pair with lower bound `lb` can be skipped against the best EMD `best` so far.
-fn beyond(lb: f64, best: f64) -> bool {
-    lb - best > SLACK * (1.0 + best)
-}
-
-/// A tighter lower bound of EMD(x, y) for one pair, tried before solving it: with the test
-/// function f(z) = min(1, dist(z, y's particles)) (1-Lipschitz, 0 ≤ f ≤ 1, zero on y),
-/// EMD(x, y) ≥ Σ_i pT_i f(x_i), and symmetrically; the larger of the two sides.
-fn pair_bound(x: &[Particle], y: &[Particle]) -> f64 {
-    let side = |a: &[Particle], b: &[Particle]| -> f64 {
-        a.iter()
-            .map(|p| {
-                let d2 = b.iter().fold(f64::INFINITY, |m, q| {
-                    let (de, dp) = (p.eta - q.eta, p.phi - q.phi);
-                    m.min(de * de + dp * dp)
-                });
-                p.pt * d2.sqrt().min(1.0)
-            })
-            .sum()
-    };
-    side(x, y).max(side(y, x))
 }
 
 /// Indices `0..lbs.len()` in increasing `lbs` (ties by index).

@@ -15,8 +15,9 @@
 //! Φ ∈ ℝ²² (Φ_f = Σ pT f), and
 //! LB(x, y) = ‖Φ(x) − Φ(y)‖_∞ ≤ EMD(x, y). Training jets are visited in increasing LB and
 //! the exact EMD is solved for each until the next LB reaches the best EMD found — then
-//! the minimum is *certified* exact — or until `max_candidates` EMDs were solved, when the
-//! best found is an upper bound and the jet is counted as not certified.
+//! the minimum is *certified* exact — or until `max_candidates` candidates were visited, when
+//! the best found is an upper bound and the jet is counted as not certified. A candidate
+//! whose tighter pair bound ([`pair_bound`]) already exceeds the best is passed over unsolved.
 
 use std::time::Instant;
 
@@ -32,7 +33,7 @@ pub const EMBED_DIM: usize = 1 + DIRECTIONS.len() + CONES.len() + BUMPS.len();
 /// Settings of the search.
 #[derive(Clone, Copy, Debug)]
 pub struct MemorisationConfig {
-    /// Most exact EMDs solved per jet.
+    /// Most candidates visited per jet (so at most this many exact EMDs solved).
     pub max_candidates: usize,
 }
 
@@ -144,6 +145,33 @@ pub fn lower_bound(a: &[f64; EMBED_DIM], b: &[f64; EMBED_DIM]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// A skipped pair's LB must exceed the best EMD by this much relative to (1 + best): the
+/// bound holds exactly, its rounding and the EMD's do not (the bound's test allows 10⁻¹²).
+pub const SLACK: f64 = 1e-9;
+
+/// Whether a pair with lower bound `lb` can be skipped against the best EMD `best` so far.
+pub fn beyond(lb: f64, best: f64) -> bool {
+    lb - best > SLACK * (1.0 + best)
+}
+
+/// A tighter lower bound of EMD(x, y) for one pair, tried before solving it: with the test
+/// function f(z) = min(1, dist(z, y's particles)) (1-Lipschitz, 0 ≤ f ≤ 1, zero on y),
+/// EMD(x, y) ≥ Σ_i pT_i f(x_i), and symmetrically; the larger of the two sides.
+pub fn pair_bound(x: &[Particle], y: &[Particle]) -> f64 {
+    let side = |a: &[Particle], b: &[Particle]| -> f64 {
+        a.iter()
+            .map(|p| {
+                let d2 = b.iter().fold(f64::INFINITY, |m, q| {
+                    let (de, dp) = (p.eta - q.eta, p.phi - q.phi);
+                    m.min(de * de + dp * dp)
+                });
+                p.pt * d2.sqrt().min(1.0)
+            })
+            .sum()
+    };
+    side(x, y).max(side(y, x))
+}
+
 /// Training jets prepared for nearest-EMD queries.
 pub struct TrainIndex {
     particles: Vec<Vec<Particle>>,
@@ -216,6 +244,9 @@ impl TrainIndex {
         for &(lb, i) in &order {
             if lb >= best {
                 return Ok((best, arg, true, solved));
+            }
+            if beyond(pair_bound(&x, &self.particles[i]), best) {
+                continue; // (it cannot be strictly nearer)
             }
             let d = jet_emd(&x, &self.particles[i])?;
             solved += 1;
