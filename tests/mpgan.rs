@@ -754,3 +754,19 @@ fn mp_layer_matches_pytorch() {
         );
     }
 }
+
+/// `jetgen bench generate`'s MPGAN model: MPGAN's sizes, loads as a GAN and generates full
+/// 30-particle jets.
+#[test]
+fn the_bench_mpgan_checkpoint_loads_and_generates_full_jets() {
+    let dir = std::env::temp_dir().join(format!("jetgen-mpgan-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ckpt = dir.join("checkpoint.safetensors");
+    jetgen::models::gan::particle_model::write_bench_checkpoint(&ckpt, Device::Cpu).unwrap();
+    let g = jetgen::runs::load_generator(&ckpt, Device::Cpu).unwrap();
+    assert_eq!((g.family(), g.variant().as_str()), ("gan", "mp-mp-ls"));
+    let jets = g.generate(4, 1).unwrap();
+    assert_eq!((jets.n_jets, jets.n_particles), (4, 30));
+    assert!((0..4).all(|i| jets.multiplicity(i) == 30));
+    std::fs::remove_dir_all(&dir).ok();
+}

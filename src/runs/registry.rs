@@ -27,10 +27,15 @@ pub struct Family {
     pub train: fn(&ArgMatches) -> Result<RunReport>,
     /// Loads a checkpoint of this family.
     pub load: fn(&Path, Device) -> Result<Box<dyn Generator>>,
-    /// Writes the checkpoint of the family's (untrained) benchmark model.
-    pub bench_model: fn(&Path, Device) -> Result<()>,
-    /// What that model is, for the bench table.
-    pub bench_model_name: &'static str,
+    /// The family's benchmark models (`jetgen bench generate`).
+    pub bench_models: &'static [BenchModel],
+}
+
+/// A benchmark model of a family: what it is, for the bench table, and how to write its
+/// (untrained) checkpoint.
+pub struct BenchModel {
+    pub name: &'static str,
+    pub write: fn(&Path, Device) -> Result<()>,
 }
 
 /// Every family; the first is `jetgen train`'s default.
@@ -44,8 +49,10 @@ pub const FAMILIES: &[Family] = &[Family {
         })
     },
     load: |path, device| Ok(Box::new(flow::FlowGenerator::load(path, device)?)),
-    bench_model: flow::checkpoint::write_bench_checkpoint,
-    bench_model_name: "10-layer RQS flow",
+    bench_models: &[BenchModel {
+        name: "10-layer RQS flow",
+        write: flow::checkpoint::write_bench_checkpoint,
+    }],
 }, Family {
     name: library::FAMILY,
     about: "The library generator: the nearest training jet in mass/pT/multiplicity (k = 1), or an optimal-transport interpolation between the k nearest",
@@ -58,8 +65,10 @@ pub const FAMILIES: &[Family] = &[Family {
         )
     },
     load: |path, _device| Ok(Box::new(library::LibraryGenerator::load(path)?)),
-    bench_model: library::checkpoint::write_bench_checkpoint,
-    bench_model_name: "k = 2 library of 20k jets",
+    bench_models: &[BenchModel {
+        name: "k = 2 library of 20k jets",
+        write: library::checkpoint::write_bench_checkpoint,
+    }],
 }, Family {
     name: gan::FAMILY,
     about: "A GAN on particle clouds: FC generator and critic with the LSGAN, WGAN-GP or CramerGAN loss",
@@ -68,8 +77,16 @@ pub const FAMILIES: &[Family] = &[Family {
         train_from_matches::<gan::GanSettings>(m, gan::GanSettings::describe, gan::train_gan)
     },
     load: |path, device| Ok(Box::new(gan::GanGenerator::load(path, device)?)),
-    bench_model: gan::checkpoint::write_bench_checkpoint,
-    bench_model_name: "FC GAN generator (latent 128, 3×256)",
+    bench_models: &[
+        BenchModel {
+            name: "FC GAN generator (latent 128, 3×256)",
+            write: gan::checkpoint::write_bench_checkpoint,
+        },
+        BenchModel {
+            name: "MPGAN generator (args.txt: 2 MP layers, node 32, edge 96-160-192, node 256-256)",
+            write: gan::particle_model::write_bench_checkpoint,
+        },
+    ],
 }, Family {
     name: fm::FAMILY,
     about: "Flow matching with an EPiC (permutation-equivariant deep-sets) velocity network; optional mini-batch OT coupling and mass conditioning",
@@ -80,24 +97,30 @@ pub const FAMILIES: &[Family] = &[Family {
     },
     train: |m| train_from_matches::<fm::FmSettings>(m, fm::FmSettings::describe, fm::train_fm),
     load: |path, device| Ok(Box::new(fm::FmGenerator::load(path, device)?)),
-    bench_model: fm::write_bench_checkpoint,
-    bench_model_name: "EPiC-FM 6×128, global 10 (midpoint 10, NFE 20)",
+    bench_models: &[BenchModel {
+        name: "EPiC-FM 6×128, global 10 (midpoint 10, NFE 20)",
+        write: fm::write_bench_checkpoint,
+    }],
 }, Family {
     name: vae::FAMILY_VAE,
     about: "A jet VAE (MSE, Chamfer, Chamfer + jet pT/mass or Sinkhorn-EMD reconstruction; Cartesian or relative particles)",
     train_args: <vae::VaeSettings as clap::Args>::augment_args,
     train: |m| vae::train_from_matches(m, true),
     load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
-    bench_model: vae::write_bench_checkpoint,
-    bench_model_name: "VAE 90-512-256-20",
+    bench_models: &[BenchModel {
+        name: "VAE 90-512-256-20",
+        write: vae::write_bench_checkpoint,
+    }],
 }, Family {
     name: vae::FAMILY_AE,
     about: "A jet autoencoder (the VAE's networks without sampling; anomaly detection with `jetgen anomaly`)",
     train_args: <vae::VaeSettings as clap::Args>::augment_args,
     train: |m| vae::train_from_matches(m, false),
     load: |path, device| Ok(Box::new(vae::VaeGenerator::load(path, device)?)),
-    bench_model: vae::write_bench_checkpoint,
-    bench_model_name: "VAE 90-512-256-20",
+    bench_models: &[BenchModel {
+        name: "VAE 90-512-256-20",
+        write: vae::write_bench_checkpoint,
+    }],
 }];
 
 /// The family called `name`.

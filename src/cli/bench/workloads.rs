@@ -730,24 +730,24 @@ pub fn flow_step_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
 pub fn generation_suite(device: Device, iters: usize) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for family in jetgen::runs::registry::FAMILIES {
-        rows.extend(generation_rows(family, device, iters)?);
+        for model in family.bench_models {
+            rows.extend(generation_rows(family.name, model, device, iters)?);
+        }
     }
     Ok(rows)
 }
 
 fn generation_rows(
-    family: &jetgen::runs::registry::Family,
+    family: &str,
+    bench: &jetgen::runs::registry::BenchModel,
     device: Device,
     iters: usize,
 ) -> Result<Vec<BenchRow>> {
-    let dir = std::env::temp_dir().join(format!(
-        "jetgen-bench-gen-{}-{}",
-        family.name,
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("jetgen-bench-gen-{family}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let ckpt = dir.join("checkpoint.safetensors");
-    (family.bench_model)(&ckpt, device)?;
+    (bench.write)(&ckpt, device)?;
     let model = jetgen::runs::load_generator(&ckpt, device)?;
     let p = model.particles();
     let path = std::ffi::CString::new(ckpt.to_string_lossy().as_bytes())
@@ -820,7 +820,7 @@ fn generation_rows(
     result?;
     rust_t.sort_by(f64::total_cmp);
     c_t.sort_by(f64::total_cmp);
-    let what = format!("generate 10k jets, {}", family.bench_model_name);
+    let what = format!("generate 10k jets, {}", bench.name);
     Ok(vec![
         row(&format!("{what}, Rust API"), device, &rust_t, None),
         row(&format!("{what}, C API"), device, &c_t, None),

@@ -234,6 +234,29 @@ pub fn save_particle_gan(path: &Path, m: &TrainedParticleGan) -> Result<()> {
     store::save_tensors(path, &tensors, &meta)
 }
 
+/// Writes the (untrained) MPGAN generator of `jetgen bench generate`: MPGAN's `args.txt`
+/// sizes (2 message-passing layers, 32 node features, edge MLP 96-160-192, node MLP
+/// 256-256, noise σ 0.2) and every jet at the full 30 particles (the most work per jet).
+pub fn write_bench_checkpoint(path: &Path, device: Device) -> Result<()> {
+    let mut counts = vec![0f32; 31];
+    counts[30] = 1.0;
+    let m = TrainedParticleGan::new(
+        &MpConfig {
+            node_features: 32,
+            edge: vec![96, 160, 192],
+            node: vec![256, 256],
+            iters: 2,
+        },
+        None,
+        Multiplicity { counts },
+        0.2,
+        "mp-mp-ls".into(),
+        &mut Rng::new(1),
+        device,
+    )?;
+    save_particle_gan(path, &m)
+}
+
 /// Whether a checkpoint's metadata says particle layout.
 pub fn is_particle_checkpoint(meta: &HashMap<String, String>) -> bool {
     meta.get("layout").map(String::as_str) == Some("particles")
