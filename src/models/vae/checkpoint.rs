@@ -55,28 +55,30 @@ impl TrainedVae {
     pub fn decoded_jets(&self, rows: &[f32]) -> Result<JetNetData> {
         let p = self.vae.config.particles;
         let representation = self.spec.representation;
-        let scaled;
-        let rows = match (self.pt_sum, representation) {
-            (Some(target), Representation::Relative) => {
-                let mut r = rows.to_vec();
-                let cut = self.threshold.max(f32::MIN_POSITIVE);
-                for jet in r.chunks_exact_mut(p * 3) {
-                    let kept = |row: &&mut [f32]| row[2] >= cut;
-                    let sum: f32 = jet.chunks_exact_mut(3).filter(kept).map(|row| row[2]).sum();
-                    if sum > 0.0 && sum.is_finite() {
-                        for row in jet.chunks_exact_mut(3).filter(kept) {
-                            // (a kept particle stays kept unless the scale is below 1 and
-                            // takes it under the cut: then it joins the padding)
-                            row[2] *= target / sum;
-                        }
-                    }
-                }
-                scaled = r;
-                &scaled[..]
-            }
-            _ => rows,
+        let Some(target) = self
+            .pt_sum
+            .filter(|_| representation == Representation::Relative)
+        else {
+            return decoded_to_jetnet(rows, p, representation, self.threshold);
         };
-        decoded_to_jetnet(rows, p, representation, self.threshold)
+        // the cut on the decoded pT (the scale the threshold was calibrated on): rows under it
+        // become padding, the rest are scaled, and no second cut follows
+        let cut = self.threshold.max(f32::MIN_POSITIVE);
+        let mut r = rows.to_vec();
+        for jet in r.chunks_exact_mut(p * 3) {
+            for row in jet
+                .chunks_exact_mut(3)
+                .filter(|row| row[2].is_nan() || row[2] < cut)
+            {
+                row.fill(0.0);
+            }
+            let sum: f32 = jet.chunks_exact(3).map(|row| row[2]).sum();
+            if sum > 0.0 && sum.is_finite() {
+                jet.chunks_exact_mut(3)
+                    .for_each(|row| row[2] *= target / sum);
+            }
+        }
+        decoded_to_jetnet(&r, p, representation, f32::MIN_POSITIVE)
     }
 
     /// `vae` or `ae`.
