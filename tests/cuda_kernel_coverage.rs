@@ -603,6 +603,80 @@ fn message_cases(gpu: Device) {
     }
 }
 
+/// The fused edge network (`kernels/edge_mlp.cu` around cuBLAS) against the CPU twin: value
+/// and every gradient, with and without dropout (the same units dropped on both devices),
+/// jets with no real sender, one-particle jets, padded senders holding NaN, odd widths, and
+/// a batch that spans two CUDA chunks.
+fn edge_mlp_cases(gpu: Device) {
+    use jetgen::ops::edge_mlp::cuda::CUDA_CHUNK_ROWS;
+    use jetgen::ops::edge_mlp::{edge_mlp_backward, edge_mlp_forward, EdgeDropout};
+    for (b, n, widths) in [
+        (0usize, 3usize, vec![4usize, 5]),
+        (1, 1, vec![3, 2]),
+        (5, 7, vec![5, 7, 6]),
+        (3, 30, vec![9, 11, 13, 3]),
+        // two chunks: 19 full jets reach CUDA_CHUNK_ROWS, the 20th is the second chunk
+        (20, 30, vec![3, 4]),
+    ] {
+        assert!(b * n * n < 2 * CUDA_CHUNK_ROWS + 900);
+        let mut rng = Rng::new((b * 131 + n * 17 + widths.len()) as u64);
+        let h0 = widths[0];
+        let a = normal(&mut rng, &[b, n, h0], 1.0);
+        // padded senders: jet 0 has none real (when b > 1), then every fourth particle
+        let mv: Vec<f32> = (0..b * n)
+            .map(|k| {
+                if (b > 1 && k < n) || (n > 1 && k % 4 == 3) {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut cv = normal(&mut rng, &[b, n, h0], 1.0).to_vec_f64().unwrap();
+        for (k, &m) in mv.iter().enumerate() {
+            if m == 0.0 {
+                cv[k * h0] = f64::NAN; // a padded sender's value never reaches the output
+            }
+        }
+        let cv: Vec<f32> = cv.iter().map(|&v| v as f32).collect();
+        let c = Tensor::from_slice(&cv, &[b, n, h0], Device::Cpu).unwrap();
+        let mask = Tensor::from_slice(&mv, &[b, n], Device::Cpu).unwrap();
+        let layers: Vec<(Tensor, Tensor)> = widths
+            .windows(2)
+            .map(|w| {
+                (
+                    normal(&mut rng, &[w[1], w[0]], 0.6),
+                    normal(&mut rng, &[w[1]], 0.3),
+                )
+            })
+            .collect();
+        let hl = *widths.last().unwrap();
+        let g = normal(&mut rng, &[b, n, hl], 1.0);
+        let to = |t: &Tensor| t.to_device(gpu).unwrap();
+        let (ad, cd, maskd, gd) = (to(&a), to(&c), to(&mask), to(&g));
+        let layers_d: Vec<(Tensor, Tensor)> =
+            layers.iter().map(|(w, bb)| (to(w), to(bb))).collect();
+        let host: Vec<(&Tensor, &Tensor)> = layers.iter().map(|(w, bb)| (w, bb)).collect();
+        let dev: Vec<(&Tensor, &Tensor)> = layers_d.iter().map(|(w, bb)| (w, bb)).collect();
+        for drop in [None, Some(EdgeDropout { p: 0.3, seed: 77 })] {
+            let what = format!("edge_mlp b{b} n{n} widths {widths:?} dropout {drop:?}");
+            same(
+                &edge_mlp_forward(&ad, &cd, &dev, &maskd, 0.2, drop).unwrap(),
+                &edge_mlp_forward(&a, &c, &host, &mask, 0.2, drop).unwrap(),
+                1e-5,
+                1e-5,
+                &format!("{what} value"),
+            );
+            let gh = edge_mlp_backward(&a, &c, &host, &mask, 0.2, drop, &g).unwrap();
+            let gg = edge_mlp_backward(&ad, &cd, &dev, &maskd, 0.2, drop, &gd).unwrap();
+            assert_eq!(gh.len(), gg.len(), "{what}: gradient count");
+            for (k, (x, y)) in gg.iter().zip(&gh).enumerate() {
+                same(x, y, 1e-4, 1e-4, &format!("{what} gradient {k}"));
+            }
+        }
+    }
+}
+
 fn chamfer_cases(gpu: Device) {
     // block sizes: N ≤ 32 → one warp, 33 → 64, 257/300 → 256 in two blocks; M > 256 → several
     // shared-memory tiles; D = 1..8 (each template instance)
@@ -967,6 +1041,7 @@ fn every_kernel_is_launched_and_matches_cpu() {
     rqs_cases(gpu);
     chamfer_cases(gpu);
     message_cases(gpu);
+    edge_mlp_cases(gpu);
     sinkhorn_cases(gpu);
     epic_cases(gpu);
     jetgen::device::cuda::set_poison_allocations(false);

@@ -1,4 +1,4 @@
-//! The fused edge network of MPGAN's message passing (`ops/edge_mlp.rs`) against the composed
+//! The fused edge network of MPGAN's message passing (`ops/edge_mlp/`) against the composed
 //! chain `edge_input → (× dropout) → (Linear → LeakyReLU → × dropout)* → aggregate` it
 //! replaces on the CPU: values, first- and second-order gradients, finite differences,
 //! several chunks, empty and one-particle jets, thread-count independence, dropout

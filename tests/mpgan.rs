@@ -605,6 +605,75 @@ fn default_sizes_match_mpgans_generator() {
     assert_eq!(n, 356_065, "the peer's discriminator");
 }
 
+/// MPGAN's PointNet-Mix (`PointNetMixD` in rkansal47/MPGAN `ext_models/ext_models.py`,
+/// `--pointnetd-pointfc 64 128 1024 --pointnetd-fc 512`): 3 → 64 → 128 → 1024 per particle,
+/// 2·1024 → 512 → 1 after the pooling: 140,672 + 1,049,601 = 1,190,273 parameters. Our
+/// defaults build exactly that network, and it scores a padded slot as the padding particle
+/// whatever the slot holds.
+#[test]
+fn default_pointnet_mix_is_mpgans() {
+    let s = GanSettings::default();
+    let pn = PointNetMix::new(
+        &s.pointnet_mlp,
+        &s.pointnet_head,
+        1,
+        0.0,
+        &mut Rng::new(0),
+        Device::Cpu,
+    )
+    .unwrap();
+    let shapes: Vec<Vec<usize>> = pn
+        .params()
+        .iter()
+        .map(|p| p.value().shape().to_vec())
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            vec![64, 3],
+            vec![64],
+            vec![128, 64],
+            vec![128],
+            vec![1024, 128],
+            vec![1024],
+            vec![512, 2048],
+            vec![512],
+            vec![1, 512],
+            vec![1],
+        ]
+    );
+    let n: usize = pn.params().iter().map(|p| p.value().numel()).sum();
+    assert_eq!(n, 1_190_273);
+    // a jet of two real particles in 3 slots
+    let score = |slots: &[[f32; 4]], mask: &[f32]| {
+        let x: Vec<f32> = slots.iter().flatten().copied().collect();
+        let ctx = Ctx::new(false, 0);
+        let xv = ctx
+            .tape
+            .constant(Tensor::from_slice(&x, &[1, slots.len(), 4], Device::Cpu).unwrap());
+        let mask = Tensor::from_slice(mask, &[1, slots.len()], Device::Cpu).unwrap();
+        pn.forward(&ctx, &xv, &mask)
+            .unwrap()
+            .value()
+            .to_vec_f64()
+            .unwrap()[0]
+    };
+    let (p1, p2) = ([0.1f32, -0.2, 0.3, 0.5], [-0.05f32, 0.15, 0.0, 0.5]);
+    let padding = [0.0f32, 0.0, -0.5, -0.5];
+    let padded = score(&[p1, p2, padding], &[1.0, 1.0, 0.0]);
+    // whatever the padded slot holds, it is scored as the padding particle
+    assert_eq!(
+        score(&[p1, p2, [7.0, -3.0, 9.0, -0.5]], &[1.0, 1.0, 0.0]),
+        padded
+    );
+    assert_eq!(
+        score(&[p1, p2, [0.0, 0.0, -0.5, 0.5]], &[1.0, 1.0, 1.0]),
+        padded
+    );
+    // and it takes part in the pooling: the same two particles in 2 slots score differently
+    assert_ne!(score(&[p1, p2], &[1.0, 1.0]), padded);
+}
+
 #[test]
 fn bad_mpgan_settings_are_refused() {
     let out = std::env::temp_dir().join("jetgen-mpgan-refused");

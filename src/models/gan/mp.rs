@@ -8,10 +8,10 @@
 //! x′_i = f_n([m_i, x_i])         node MLP, φ after every layer but the last
 //! ```
 //! The edge MLP's first layer W[x_i; x_j] + b = (W_i x_i + b) + W_j x_j is computed per node.
-//! On the CPU the whole edge network and the sum over senders is one fused op
-//! ([`Var::edge_mlp`], `ops/edge_mlp.rs`) that keeps no per-pair tensor; on CUDA the pairs
-//! are combined by the fused [`Var::edge_input`] and summed by the fused [`Var::aggregate`]
-//! (`ops/message.rs`), so no `[B, N, N, 2F]` pair tensor is built either way.
+//! The whole edge network and the sum over senders is one fused op ([`Var::edge_mlp`],
+//! `ops/edge_mlp/`, CPU and CUDA) that keeps no per-pair tensor. The composed chain
+//! ([`MpLayer::composed_messages`]: the fused [`Var::edge_input`] and [`Var::aggregate`] of
+//! `ops/message.rs` around per-pair Linear layers) is its reference.
 //! Padded particles never influence real ones: their messages are dropped and real nodes
 //! only read their own features. Every layer is permutation-equivariant.
 //!
@@ -168,11 +168,7 @@ impl MpLayer {
     pub fn forward(&self, ctx: &Ctx, x: &Var, mask: &Tensor) -> Result<Var> {
         let a = self.receiver.forward(ctx, x)?;
         let c = self.sender.forward(ctx, x)?;
-        let m = if x.value().device() == Device::Cpu {
-            self.fused_messages(ctx, &a, &c, mask)?
-        } else {
-            self.composed_messages(ctx, &a, &c, mask)?
-        };
+        let m = self.fused_messages(ctx, &a, &c, mask)?;
         let mut h = Var::concat(&[&m, x], -1)?;
         for (k, layer) in self.node.iter().enumerate() {
             h = layer.forward(ctx, &h)?;
@@ -185,7 +181,7 @@ impl MpLayer {
 }
 
 impl MpLayer {
-    /// The messages Σ_j f_e(x_i, x_j) by the fused edge network ([`Var::edge_mlp`], CPU):
+    /// The messages Σ_j f_e(x_i, x_j) by the fused edge network ([`Var::edge_mlp`]):
     /// no per-pair tensor is kept; dropout multipliers from a seed of `ctx`.
     pub fn fused_messages(&self, ctx: &Ctx, a: &Var, c: &Var, mask: &Tensor) -> Result<Var> {
         let layers = self
@@ -207,7 +203,7 @@ impl MpLayer {
     }
 
     /// The same messages by the composed chain `edge_input → (Linear → φ → dropout)* →
-    /// aggregate` (CUDA, and the reference the fused op is tested against).
+    /// aggregate`: the reference the fused op is tested against.
     pub fn composed_messages(&self, ctx: &Ctx, a: &Var, c: &Var, mask: &Tensor) -> Result<Var> {
         let mut e = ctx.dropout(&a.edge_input(c, SLOPE)?, self.dropout)?;
         for layer in &self.edge {

@@ -1,24 +1,32 @@
-//! The PointNet-Mix discriminator (MPGAN's baseline, arXiv:2106.11535 §5): a shared
-//! per-particle MLP, then the masked max and the masked mean over real particles
+//! The PointNet-Mix discriminator (MPGAN's baseline, arXiv:2106.11535 §5), as the authors'
+//! `PointNetMixD` (rkansal47/MPGAN `ext_models/ext_models.py` at a1da9a1, L160–207): a shared
+//! per-particle MLP on (η, φ, pT), then the max and the mean over all N particle slots
 //! concatenated ("mix" pooling), then an MLP to the output:
 //! ```text
-//! h_i = f_p(x_i)                          [B, N, H]   φ = LeakyReLU(0.2) after every layer
-//! p   = [max_{i real} h_i, mean_{i real} h_i]   [B, 2H]   (0 for a jet with no particle)
-//! D   = f_o(p)                            [B, out]     φ after every layer but the last
+//! x̃_i = mask_i ? (η, φ, pT)_i : (0, 0, −0.5)   the padding value, whatever the slot holds
+//! h_i = f_p(x̃_i)                     [B, N, H]    φ = LeakyReLU(0.2) after every layer
+//! p   = [max_i h_i, (1/N) Σ_i h_i]     [B, 2H]
+//! D   = f_o(p)                       [B, out]     φ after every layer but the last
 //! ```
-//! Permutation-invariant; padded particles never enter (they are selected out, not
-//! multiplied by 0). Dropout after every hidden layer. The default widths (per particle
-//! 64-128-256, head 128) are ours: MPGAN's exact PointNet-Mix sizes were not checked.
+//! As in the reference, padded slots enter the pooling as the fixed padding particle (the
+//! data's and the generator's padding are that same value), so what a padded slot holds
+//! never matters; the network is permutation-invariant. MPGAN's sizes are the defaults:
+//! per particle 64-128-1024, head 512; the reference has no dropout (its `disc_dropout` is
+//! not used by this class), so the MPGAN training passes 0. The sigmoid of the LSGAN loss is
+//! applied in the loss (`losses.rs`), as the reference's last layer does.
 
 use crate::autograd::Var;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::models::gan::mp::{masked_sum, SLOPE};
+use crate::models::gan::mp::SLOPE;
 use crate::nn::{Ctx, Linear, Module, Param};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-/// The PointNet-Mix critic on `[η, φ, pT, mask]` particles.
+/// (η, φ, pT) of a padded particle in MPGAN's normalised features (pT −0.5 is zero pT).
+pub const PADDING: [f32; 3] = [0.0, 0.0, -0.5];
+
+/// The PointNet-Mix critic on `[η, φ, pT, mask]` particles (the mask feature only selects).
 pub struct PointNetMix {
     pub particle: Vec<Linear>,
     pub head: Vec<Linear>,
@@ -34,7 +42,7 @@ fn linears(prefix: &str, sizes: &[usize], rng: &mut Rng, device: Device) -> Resu
 }
 
 impl PointNetMix {
-    /// Per-particle widths `particle` (from 4), head widths `head` (from 2·last), then `out`
+    /// Per-particle widths `particle` (from 3), head widths `head` (from 2·last), then `out`
     /// (parameters `critic.particle.*`, `critic.head.*`).
     pub fn new(
         particle: &[usize],
@@ -49,7 +57,7 @@ impl PointNetMix {
                 "PointNet-Mix widths must be 1..=4096 with ≥ 1 per-particle layer: {particle:?}, {head:?}"
             )));
         }
-        let mut ps = vec![4];
+        let mut ps = vec![3];
         ps.extend(particle);
         let mut hs = vec![2 * particle[particle.len() - 1]];
         hs.extend(head);
@@ -72,29 +80,20 @@ impl PointNetMix {
         if mask.shape() != [b, n] {
             return Err(Error::shape("pointnet critic", "mask must be [B, N]"));
         }
-        let mut h = x.clone();
+        let (dev, dtype) = (x.value().device(), x.value().dtype());
+        let real: Vec<f32> = mask
+            .to_vec_f64()?
+            .iter()
+            .map(|&v| (v != 0.0) as u8 as f32)
+            .collect();
+        let cond = Tensor::from_slice(&real, &[b, n, 1], dev)?.to_dtype(dtype)?;
+        let pad = x.constant(Tensor::from_slice(&PADDING, &[3], dev)?.to_dtype(dtype)?);
+        let mut h = Var::select(&cond, &x.narrow(-1, 0, 3)?, &pad)?;
         for layer in &self.particle {
             h = ctx.dropout(&layer.forward(ctx, &h)?.leaky_relu(SLOPE)?, self.dropout)?;
         }
         let k = h.shape()[2];
-        let dev = x.value().device();
-        let dtype = x.value().dtype();
-        let m = mask.to_vec_f64()?;
-        let valid: Vec<f32> = m.iter().map(|&v| (v != 0.0) as u8 as f32).collect();
-        let counts: Vec<f32> = valid
-            .chunks(n.max(1))
-            .map(|c| c.iter().sum::<f32>())
-            .collect();
-        let cond = Tensor::from_slice(&valid, &[b, n, 1], dev)?.to_dtype(dtype)?;
-        let floor = h.constant(Tensor::full(&[], -1e30, dev)?.to_dtype(dtype)?);
-        let max = Var::select(&cond, &h, &floor)?.max(1, false)?;
-        let any: Vec<f32> = counts.iter().map(|&c| (c > 0.0) as u8 as f32).collect();
-        let any = Tensor::from_slice(&any, &[b, 1], dev)?.to_dtype(dtype)?;
-        let zero = h.constant(Tensor::zeros(&[], dev)?.to_dtype(dtype)?);
-        let max = Var::select(&any, &max, &zero)?;
-        let inv: Vec<f32> = counts.iter().map(|&c| 1.0 / c.max(1.0)).collect();
-        let inv = h.constant(Tensor::from_slice(&inv, &[b, 1], dev)?.to_dtype(dtype)?);
-        let mean = masked_sum(&h, mask)?.mul(&inv)?;
+        let (max, mean) = (h.max(1, false)?, h.mean(&[1], false)?);
         let mut p = Var::concat(&[&max, &mean], -1)?;
         debug_assert_eq!(p.shape(), [b, 2 * k]);
         for (i, layer) in self.head.iter().enumerate() {

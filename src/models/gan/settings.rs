@@ -132,14 +132,14 @@ pub struct GanSettings {
     /// σ of the MP generator's per-particle Gaussian noise
     #[arg(long, default_value_t = 0.2)]
     pub noise_sd: f64,
-    /// Dropout in the mp and pointnet discriminators' MLPs
+    /// Dropout in the mp discriminator's MLPs (MPGAN's PointNet-Mix has none)
     #[arg(long, default_value_t = 0.5)]
     pub d_dropout: f64,
-    /// PointNet-Mix per-particle MLP widths
-    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    /// PointNet-Mix per-particle MLP widths (MPGAN's `--pointnetd-pointfc`)
+    #[arg(long, value_delimiter = ',', default_value = "64,128,1024")]
     pub pointnet_mlp: Vec<usize>,
-    /// PointNet-Mix MLP widths after the pooling
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    /// PointNet-Mix MLP widths after the pooling (MPGAN's `--pointnetd-fc`)
+    #[arg(long, value_delimiter = ',', default_value = "512")]
     pub pointnet_head: Vec<usize>,
     /// Keep an exponential moving average of the generator weights with this decay (e.g.
     /// 0.999) and validate, checkpoint and generate with it; 0 = off

@@ -437,7 +437,7 @@ pub fn build_nets(
             &s.pointnet_mlp,
             &s.pointnet_head,
             critic_out,
-            drop,
+            0.0, // MPGAN's PointNet-Mix has no dropout
             &mut rng.fork(),
             device,
         )?),

@@ -32,11 +32,12 @@
 //! at MPGAN's widths), instead of the B·N²·ΣH values of every layer the composed chain keeps
 //! on the tape (≈ 0.4 GB per MP layer at batch 256).
 //!
-//! CPU only (f32, f64): whole jets are grouped into chunks of ≥ [`CHUNK_ROWS`] pair rows; each
+//! CPU (f32, f64): whole jets are grouped into chunks of ≥ [`CHUNK_ROWS`] pair rows; each
 //! layer is one GEMM over the chunk (matrixmultiply, threaded) and row-parallel elementwise
 //! work (rayon); chunks run in order and the weight gradients are summed chunk by chunk, so the
-//! result does not depend on the thread count. On CUDA the MP layer runs the composed chain
-//! (its fused `edge_input` / `aggregate` kernels and cuBLAS).
+//! result does not depend on the thread count. CUDA (f32, [`cuda`]): the same algorithm on
+//! chunks of ≥ [`cuda::CUDA_CHUNK_ROWS`] rows, cuBLAS GEMMs and the kernels of
+//! `kernels/edge_mlp.cu`.
 
 use std::any::Any;
 
@@ -52,6 +53,8 @@ use crate::rng::mix64;
 use crate::tensor::{Storage, Tensor};
 use crate::with_real;
 
+pub mod cuda;
+
 /// Pair rows per chunk (whole jets are added until a chunk holds at least this many).
 pub const CHUNK_ROWS: usize = 2048;
 
@@ -64,11 +67,11 @@ pub struct EdgeDropout {
 }
 
 impl EdgeDropout {
-    fn threshold(&self) -> u32 {
+    pub(crate) fn threshold(&self) -> u32 {
         (self.p as f64 * 4_294_967_296.0).min(u32::MAX as f64) as u32
     }
     /// 1/(1 − p), rounded to f32 so that both dtypes and [`dropout_scales`] use one value.
-    fn scale(&self) -> f64 {
+    pub(crate) fn scale(&self) -> f64 {
         (1.0 / (1.0 - self.p as f64)) as f32 as f64
     }
     /// The seed of pair row `pair = (b·N + i)·N + j` of layer `layer`.
@@ -114,7 +117,7 @@ pub fn dropout_scales(drop: &EdgeDropout, layer: usize, b: usize, n: usize, h: u
 
 /// Sizes of one application: `widths = [H₀, H₁, …, H_L]`.
 #[derive(Clone, Debug)]
-struct Dims {
+pub(crate) struct Dims {
     b: usize,
     n: usize,
     widths: Vec<usize>,
@@ -128,14 +131,15 @@ impl Dims {
 
 /// One computed pair: receiver row `b·N + i`, sender row `b·N + j`, pair index `(b·N + i)·N + j`.
 #[derive(Clone, Copy, Debug)]
-struct Pair {
-    recv: usize,
-    send: usize,
-    pair: usize,
+pub(crate) struct Pair {
+    pub(crate) recv: usize,
+    pub(crate) send: usize,
+    pub(crate) pair: usize,
 }
 
-/// The jets of the chunks and their pairs, receiver-major (each receiver's pairs contiguous).
-fn chunks(d: &Dims, real: &[bool]) -> Vec<Vec<Pair>> {
+/// The jets of the chunks (whole jets until a chunk holds ≥ `target` rows) and their pairs,
+/// receiver-major (each receiver's pairs contiguous, the same senders for each).
+pub(crate) fn chunks(d: &Dims, real: &[bool], target: usize) -> Vec<Vec<Pair>> {
     let n = d.n;
     let mut out = Vec::new();
     let mut cur = Vec::new();
@@ -150,7 +154,7 @@ fn chunks(d: &Dims, real: &[bool]) -> Vec<Vec<Pair>> {
                 });
             }
         }
-        if cur.len() >= CHUNK_ROWS {
+        if cur.len() >= target {
             out.push(std::mem::take(&mut cur));
         }
     }
@@ -296,7 +300,7 @@ fn sum_by_receiver<T: Real>(pairs: &[Pair], u: &[T], h: usize, out: &mut [T]) {
     }
 }
 
-fn max_rows(chunks: &[Vec<Pair>]) -> usize {
+pub(crate) fn max_rows(chunks: &[Vec<Pair>]) -> usize {
     chunks.iter().map(Vec::len).max().unwrap_or(0)
 }
 
@@ -309,7 +313,7 @@ fn cpu_forward<T: Real>(
 ) -> Vec<T> {
     let (l, hl) = (d.layers(), d.widths[d.layers()]);
     let mut out = vec![T::zero(); d.b * d.n * hl];
-    let chunks = chunks(d, real);
+    let chunks = chunks(d, real, CHUNK_ROWS);
     let mut ws = Workspace::new(d, max_rows(&chunks), drop.is_some(), false);
     for pairs in &chunks {
         chunk_forward(ops, d, pairs, T::from_f64(alpha), drop, &mut ws);
@@ -342,7 +346,7 @@ fn cpu_backward<T: Real>(
             )
         })
         .collect();
-    let chunks = chunks(d, real);
+    let chunks = chunks(d, real, CHUNK_ROWS);
     let mut ws = Workspace::new(d, max_rows(&chunks), drop.is_some(), true);
     for pairs in &chunks {
         let r = pairs.len();
@@ -470,6 +474,16 @@ impl CustomOp for EdgeMlpOp {
     fn name(&self) -> &'static str {
         "edge_mlp"
     }
+    fn cuda_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
+        let out = cuda::forward(
+            inputs,
+            &self.dims,
+            &self.real,
+            self.alpha,
+            self.dropout.as_ref(),
+        )?;
+        Ok(CustomForward::new(out))
+    }
     fn cpu_forward(&self, inputs: &[&Tensor]) -> Result<CustomForward> {
         let d = &self.dims;
         let shape = [d.b, d.n, d.widths[d.layers()]];
@@ -488,6 +502,11 @@ impl CustomOp for EdgeMlpOp {
         _needs: &[bool],
     ) -> Result<Vec<Option<Tensor>>> {
         let d = &self.dims;
+        if matches!(inputs[0].storage(), Storage::Cuda(_)) {
+            let grads =
+                cuda::backward(inputs, d, &self.real, self.alpha, self.dropout.as_ref(), g)?;
+            return Ok(grads.into_iter().map(Some).collect());
+        }
         let rows = [d.b, d.n, d.widths[0]];
         with_real!(inputs[0], T => {
             let ops = self.operands::<T>(inputs)?;
@@ -576,12 +595,7 @@ impl EdgeMlpOp {
                 )));
             }
         }
-        for t in [a, c].into_iter().chain(layers.iter().copied()) {
-            if matches!(t.storage(), Storage::Cuda(_)) {
-                return Err(Error::CudaUnavailable(
-                    "edge_mlp is CPU-only: on CUDA the MP layer runs the composed chain".into(),
-                ));
-            }
+        for t in std::iter::once(c).chain(layers.iter().copied()) {
             a.same_place("edge_mlp", t)?;
         }
         let real = mask.to_vec_f64()?.iter().map(|&v| v != 0.0).collect();
@@ -608,7 +622,7 @@ fn op_inputs<'a>(
     v
 }
 
-/// The fused edge network's value on tensors (CPU): `a`, `c [B, N, H₀]`, `layers` = (W_k,
+/// The fused edge network's value on tensors (CPU or CUDA): `a`, `c [B, N, H₀]`, `layers` = (W_k,
 /// b_k), `mask [B, N]` → `[B, N, H_L]` (see the module doc).
 pub fn edge_mlp_forward(
     a: &Tensor,
@@ -620,7 +634,12 @@ pub fn edge_mlp_forward(
 ) -> Result<Tensor> {
     let inputs = op_inputs(a, c, layers);
     let op = EdgeMlpOp::new(a, c, &inputs[2..], mask, alpha, dropout)?;
-    Ok(op.cpu_forward(&inputs)?.value)
+    let out = if matches!(a.storage(), Storage::Cuda(_)) {
+        op.cuda_forward(&inputs)?
+    } else {
+        op.cpu_forward(&inputs)?
+    };
+    Ok(out.value)
 }
 
 /// Its backward on tensors: from `g = ∂L/∂out [B, N, H_L]`, the gradients
@@ -652,7 +671,7 @@ impl Var {
     /// The fused edge network (see the module doc): `self = a [B, N, H₀]` (receiver part of
     /// the first layer, bias included), `c [B, N, H₀]` (sender part), `layers` = (W_k
     /// `[H_k, H_{k−1}]`, b_k `[H_k]`), `mask [B, N]` → `Σ_{j real} uᴸ_bij` `[B, N, H_L]`.
-    /// CPU only; differentiable to any order.
+    /// CPU (f32, f64) and CUDA (f32); differentiable to any order.
     pub fn edge_mlp(
         &self,
         c: &Var,
