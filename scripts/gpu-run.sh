@@ -74,6 +74,10 @@ echo "bench kernels cuda: rc=$?" >> "$S"
 # generation throughput through the Rust and the C API; a short CUDA training run end to end
 "$B/bin/jetgen" bench generate --device cuda --iters 20 --json "$R/generate_cuda.json" > "$R/generate_cuda.txt" 2>&1
 echo "bench generate cuda: rc=$?" >> "$S"
+# MPGAN's D+G training step with the fused CUDA edge network (its kernels/edge_mlp.cu rows
+# are in kernels_cuda above, with their roofline bounds)
+"$B/bin/jetgen" bench mpgan --device cuda --iters 10 --json "$R/mpgan_cuda.json" > "$R/mpgan_cuda.txt" 2>&1
+echo "bench mpgan cuda: rc=$?" >> "$S"
 timeout 300 "$B/bin/jetgen" train --device cuda --data "$B/sample/g.hdf5" --steps 300 --quick-eval --out "$R/train_cuda" > "$R/train_cuda.txt" 2>&1
 echo "train cuda (300 steps): rc=$?" >> "$S"
 "$B/bin/jetgen" bench --device cpu --iters 50 --json "$R/bench_cpu.json" > "$R/bench_cpu.txt" 2>&1

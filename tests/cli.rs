@@ -402,6 +402,23 @@ fn bad_arguments_fail_cleanly() {
             &["bench", "nothing", "--iters", "1"][..],
             "unknown bench suite",
         ),
+        // --score names a reconstruction loss, which --by latent does not use
+        (
+            &[
+                "anomaly",
+                "--model",
+                "/nonexistent/run",
+                "--background",
+                "/nonexistent.hdf5",
+                "--signal",
+                "/nonexistent.hdf5",
+                "--score",
+                "mse",
+                "--by",
+                "latent",
+            ][..],
+            "--by latent",
+        ),
     ] {
         assert_clean_failure(&jetgen(args), want);
     }

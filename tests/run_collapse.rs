@@ -79,6 +79,7 @@ fn a_run_that_never_scores_keeps_its_last_model_and_fails_naming_the_collapse() 
         lr: 1e-3,
         lr_schedule: LrSchedule::Constant,
         val_every: 2,
+        time_limit_s: None,
         patience: 10,
         monitor: "val_fpd",
         goal: Goal::Minimize,

@@ -145,7 +145,7 @@ pub enum Command {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Kernel suite only: run just these ops (comma-separated: chamfer, sinkhorn, rqs, edge_mlp — MPGAN's fused edge network, CPU only).
+        /// Kernel suite only: run just these ops (comma-separated: chamfer, sinkhorn, rqs, edge_mlp — MPGAN's fused edge network).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Jets per training step and generation of the fm suite

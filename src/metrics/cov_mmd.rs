@@ -231,8 +231,8 @@ mod tests {
         let g = JetNetData::read(std::path::Path::new("data/sample/g.hdf5")).unwrap();
         let t = JetNetData::read(std::path::Path::new("data/sample/t.hdf5")).unwrap();
         let (pg, pt) = (particles(&g, "g").unwrap(), particles(&t, "t").unwrap());
-        let mut empty = JetNetData::new(vec![0.0; 2 * 30 * 4], vec![0.0; 8], 2, 30, "e").unwrap();
-        empty.particles[2] = 0.0;
+        // two jets with no particle at all
+        let empty = JetNetData::new(vec![0.0; 2 * 30 * 4], vec![0.0; 8], 2, 30, "e").unwrap();
         let pe = particles(&empty, "empty").unwrap();
         let mut rng = Rng::new(7);
         let mut pick = |from: &'static str, n: usize| -> Vec<&Jet> {

@@ -155,8 +155,10 @@ pub fn beyond(lb: f64, best: f64) -> bool {
 }
 
 /// A tighter lower bound of EMD(x, y) for one pair, tried before solving it: with the test
-/// function f(z) = min(1, dist(z, y's particles)) (1-Lipschitz, 0 ≤ f ≤ 1, zero on y),
-/// EMD(x, y) ≥ Σ_i pT_i f(x_i), and symmetrically; the larger of the two sides.
+/// function f(z) = min(1, dist(z, y's particles)) (1-Lipschitz, 0 ≤ f ≤ 1, zero on y) on
+/// x's side, EMD(x, y) ≥ Σ_i pT_i f(x_i), and symmetrically. When x is the lighter jet its
+/// extra particle (mass Σ pT_y − Σ pT_x, at cost 1 from everything) sits on x's side and
+/// takes potential 1, which adds that mass to x's side of the bound. The larger side.
 pub fn pair_bound(x: &[Particle], y: &[Particle]) -> f64 {
     let side = |a: &[Particle], b: &[Particle]| -> f64 {
         a.iter()
@@ -169,7 +171,9 @@ pub fn pair_bound(x: &[Particle], y: &[Particle]) -> f64 {
             })
             .sum()
     };
-    side(x, y).max(side(y, x))
+    let total = |a: &[Particle]| a.iter().map(|p| p.pt).sum::<f64>();
+    let (sx, sy) = (total(x), total(y));
+    (side(x, y) + (sy - sx).max(0.0)).max(side(y, x) + (sx - sy).max(0.0))
 }
 
 /// Training jets prepared for nearest-EMD queries.
@@ -422,6 +426,36 @@ mod tests {
                 assert!(lb <= emd + 1e-12, "{lb} > {emd}");
             }
         }
+    }
+
+    /// The pair bound holds with unequal total pTs (each jet's pT scaled by a random factor)
+    /// and is exact for a jet against a copy of itself with every pT doubled (EMD = Σ pT).
+    #[test]
+    fn the_pair_bound_never_exceeds_the_emd_and_counts_the_pt_difference() {
+        let (a, b) = (jets(5, 40), jets(6, 40));
+        let mut rng = crate::rng::Rng::new(9);
+        let stride = 40;
+        let mut tight = 0;
+        for i in 0..40 {
+            for j in 0..40 {
+                let x = jet_particles(&a.particles[i * stride..(i + 1) * stride], 4);
+                let mut y = jet_particles(&b.particles[j * stride..(j + 1) * stride], 4);
+                let scale = 0.5 + (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                y.iter_mut().for_each(|p| p.pt *= scale);
+                let (pb, emd) = (pair_bound(&x, &y), jet_emd(&x, &y).unwrap());
+                assert!(pb <= emd + 1e-12, "{pb} > {emd}");
+                tight += (pb > 0.5 * emd) as usize;
+            }
+        }
+        assert!(tight > 0, "the bound is never within 2× of the EMD");
+        let x = jet_particles(&a.particles[..stride], 4);
+        let mut y = x.clone();
+        y.iter_mut().for_each(|p| p.pt *= 2.0);
+        let sum: f64 = x.iter().map(|p| p.pt).sum();
+        let emd = jet_emd(&x, &y).unwrap();
+        assert!((emd - sum).abs() < 1e-9 * sum, "{emd} vs {sum}");
+        assert!((pair_bound(&x, &y) - emd).abs() < 1e-9 * sum);
+        assert!((pair_bound(&y, &x) - emd).abs() < 1e-9 * sum);
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct RunSettings {
     /// Validate every this many steps
     #[arg(long, default_value_t = 100)]
     pub val_every: usize,
+    /// Wall-clock budget in minutes: the first step that ends past it is the last (it is
+    /// validated, and the run finishes as if --steps had ended there); none by default
+    #[arg(long)]
+    pub time_limit: Option<f64>,
     /// Early stopping: validations without improvement before stopping
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
@@ -249,6 +253,13 @@ impl RunSettings {
         ] {
             if value == 0 || value > max {
                 return bad(format!("{name} must be in 1..={max}, got {value}"));
+            }
+        }
+        if let Some(t) = self.time_limit {
+            if !(t.is_finite() && t > 0.0) {
+                return bad(format!(
+                    "--time-limit must be a positive number of minutes, got {t}"
+                ));
             }
         }
         self.device()?;

@@ -48,6 +48,8 @@ pub struct LoopSettings {
     pub lr_schedule: LrSchedule,
     /// Validate every this many steps (and at the last).
     pub val_every: usize,
+    /// Wall-clock budget in seconds: the first step ending past it is the last one.
+    pub time_limit_s: Option<f64>,
     /// Validations without improvement of `monitor` before stopping.
     pub patience: usize,
     /// The validation score early stopping watches (a [`Score::key`]), and its goal.
@@ -98,6 +100,7 @@ pub fn clip_and_step(
 
 /// Run `task` for `settings.steps` steps into `run` (writes `train_log.csv` and the best
 /// `checkpoint.safetensors`), calling `progress` every 10 steps and at every validation.
+/// With a time limit, the first step that ends past it is validated and is the last.
 /// Fails after [`MAX_BAD_STEPS`] non-finite steps in a row. When no validation gave a
 /// finite score the last model is the checkpoint and `best_score` is NaN.
 pub fn train_loop(
@@ -133,6 +136,7 @@ pub fn train_loop(
         val_history: Vec::new(),
     };
     let mut saved = false;
+    let started = Instant::now();
     for step in 1..=settings.steps {
         let lr = settings.lr_schedule.at(settings.lr, step, settings.steps);
         let loss = match task.step(step, lr)? {
@@ -158,7 +162,10 @@ pub fn train_loop(
         }
         window.0 += loss;
         window.1 += 1;
-        let validating = step % settings.val_every == 0 || step == settings.steps;
+        let out_of_time = settings
+            .time_limit_s
+            .is_some_and(|t| started.elapsed().as_secs_f64() >= t);
+        let validating = step % settings.val_every == 0 || step == settings.steps || out_of_time;
         let scores = if validating {
             Some(task.validate()?)
         } else {
@@ -221,6 +228,9 @@ pub fn train_loop(
                 Verdict::Stop => break,
             }
         }
+        if out_of_time {
+            break;
+        }
     }
     log.flush()?;
     if !saved {
@@ -232,4 +242,66 @@ pub fn train_loop(
     out.first_loss = first_loss;
     out.best_score = stopping.best().unwrap_or(f64::NAN);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::progress::Score;
+
+    /// Steps of ~5 ms whose validation score falls with the step.
+    struct Slow;
+
+    impl TrainTask for Slow {
+        fn batch_size(&self) -> usize {
+            1
+        }
+        fn step(&mut self, step: usize, _lr: f64) -> Result<StepOutcome> {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            Ok(StepOutcome::Applied(1.0 / step as f64))
+        }
+        fn score_keys(&self) -> Vec<&'static str> {
+            vec!["val_loss"]
+        }
+        fn validate(&mut self) -> Result<Vec<Score>> {
+            Ok(vec![Score {
+                key: "val_loss",
+                label: "validation loss",
+                value: 1.0,
+            }])
+        }
+        fn save_checkpoint(&self, path: &Path) -> Result<()> {
+            std::fs::write(path, b"model").map_err(|e| Error::file(path, e.to_string()))
+        }
+    }
+
+    /// A run with a time limit ends at the first step past it, validates that step (so its
+    /// checkpoint and log row exist) and reports it as the last step run.
+    #[test]
+    fn the_time_limit_ends_the_run_at_a_validated_step() {
+        let root = std::env::temp_dir().join(format!("jetgen-time-limit-{}", std::process::id()));
+        let run = RunDir::new(&root);
+        let _lock = run.prepare(true).unwrap();
+        let settings = LoopSettings {
+            steps: 100_000,
+            lr: 1e-3,
+            lr_schedule: LrSchedule::Constant,
+            val_every: 100_000,
+            time_limit_s: Some(0.05),
+            patience: 5,
+            monitor: "val_loss",
+            goal: Goal::Minimize,
+            loss_key: "train_loss",
+        };
+        let t = Instant::now();
+        let out = train_loop(&mut Slow, &settings, &run, &mut |_| {}).unwrap();
+        assert!(t.elapsed().as_secs_f64() < 5.0);
+        assert!((2..1000).contains(&out.steps_run), "{}", out.steps_run);
+        assert_eq!(out.val_history, [(out.steps_run as f64, 1.0)]);
+        assert_eq!(std::fs::read(run.checkpoint()).unwrap(), b"model");
+        let log = std::fs::read_to_string(run.train_log()).unwrap();
+        let last = log.lines().last().unwrap();
+        assert!(last.starts_with(&format!("{},", out.steps_run)), "{log}");
+        std::fs::remove_dir_all(&root).ok();
+    }
 }

@@ -581,9 +581,9 @@ pub fn kernel_suite(
             }
         }
     }
-    // MPGAN's edge network (CPU only: on CUDA the MP layer runs the composed chain), full jets
-    // of 30 (every pair computed, as for gluon jets), MPGAN's widths 96-160-192, no dropout
-    if wanted("edge_mlp") && device == Device::Cpu && sizes == KernelSizes::Peers {
+    // MPGAN's fused edge network (CPU and CUDA), full jets of 30 (every pair computed, as
+    // for gluon jets), MPGAN's widths 96-160-192, no dropout
+    if wanted("edge_mlp") && sizes == KernelSizes::Peers {
         use jetgen::ops::edge_mlp::{edge_mlp_backward, edge_mlp_forward};
         let widths = [96usize, 160, 192];
         for b in [32usize, 256] {

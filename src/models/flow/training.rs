@@ -287,6 +287,7 @@ pub fn train_flow(
         lr: settings.run.lr,
         lr_schedule: settings.run.lr_schedule,
         val_every: settings.run.val_every,
+        time_limit_s: settings.run.time_limit.map(|m| m * 60.0),
         patience: settings.run.patience,
         monitor: "val_nll",
         goal: Goal::Minimize,

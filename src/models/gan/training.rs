@@ -325,6 +325,7 @@ pub fn train_gan(
         lr: lr_g,
         lr_schedule: s.run.lr_schedule,
         val_every: s.run.val_every,
+        time_limit_s: s.run.time_limit.map(|m| m * 60.0),
         patience: s.run.patience,
         monitor: "val_fpd",
         goal: Goal::Minimize,

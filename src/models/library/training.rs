@@ -60,6 +60,7 @@ pub fn train_library(
         lr: 0.0,
         lr_schedule: settings.run.lr_schedule,
         val_every: 1,
+        time_limit_s: None,
         patience: 0,
         monitor: "none",
         goal: Goal::Minimize,

@@ -195,6 +195,11 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     if args.n == 0 {
         return Err(Error::invalid("--n must be ≥ 1"));
     }
+    if args.score.is_some() && args.by == ScoreBy::Latent {
+        return Err(Error::invalid(
+            "--score picks the reconstruction loss, and --by latent scores without one: use --by reconstruction or --by both with --score",
+        ));
+    }
     let mut trainings = Vec::with_capacity(args.model.len());
     let mut models = Vec::with_capacity(args.model.len());
     for dir in &args.model {
@@ -306,10 +311,10 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
     let parts: Vec<Component> = bkg_each
         .into_iter()
         .zip(sig_each)
-        .map(|((background, log), (signal, _))| Component {
+        .map(|((background, is_loss), (signal, _))| Component {
             background,
             signal,
-            log,
+            is_loss,
         })
         .collect();
     let (bkg, sig) = ensemble_scores(&parts);
@@ -443,12 +448,12 @@ pub fn run(args: &AnomalyArgs) -> Result<()> {
 }
 
 /// One part of an ensemble's score: one model's scores of the background and the signal
-/// jets, and whether they are a loss (combined as ln s) or already a log-density (combined
-/// as they are).
+/// jets, and whether they are a loss (`is_loss`: combined as ln s) or already a negative
+/// log-density (combined as they are).
 pub struct Component {
     pub background: Vec<f64>,
     pub signal: Vec<f64>,
-    pub log: bool,
+    pub is_loss: bool,
 }
 
 /// The combined score from its components: a lone component's own scores; for several, per
@@ -466,7 +471,7 @@ pub fn ensemble_scores(parts: &[Component]) -> (Vec<f64>, Vec<f64>) {
     let k = parts.len() as f64;
     for part in parts {
         let t = |v: &[f64]| -> Vec<f64> {
-            match part.log {
+            match part.is_loss {
                 true => v.iter().map(|&s| s.max(f64::MIN_POSITIVE).ln()).collect(),
                 false => v.to_vec(),
             }
@@ -496,10 +501,10 @@ mod tests {
     #[test]
     fn ensemble_scores_average_the_standardised_logs() {
         let e = std::f64::consts::E;
-        let part = |background: Vec<f64>, signal: Vec<f64>, log| Component {
+        let part = |background: Vec<f64>, signal: Vec<f64>, is_loss| Component {
             background,
             signal,
-            log,
+            is_loss,
         };
         let parts = [
             part(vec![1.0, e * e], vec![e.powi(3)], true),

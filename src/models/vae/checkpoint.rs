@@ -57,7 +57,7 @@ impl TrainedVae {
         let representation = self.spec.representation;
         let Some(target) = self
             .pt_sum
-            .filter(|_| representation == Representation::Relative)
+            .filter(|s| s.is_finite() && *s > 0.0 && representation == Representation::Relative)
         else {
             return decoded_to_jetnet(rows, p, representation, self.threshold);
         };
@@ -282,7 +282,11 @@ pub fn load_checkpoint(path: &Path, device: Device) -> Result<TrainedVae> {
         spec,
         beta: f("beta")?,
         threshold: f("threshold")? as f32,
-        pt_sum: v["pt_sum"].as_f64().map(|s| s as f32),
+        // a zero, negative or non-finite scale means "not calibrated": decode unscaled
+        pt_sum: v["pt_sum"]
+            .as_f64()
+            .map(|s| s as f32)
+            .filter(|s| s.is_finite() && *s > 0.0),
         latent_mean,
         latent_std,
         prior,

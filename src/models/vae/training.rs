@@ -226,21 +226,22 @@ pub fn calibrate_threshold(path: &Path, clouds: &Clouds, device: Device) -> Resu
         .map(|r| clouds.representation.pt(r))
         .filter(|v| v.is_finite())
         .collect();
-    if pts.is_empty() {
-        return Ok(m.threshold);
+    // with no finite decoded pT there is nothing to calibrate on: the threshold stays as it is
+    if !pts.is_empty() {
+        pts.sort_by(f32::total_cmp);
+        let real = clouds.mask.iter().filter(|&&v| v != 0.0).count() as f64
+            / clouds.mask.len().max(1) as f64;
+        let k = (((1.0 - real) * pts.len() as f64) as usize).min(pts.len() - 1);
+        let tau = if k == 0 {
+            pts[0].min(0.0)
+        } else {
+            0.5 * (pts[k - 1] + pts[k])
+        };
+        m.threshold = tau.max(0.0);
     }
-    pts.sort_by(f32::total_cmp);
-    let real =
-        clouds.mask.iter().filter(|&&v| v != 0.0).count() as f64 / clouds.mask.len().max(1) as f64;
-    let k = (((1.0 - real) * pts.len() as f64) as usize).min(pts.len() - 1);
-    let tau = if k == 0 {
-        pts[0].min(0.0)
-    } else {
-        0.5 * (pts[k - 1] + pts[k])
-    };
-    m.threshold = tau.max(0.0);
     if m.spec.loss == ReconLoss::Sinkhorn && clouds.representation == Representation::Relative {
         // the EMD trains only the pT fractions: generation takes its pT scale from the data
+        // (none when the data carry no positive finite pT: decoded jets then stay unscaled)
         let p3 = clouds.n_particles * 3;
         let sums = clouds
             .features
@@ -252,7 +253,8 @@ pub fn calibrate_threshold(path: &Path, clouds: &Clouds, device: Device) -> Resu
                 real.map(|(r, _)| r[2] as f64).sum::<f64>()
             })
             .sum();
-        m.pt_sum = Some((total / clouds.n_jets.max(1) as f64) as f32);
+        let mean = (total / clouds.n_jets.max(1) as f64) as f32;
+        m.pt_sum = (mean.is_finite() && mean > 0.0).then_some(mean);
     }
     crate::models::vae::checkpoint::save_checkpoint(path, &m)?;
     Ok(m.threshold)
@@ -442,6 +444,7 @@ pub fn train_vae(
         lr: settings.run.lr,
         lr_schedule: settings.run.lr_schedule,
         val_every: settings.run.val_every,
+        time_limit_s: settings.run.time_limit.map(|m| m * 60.0),
         patience: settings.run.patience,
         monitor: "val_loss",
         goal: Goal::Minimize,
