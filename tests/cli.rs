@@ -419,11 +419,21 @@ fn bad_arguments_fail_cleanly() {
             ][..],
             "--by latent",
         ),
+        (
+            &["dimensionality", "/nonexistent/run", "/nonexistent/run2"][..],
+            "/nonexistent/run",
+        ),
+        (
+            &["dimensionality", run_s, run_s, "--tail", "0"][..],
+            "--tail",
+        ),
     ] {
         assert_clean_failure(&jetgen(args), want);
     }
     // outputs that are inputs: refused before anything is written
     let trained = trained();
+    let flow = trained.to_str().unwrap();
+    assert_clean_failure(&jetgen(&["dimensionality", flow, flow]), "not a VAE");
     let ckpt = trained.join("checkpoint.safetensors");
     let before = std::fs::read(&ckpt).unwrap();
     let spelled = trained.join(".").join("checkpoint.safetensors");

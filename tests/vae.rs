@@ -650,3 +650,61 @@ fn emd_gradient_matches_finite_differences() {
         "cos {cos}, |g| {ng}, |fd| {nf}\n{g:?}\n{fd:?}"
     );
 }
+
+/// `jetgen dimensionality` over two constant-β runs: sorted by β, one interval whose D is
+/// the negative log slope of the runs' averaged KL, and both plots written.
+#[test]
+fn dimensionality_across_constant_beta_runs() {
+    use jetgen::models::vae::dimensionality::{run, DimensionalityArgs};
+    let dir = std::env::temp_dir().join(format!("jetgen-vae-dbeta-{}", std::process::id()));
+    let (clouds, jets) = sample_clouds(600, 30);
+    let mut runs = Vec::new();
+    for beta in [1.0, 0.1] {
+        let out = dir.join(format!("beta{beta}"));
+        let mut s = quick_settings(ReconLoss::Mse, &out);
+        s.beta = beta;
+        train_vae(&clouds, &jets, &s, true, &mut |_| {}).unwrap();
+        runs.push(out);
+    }
+    let json_path = dir.join("d.json");
+    let args = DimensionalityArgs {
+        runs: runs.clone(),
+        tail: 0.5,
+        plots: Some(dir.join("plots")),
+        json: Some(json_path.clone()),
+    };
+    run(&args).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let r = v["runs"].as_array().unwrap();
+    assert_eq!(r.len(), 2);
+    let (b0, b1) = (
+        r[0]["beta"].as_f64().unwrap(),
+        r[1]["beta"].as_f64().unwrap(),
+    );
+    assert_eq!((b0, b1), (0.1, 1.0), "sorted by β");
+    // validations at steps 20, 30, 40 of 40 lie in the last half
+    assert!(r.iter().all(|p| p["validations"].as_u64().unwrap() >= 2));
+    let (k0, k1) = (r[0]["kl"].as_f64().unwrap(), r[1]["kl"].as_f64().unwrap());
+    let iv = &v["intervals"][0];
+    let d = iv["D"].as_f64().unwrap();
+    assert!(
+        (d - (-(k1 - k0) / 10f64.ln())).abs() < 1e-9 * d.abs().max(1.0),
+        "{d}"
+    );
+    assert!(iv["D_err"].as_f64().unwrap() >= 0.0);
+    for png in ["d_vs_beta.png", "kl_per_dim_vs_beta.png"] {
+        let bytes = std::fs::read(dir.join("plots").join(png)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{png}");
+    }
+    // the same run twice is one β, not a curve
+    let twice = DimensionalityArgs {
+        runs: vec![runs[0].clone(), runs[0].clone()],
+        ..args
+    };
+    assert!(run(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("both trained"));
+    std::fs::remove_dir_all(&dir).ok();
+}

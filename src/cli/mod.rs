@@ -115,6 +115,10 @@ pub enum Command {
     /// The learned prior of a trained VAE/AE: fit a flow to the training jets' codes, save
     /// the model with it, compare generation from it and from the Gaussian prior.
     Latent(crate::models::vae::LatentArgs),
+    /// The EMD-VAE study's dimensionality D(β) = −dKL/d ln β across VAE runs trained at
+    /// one constant β each: the KL per dimension and reconstruction averaged over each
+    /// run's last validations, D with its error between neighbouring β, plots and JSON.
+    Dimensionality(crate::models::vae::DimensionalityArgs),
     /// Benchmarks as tables: `engine` (GEMM, MLP training step), `kernels` (Chamfer,
     /// Sinkhorn, RQS, each with its roofline bound and the fraction reached), `scaling` (the
     /// same kernels over a grid of sizes: how cost grows; run it at --threads 1 and 2 for the
@@ -222,6 +226,7 @@ pub fn main() -> i32 {
         Command::Train(t) => t.run(),
         Command::Anomaly(a) => crate::models::vae::anomaly::run(&a),
         Command::Latent(a) => crate::models::vae::prior::run(&a),
+        Command::Dimensionality(a) => crate::models::vae::dimensionality::run(&a),
         Command::Sample {
             model,
             n,

@@ -358,6 +358,40 @@ fn cpu_matmul<T: Real>(a: &[T], b: &[T], ta: bool, tb: bool, d: Dims) -> Vec<T> 
     out
 }
 
+/// The column-major cuBLAS configuration of the row-major product C[m, n] = op(A)·op(B) + β·C
+/// with op(A) `[m, k]` and op(B) `[k, n]`: column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so the caller
+/// passes B as cuBLAS's first operand and A as its second. `what` names the op in the error
+/// for a dimension beyond i32.
+pub(crate) fn row_major_gemm(
+    what: &'static str,
+    (ta, tb): (bool, bool),
+    (m, k, n): (usize, usize, usize),
+    beta: f32,
+) -> Result<GemmConfig<f32>> {
+    let int = |v: usize| {
+        i32::try_from(v).map_err(|_| Error::shape(what, "dimension exceeds i32 for cuBLAS"))
+    };
+    let op = |t: bool| {
+        if t {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    Ok(GemmConfig {
+        transa: op(tb),
+        transb: op(ta),
+        m: int(n)?,
+        n: int(m)?,
+        k: int(k)?,
+        alpha: 1.0f32,
+        lda: int(if tb { k } else { n })?,
+        ldb: int(if ta { m } else { k })?,
+        beta,
+        ldc: int(n)?,
+    })
+}
+
 fn cuda_matmul(
     a: &Tensor,
     b: &Tensor,
@@ -385,26 +419,7 @@ fn cuda_matmul(
         let int = |v: usize| {
             i32::try_from(v).map_err(|_| Error::shape("matmul", "dimension exceeds i32 for cuBLAS"))
         };
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        // Row-major C = op(A)·op(B)  ⇔  column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap operands.
-        let gemm = GemmConfig {
-            transa: op(tb),
-            transb: op(ta),
-            m: int(n)?,
-            n: int(m)?,
-            k: int(k)?,
-            alpha: 1.0f32,
-            lda: int(if tb { k } else { n })?,
-            ldb: int(if ta { m } else { k })?,
-            beta: 0.0f32,
-            ldc: int(n)?,
-        };
+        let gemm = row_major_gemm("matmul", (ta, tb), (m, k, n), 0.0)?;
         let cfg = StridedBatchedConfig {
             gemm,
             batch_size: int(batch)?,

@@ -10,7 +10,8 @@
 //! * [`sampling`] — encoding, reconstruction, anomaly scores, generation, the [`Generator`];
 //! * [`training`] — the run-layer task; [`analysis`] — the VAE plots and reports;
 //! * [`anomaly`] — `jetgen anomaly`: ROC, AUC, rejections, the score's mass correlation;
-//! * [`prior`] — `jetgen latent`: a flow fitted to the training codes as the prior.
+//! * [`prior`] — `jetgen latent`: a flow fitted to the training codes as the prior;
+//! * [`dimensionality`] — `jetgen dimensionality`: D(β) = −dKL/d ln β across constant-β runs.
 //!
 //! [`Generator`]: crate::runs::generator::Generator
 
@@ -18,6 +19,7 @@ pub mod analysis;
 pub mod anomaly;
 pub mod checkpoint;
 pub mod data;
+pub mod dimensionality;
 pub mod loss;
 pub mod network;
 pub mod prior;
@@ -27,6 +29,7 @@ pub mod training;
 
 pub use anomaly::AnomalyArgs;
 pub use checkpoint::{load_checkpoint, save_checkpoint, TrainedVae, FAMILY_AE, FAMILY_VAE};
+pub use dimensionality::DimensionalityArgs;
 pub use prior::LatentArgs;
 pub use sampling::VaeGenerator;
 pub use settings::{ReconLoss, VaeSettings};

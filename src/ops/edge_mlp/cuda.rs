@@ -18,14 +18,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::{CudaBlas, Gemm};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::{chunks, max_rows, Dims, EdgeDropout, Pair};
 use crate::device::buffers::fill;
 use crate::device::cuda::{grid_for, CudaBackend};
 use crate::error::{Error, Result};
+use crate::ops::matmul::row_major_gemm;
 use crate::ops::n_u32;
 use crate::tensor::Tensor;
 
@@ -231,28 +231,7 @@ fn gemm(
             Ok(())
         };
     }
-    let int = |v: usize| {
-        i32::try_from(v).map_err(|_| Error::shape("edge_mlp", "dimension exceeds i32 for cuBLAS"))
-    };
-    let op = |t: bool| {
-        if t {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        }
-    };
-    let cfg = GemmConfig {
-        transa: op(tb),
-        transb: op(ta),
-        m: int(n)?,
-        n: int(m)?,
-        k: int(k)?,
-        alpha: 1.0f32,
-        lda: int(if tb { k } else { n })?,
-        ldb: int(if ta { m } else { k })?,
-        beta,
-        ldc: int(n)?,
-    };
+    let cfg = row_major_gemm("edge_mlp", (ta, tb), (m, k, n), beta)?;
     // SAFETY: a holds m·k, b k·n and c m·n floats (the workspace and tensors are sized by the
     // chunk's rows and the layer widths); the leading dimensions describe row-major storage.
     unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| Error::Cuda {
@@ -267,6 +246,26 @@ struct RowArgs<'a> {
     n: u32,
     alpha: f32,
     drop: DropArgs,
+}
+
+/// The per-call part of [`RowArgs`]: particles per jet, the leaky slope, the dropout.
+#[derive(Clone, Copy)]
+struct RowParams {
+    n: u32,
+    alpha: f32,
+    drop: DropArgs,
+}
+
+impl RowParams {
+    /// The argument block of one chunk.
+    fn on<'c>(self, chunk: &'c DeviceChunk) -> RowArgs<'c> {
+        RowArgs {
+            chunk,
+            n: self.n,
+            alpha: self.alpha,
+            drop: self.drop,
+        }
+    }
 }
 
 /// Launch `edge_mlp::$name` over `$total` elements (none when 0) with the element count
@@ -434,9 +433,7 @@ struct Call<'a> {
     ops: DeviceOperands<'a>,
     chunks: Vec<DeviceChunk>,
     ws: Workspace,
-    n: u32,
-    alpha: f32,
-    drop: DropArgs,
+    rows: RowParams,
 }
 
 impl<'a> Call<'a> {
@@ -460,20 +457,17 @@ impl<'a> Call<'a> {
             ops: operands(inputs, d.layers())?,
             chunks,
             ws,
-            n: n_u32("edge_mlp", d.n)?,
-            alpha: alpha as f32,
-            drop: DropArgs::new(drop),
+            rows: RowParams {
+                n: n_u32("edge_mlp", d.n)?,
+                alpha: alpha as f32,
+                drop: DropArgs::new(drop),
+            },
             be,
         })
     }
 
     fn forward_chunk(&mut self, k: usize, d: &Dims) -> Result<()> {
-        let ra = RowArgs {
-            chunk: &self.chunks[k],
-            n: self.n,
-            alpha: self.alpha,
-            drop: self.drop,
-        };
+        let ra = self.rows.on(&self.chunks[k]);
         chunk_forward(&self.be, &self.blas, &self.ops, d, &ra, &mut self.ws)
     }
 }
@@ -491,7 +485,7 @@ pub(super) fn forward(
     let mut out = call.be.alloc_zeros::<f32>(d.b * d.n * hl)?;
     for k in 0..call.chunks.len() {
         call.forward_chunk(k, d)?;
-        let u = input(&call.ws.act, &call.ws.dropped, l, call.drop);
+        let u = input(&call.ws.act, &call.ws.dropped, l, call.rows.drop);
         segment_sum(&call.be, &call.chunks[k].by_receiver, hl, u, &mut out)?;
     }
     Ok(Tensor::from_cuda(out, call.be.clone(), &[d.b, d.n, hl]))
@@ -527,17 +521,10 @@ pub(super) fn backward(
             chunks,
             ws,
             blas,
-            n,
-            alpha,
-            drop,
+            rows,
             ..
         } = &mut call;
-        let ra = RowArgs {
-            chunk: &chunks[ck],
-            n: *n,
-            alpha: *alpha,
-            drop: *drop,
-        };
+        let ra = rows.on(&chunks[ck]);
         let r = ra.chunk.rows;
         local_grad(&be, &ra, l, d.widths[l], &ws.act[l], Some(g), &mut ws.grad)?;
         for k in (1..=l).rev() {
