@@ -421,7 +421,7 @@ fn bad_arguments_fail_cleanly() {
         ),
         (
             &["dimensionality", "/nonexistent/run", "/nonexistent/run2"][..],
-            "/nonexistent/run",
+            "/nonexistent/run/config.json",
         ),
         (
             &["dimensionality", run_s, run_s, "--tail", "0"][..],

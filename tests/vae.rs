@@ -685,14 +685,18 @@ fn dimensionality_across_constant_beta_runs() {
     assert_eq!((b0, b1), (0.1, 1.0), "sorted by β");
     // validations at steps 20, 30, 40 of 40 lie in the last half
     assert!(r.iter().all(|p| p["validations"].as_u64().unwrap() >= 2));
+    // a smaller β buys more KL, so D > 0; MSE counts ½ per resolved direction
     let (k0, k1) = (r[0]["kl"].as_f64().unwrap(), r[1]["kl"].as_f64().unwrap());
+    assert!(
+        k0 > k1,
+        "KL at β = 0.1 ({k0}) should exceed KL at β = 1 ({k1})"
+    );
     let iv = &v["intervals"][0];
     let d = iv["D"].as_f64().unwrap();
-    assert!(
-        (d - (-(k1 - k0) / 10f64.ln())).abs() < 1e-9 * d.abs().max(1.0),
-        "{d}"
-    );
-    assert!(iv["D_err"].as_f64().unwrap() >= 0.0);
+    assert!(d > 0.0, "{d}");
+    assert!((d - (-(k1 - k0) / 10f64.ln())).abs() < 1e-9 * d, "{d}");
+    assert_eq!(iv["directions"].as_f64().unwrap(), d / 0.5);
+    assert_eq!(v["direction_weight"].as_f64().unwrap(), 0.5);
     for png in ["d_vs_beta.png", "kl_per_dim_vs_beta.png"] {
         let bytes = std::fs::read(dir.join("plots").join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG", "{png}");

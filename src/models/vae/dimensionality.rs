@@ -3,18 +3,27 @@
 //!
 //! A sweep inside one run (`--beta-schedule anneal`) moves β faster than the model settles;
 //! the study's curve comes from one VAE per β, each at equilibrium. For every run this reads
-//! the validations of its `analysis.json` from the last `tail` fraction of its steps and
-//! averages them: the KL per latent dimension and the reconstruction loss, each with its
-//! standard error over those validations (a run still drifting shows a large one). Between
+//! the validations of its `analysis.json` from the last `tail` fraction of the steps up to
+//! its last validation and averages them: the KL per latent dimension and the
+//! reconstruction loss, each with the standard error of that mean. The validations are
+//! successive states of one trajectory on the same jets, so σ measures how much the run
+//! still moves (a drifting run shows a large one), not the full statistical error. Between
 //! neighbouring β (sorted), the finite difference
 //! ```text
 //! D(√(β₁β₂)) = −(KL₂ − KL₁) / (ln β₂ − ln β₁),   σ_D = √(σ₁² + σ₂²) / |ln β₂ − ln β₁|
 //! ```
-//! In the Gaussian picture every latent direction resolved at β adds 1 to D: D counts the
-//! dimensions of the data manifold visible at resolution β.
+//! D counts the directions resolved at β, each with a weight w set by the loss. For one
+//! direction with posterior width s, KL = −ln s + const, and the loss is minimised over s:
+//! * `--loss sinkhorn`, loss = EMD/(2β²) + KL. The EMD (ground distance to the power 1)
+//!   grows linearly in s, so s ∝ β², KL = −2 ln β + const, and **w = 2**.
+//! * mse, chamfer, chamfer-physics: loss = recon + β·KL with squared errors, which grow as
+//!   s². So s² ∝ β, KL = −½ ln β + const, and **w = ½**.
+//!
+//! D/w estimates how many latent directions are resolved; the table and the plot show it
+//! beside the latent size.
 //!
 //! Outputs: a table on stdout, `--json` (every run and every interval), and with `--plots`
-//! `d_vs_beta.png` (D with its ±σ band and the latent size for reference) and
+//! `d_vs_beta.png` (D with its ±σ band and w × the latent size for reference) and
 //! `kl_per_dim_vs_beta.png` (the KL of each run's k-th most informative dimension over β —
 //! ranks, since the axes of independent runs are unrelated — and the total).
 
@@ -24,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::plots::style::PALETTE;
-use crate::plots::{Scale, Series, Style, XyPlot};
+use crate::plots::{LegendPos, Scale, Series, Style, XyPlot};
 
 /// `jetgen dimensionality`'s options.
 #[derive(clap::Args, Debug, Clone)]
@@ -33,7 +42,8 @@ pub struct DimensionalityArgs {
     /// per β, with the same loss and latent size; at least two
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
-    /// Fraction of each run's last steps whose validations are averaged (0 < tail ≤ 1)
+    /// Fraction of each run's steps, up to its last validation, whose validations are
+    /// averaged (0 < tail ≤ 1; at least two validations must fall in it)
     #[arg(long, default_value_t = 0.25)]
     pub tail: f64,
     /// Write the D(β) and KL-per-dimension plots into this directory
@@ -96,6 +106,11 @@ pub fn run_point(run: &Path, config: &Value, analysis: &Value, tail: f64) -> Res
     let sweep = analysis["beta_sweep"]
         .as_array()
         .ok_or_else(|| bad("analysis.json has no beta_sweep (was the run finished?)".into()))?;
+    if sweep.is_empty() {
+        return Err(bad(
+            "analysis.json lists no validations (was --val-every larger than --steps?)".into(),
+        ));
+    }
     let last = sweep
         .iter()
         .filter_map(|p| p["step"].as_f64())
@@ -113,16 +128,16 @@ pub fn run_point(run: &Path, config: &Value, analysis: &Value, tail: f64) -> Res
             .as_array()
             .and_then(|a| a.iter().map(Value::as_f64).collect());
         let dims = dims.unwrap_or_default();
+        // (serde writes a non-finite number as null: a diverged run lands here)
         let (b, recon) = (p["beta"].as_f64(), p["recon"].as_f64());
-        let (Some(b), Some(recon)) = (b, recon) else {
+        let (Some(b), Some(recon), false) = (b, recon, dims.is_empty()) else {
             return Err(bad(format!(
-                "validation at step {step} lacks beta or recon"
+                "validation at step {step} has a non-finite (null) or missing β, \
+                 reconstruction or KL per dimension: did the run diverge?"
             )));
         };
-        if dims.is_empty() || !b.is_finite() || b <= 0.0 || !recon.is_finite() {
-            return Err(bad(format!(
-                "validation at step {step} has no finite KL per dimension, β or reconstruction"
-            )));
+        if b <= 0.0 {
+            return Err(bad(format!("validation at step {step} has β = {b} ≤ 0")));
         }
         if kl_dims.first().is_some_and(|d| d.len() != dims.len()) {
             return Err(bad("validations disagree on the latent size".into()));
@@ -138,9 +153,11 @@ pub fn run_point(run: &Path, config: &Value, analysis: &Value, tail: f64) -> Res
         recons.push(recon);
         kl_dims.push(dims);
     }
-    let Some(beta) = beta else {
+    let Some(beta) = beta.filter(|_| kls.len() >= 2) else {
         return Err(bad(format!(
-            "no validation in the last {:.0} % of its steps; lower --tail or validate more often",
+            "has {} validation(s) in the last {:.0} % of its steps, too few for a mean and \
+             its error; raise --tail or validate more often (--val-every)",
+            kls.len(),
             100.0 * tail
         )));
     };
@@ -203,7 +220,8 @@ pub fn order(mut points: Vec<RunPoint>) -> Result<Vec<RunPoint>> {
     }
     points.sort_by(|a, b| a.beta.total_cmp(&b.beta));
     for w in points.windows(2) {
-        if (w[1].beta - w[0].beta).abs() <= 1e-12 * w[1].beta {
+        // (closer than 0.1 % a finite difference is all noise)
+        if (w[1].beta / w[0].beta).ln() < 1e-3 {
             return Err(Error::invalid(format!(
                 "{} and {} were both trained at β = {}: give one run per β",
                 w[0].run.display(),
@@ -222,6 +240,16 @@ pub fn order(mut points: Vec<RunPoint>) -> Result<Vec<RunPoint>> {
         }
     }
     Ok(points)
+}
+
+/// The weight w of one resolved direction in D for `loss` (module doc): 2 for the EMD
+/// loss EMD/(2β²) + KL, ½ for recon + β·KL with squared errors.
+pub fn direction_weight(loss: &str) -> f64 {
+    if loss == "sinkhorn" {
+        2.0
+    } else {
+        0.5
+    }
 }
 
 /// The loss the runs were trained with, which all must share.
@@ -263,20 +291,21 @@ pub fn run(args: &DimensionalityArgs) -> Result<()> {
     let loss = common_loss(&configs)?;
     let points = order(points)?;
     let ivs = intervals(&points);
-    print!("{}", table(&points, &ivs, &loss, args.tail));
+    let w = direction_weight(&loss);
+    print!("{}", table(&points, &ivs, &loss, args.tail, w));
     if let Some(path) = &args.json {
-        crate::io::write_json(path, &to_json(&points, &ivs, &loss, args.tail))?;
+        crate::io::write_json(path, &to_json(&points, &ivs, &loss, args.tail, w))?;
     }
     if let Some(dir) = &args.plots {
         std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e.to_string()))?;
-        plots(dir, &points, &ivs)?;
+        plots(dir, &points, &ivs, w)?;
         println!("plots: {}", dir.display());
     }
     Ok(())
 }
 
 /// The runs and the intervals as a text table.
-fn table(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64) -> String {
+fn table(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64, w: f64) -> String {
     let mut s = format!(
         "D(β) = −dKL/d ln β across {} runs (--loss {loss}); validations of the last {:.0} % \
          of each run averaged\n",
@@ -301,21 +330,32 @@ fn table(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64) -> String
             p.run.display()
         );
     }
-    s += &format!("{:>22} {:>10} {:>10}\n", "interval", "D", "±");
+    s += &format!(
+        "{:>22} {:>10} {:>10} {:>8}   (w = {w} per resolved direction for --loss {loss})\n",
+        "interval", "D", "±", "D/w"
+    );
     for iv in ivs {
         s += &format!(
-            "{:>10.4} – {:<9.4} {:>10.2} {:>10.2}\n",
-            iv.beta_lo, iv.beta_hi, iv.d, iv.d_err
+            "{:>10.4} – {:<9.4} {:>10.2} {:>10.2} {:>8.1}\n",
+            iv.beta_lo,
+            iv.beta_hi,
+            iv.d,
+            iv.d_err,
+            iv.d / w
         );
     }
     s
 }
 
 /// The JSON written by `--json`.
-fn to_json(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64) -> Value {
+fn to_json(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64, w: f64) -> Value {
     json!({
         "what": "D(β) = −dKL/d ln β by finite differences between runs at neighbouring constant β",
         "loss": loss,
+        "direction_weight": w,
+        "note": "D/w estimates the resolved latent directions (w = 2 for EMD/(2β²) + KL, ½ for \
+                 recon + β·KL with squared errors); the errors are the spread of each run's \
+                 last validations",
         "tail": tail,
         "runs": points.iter().map(|p| json!({
             "run": p.run.display().to_string(), "beta": p.beta,
@@ -325,13 +365,13 @@ fn to_json(points: &[RunPoint], ivs: &[Interval], loss: &str, tail: f64) -> Valu
         })).collect::<Vec<_>>(),
         "intervals": ivs.iter().map(|iv| json!({
             "beta_lo": iv.beta_lo, "beta_hi": iv.beta_hi, "beta_mid": iv.beta_mid,
-            "D": iv.d, "D_err": iv.d_err,
+            "D": iv.d, "D_err": iv.d_err, "directions": iv.d / w,
         })).collect::<Vec<_>>(),
     })
 }
 
 /// `d_vs_beta.png` and `kl_per_dim_vs_beta.png`.
-fn plots(dir: &Path, points: &[RunPoint], ivs: &[Interval]) -> Result<()> {
+fn plots(dir: &Path, points: &[RunPoint], ivs: &[Interval], w: f64) -> Result<()> {
     let l = points[0].kl_per_dim.len() as f64;
     let (lo, hi) = (points[0].beta, points[points.len() - 1].beta);
     let band = |sign: f64| -> Vec<(f64, f64)> {
@@ -346,6 +386,8 @@ fn plots(dir: &Path, points: &[RunPoint], ivs: &[Interval]) -> Result<()> {
             xlabel: "β (resolution, units of the reconstruction loss)".into(),
             ylabel: "D".into(),
             x_scale: Scale::Log,
+            // (D falls from upper left to lower right: the lower left is free)
+            legend: LegendPos::LowerLeft,
             ..Default::default()
         },
         &[
@@ -358,9 +400,9 @@ fn plots(dir: &Path, points: &[RunPoint], ivs: &[Interval]) -> Result<()> {
             Series::line("D ± σ", PALETTE[1], band(1.0)).with_style(Style::Dashed),
             Series::line("", PALETTE[1], band(-1.0)).with_style(Style::Dashed),
             Series::line(
-                format!("latent size {l}"),
+                format!("all {l} latent directions resolved (w·{l}, w = {w})"),
                 PALETTE[7 % PALETTE.len()],
-                vec![(lo, l), (hi, l)],
+                vec![(lo, w * l), (hi, w * l)],
             )
             .with_style(Style::Dashed),
         ],
@@ -515,13 +557,33 @@ mod tests {
             &nan,
             0.25
         ))
-        .contains("no finite KL"));
+        .contains("non-finite (null)"));
+        let mut null_recon = analysis(0.1, [[1.0, 1.0]; 4]);
+        null_recon["beta_sweep"][3]["recon"] = Value::Null;
+        let diverged = run_point(Path::new("r"), &config(0.1, "constant"), &null_recon, 0.5);
+        assert!(msg(diverged).contains("diverge"));
+        // one validation in the tail is no mean with an error; none at all is named
+        let one = run_point(Path::new("r"), &config(0.1, "constant"), &a, 0.1);
+        assert!(msg(one).contains("raise --tail"));
+        let empty = run_point(
+            Path::new("r"),
+            &config(0.1, "constant"),
+            &json!({"beta_sweep": []}),
+            0.5,
+        );
+        assert!(msg(empty).contains("no validations"));
         // one run, or two at one β
         let p = run_point(Path::new("r"), &config(0.1, "constant"), &a, 0.5).unwrap();
         assert!(order(vec![p.clone()]).is_err());
+        let mut near = p.clone();
+        near.beta *= 1.0 + 1e-5;
+        let close = order(vec![p.clone(), near]).unwrap_err().to_string();
+        assert!(close.contains("both trained"), "{close}");
         assert!(order(vec![p.clone(), p])
             .unwrap_err()
             .to_string()
             .contains("both trained"));
+        assert_eq!(direction_weight("sinkhorn"), 2.0);
+        assert_eq!(direction_weight("mse"), 0.5);
     }
 }
