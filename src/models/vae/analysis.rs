@@ -248,6 +248,23 @@ fn kl_plot(path: &Path, kl: &[f64]) -> Result<()> {
     crate::plots::xy_plot(path, &plot, &[Series::markers("", PALETTE[0], pts)])
 }
 
+/// KL (nats) against β, both axes logarithmic: the KL-per-dimension plots of a run's own
+/// sweep and of `jetgen dimensionality`.
+pub(crate) fn kl_vs_beta_plot(path: &Path, title: String, series: &[Series]) -> Result<()> {
+    crate::plots::xy_plot(
+        path,
+        &XyPlot {
+            title,
+            xlabel: "β".into(),
+            ylabel: "KL (nats)".into(),
+            x_scale: Scale::Log,
+            y_scale: Scale::Log,
+            ..Default::default()
+        },
+        series,
+    )
+}
+
 fn sweep_plots(dir: &Path, history: &[BetaPoint]) -> Result<()> {
     let l = history[0].kl_per_dim.len();
     let series: Vec<Series> = (0..l)
@@ -259,16 +276,9 @@ fn sweep_plots(dir: &Path, history: &[BetaPoint]) -> Result<()> {
             Series::line("", PALETTE[k % PALETTE.len()], pts)
         })
         .collect();
-    crate::plots::xy_plot(
+    kl_vs_beta_plot(
         &dir.join("kl_per_dim_vs_beta.png"),
-        &XyPlot {
-            title: "KL per latent dimension over the β sweep".into(),
-            xlabel: "β".into(),
-            ylabel: "KL (nats)".into(),
-            x_scale: Scale::Log,
-            y_scale: Scale::Log,
-            ..Default::default()
-        },
+        "KL per latent dimension over the β sweep".into(),
         &series,
     )?;
     let sweep: Vec<(f64, f64)> = history

@@ -441,18 +441,9 @@ fn plots(dir: &Path, points: &[RunPoint], ivs: &[Interval], w: f64) -> Result<()
         )
         .with_style(Style::LineMarkers),
     );
-    crate::plots::xy_plot(
+    crate::models::vae::analysis::kl_vs_beta_plot(
         &dir.join("kl_per_dim_vs_beta.png"),
-        &XyPlot {
-            title: format!(
-                "KL of each run's latent dimensions by rank (floor {floor}), one run per β"
-            ),
-            xlabel: "β".into(),
-            ylabel: "KL (nats)".into(),
-            x_scale: Scale::Log,
-            y_scale: Scale::Log,
-            ..Default::default()
-        },
+        format!("KL of each run's latent dimensions by rank (floor {floor}), one run per β"),
         &series,
     )
 }
